@@ -1,0 +1,211 @@
+//! Records shared by the kernel programs (`tracer-ebpf`) and the user side (`tracer`).
+//!
+//! Everything here is plain `#[repr(C)]` data: the kernel writes these structs into the
+//! ring buffer and user space reads them back byte for byte. Field offsets of tracepoint
+//! records are *not* baked in: user space reads them from tracefs and hands them to the
+//! programs in [`KernelConfig`].
+#![no_std]
+
+/// An offset that is not known on this kernel (field absent from the format file).
+pub const UNKNOWN_OFFSET: u16 = u16::MAX;
+
+/// Which tracepoint (or syscall family) produced a record. Also the index of the
+/// per-kind lost counter, so that loss is accounted per kind.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    TaskNewtask = 0,
+    ProcessExec = 1,
+    ProcessExit = 2,
+    SignalGenerate = 3,
+    SignalDeliver = 4,
+    MarkVictim = 5,
+    RssStat = 6,
+    TcpSendReset = 7,
+    TcpReceiveReset = 8,
+    InetSockSetState = 9,
+    Mmap = 10,
+    Munmap = 11,
+    Brk = 12,
+    Mremap = 13,
+}
+
+/// Number of [`Probe`] values; size of the lost-counter array.
+pub const PROBE_COUNT: u32 = 14;
+
+impl Probe {
+    pub const ALL: [Probe; PROBE_COUNT as usize] = [
+        Probe::TaskNewtask,
+        Probe::ProcessExec,
+        Probe::ProcessExit,
+        Probe::SignalGenerate,
+        Probe::SignalDeliver,
+        Probe::MarkVictim,
+        Probe::RssStat,
+        Probe::TcpSendReset,
+        Probe::TcpReceiveReset,
+        Probe::InetSockSetState,
+        Probe::Mmap,
+        Probe::Munmap,
+        Probe::Brk,
+        Probe::Mremap,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Probe> {
+        Probe::ALL.get(v as usize).copied()
+    }
+}
+
+/// Indices into [`KernelConfig::offsets`]: the tracepoint fields the programs themselves
+/// must read to filter or aggregate. Everything else is decoded in user space from the
+/// raw record copy.
+pub mod field {
+    /// signal:signal_generate `pid` (the receiving thread).
+    pub const SIGGEN_PID: usize = 0;
+    /// oom:mark_victim `pid` (the victim thread).
+    pub const VICTIM_PID: usize = 1;
+    /// task:task_newtask `pid` (the new task).
+    pub const NEWTASK_PID: usize = 2;
+    /// task:task_newtask `clone_flags`.
+    pub const NEWTASK_FLAGS: usize = 3;
+    /// kmem:rss_stat `curr`.
+    pub const RSS_CURR: usize = 4;
+    /// kmem:rss_stat `member`.
+    pub const RSS_MEMBER: usize = 5;
+    /// kmem:rss_stat `size`.
+    pub const RSS_SIZE: usize = 6;
+    /// sock:inet_sock_set_state `skaddr`.
+    pub const SOCK_SKADDR: usize = 7;
+    /// sock:inet_sock_set_state `sport`.
+    pub const SOCK_SPORT: usize = 8;
+    /// sock:inet_sock_set_state `newstate`.
+    pub const SOCK_NEWSTATE: usize = 9;
+    /// sock:inet_sock_set_state `protocol`.
+    pub const SOCK_PROTOCOL: usize = 10;
+    /// syscalls:sys_enter_* first argument.
+    pub const SYS_ARGS: usize = 11;
+    /// syscalls:sys_exit_* `ret`.
+    pub const SYS_RET: usize = 12;
+    /// sched:sched_process_exit `group_dead` (absent before 6.x: then unknown).
+    pub const EXIT_GROUP_DEAD: usize = 13;
+    pub const COUNT: usize = 16;
+}
+
+/// Configuration handed to the kernel programs as a read-only global before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelConfig {
+    /// Emit an rss_stat record when a member moved by at least this many bytes since the
+    /// last record for the same process and member.
+    pub rss_threshold_bytes: u64,
+    /// Offset of `exit_code` in `struct task_struct`, from BTF; `u32::MAX` when unknown.
+    pub task_exit_code_offset: u32,
+    /// Non-zero: new processes forked by a traced process are traced too.
+    pub follow_children: u32,
+    /// Value of TCP_LISTEN in sock:inet_sock_set_state, from its print fmt.
+    pub tcp_listen_state: u32,
+    /// IPPROTO_TCP in sock:inet_sock_set_state, from its print fmt.
+    pub ipproto_tcp: u32,
+    /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
+    pub offsets: [u16; field::COUNT],
+}
+
+impl KernelConfig {
+    pub const fn empty() -> Self {
+        KernelConfig {
+            rss_threshold_bytes: 0,
+            task_exit_code_offset: u32::MAX,
+            follow_children: 0,
+            tcp_listen_state: u32::MAX,
+            ipproto_tcp: u32::MAX,
+            offsets: [UNKNOWN_OFFSET; field::COUNT],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelConfig {}
+
+/// Process context of the task that was current when the tracepoint fired.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// A [`Probe`] value.
+    pub probe: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
+/// Bytes of the tracepoint record copied verbatim by [`RawRecord`]. Large enough for every
+/// fixed field of the events copied this way and their `__data_loc` strings (comm,
+/// filename); a longer exec filename is truncated.
+pub const RAW_DATA_LEN: usize = 320;
+
+/// A verbatim copy of a rare tracepoint record (process, signal, OOM, TCP), decoded in
+/// user space with the field layout read from tracefs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawRecord {
+    pub header: Header,
+    /// Values the program computed that the record does not carry (see [`aux`]).
+    pub aux: [u64; 2],
+    pub data: [u8; RAW_DATA_LEN],
+}
+
+/// Meaning of [`RawRecord::aux`] per probe.
+pub mod aux {
+    /// ProcessExit: aux[0] = task->exit_code, aux[1] = 1 when aux[0] was read.
+    pub const EXIT_CODE: usize = 0;
+    pub const EXIT_CODE_KNOWN: usize = 1;
+    /// MarkVictim / SignalGenerate: aux[0] = TGID of the victim/receiver thread if traced
+    /// (0 otherwise).
+    pub const TARGET_TGID: usize = 0;
+}
+
+/// One completed memory syscall of a traced process (mmap, munmap, brk, mremap): the
+/// arguments from sys_enter and the return value from sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemSyscall {
+    pub header: Header,
+    pub args: [u64; 6],
+    pub ret: i64,
+    /// Monotonic ns at sys_enter (header.ts_ns is at sys_exit).
+    pub enter_ns: u64,
+}
+
+/// Arguments of a memory syscall between its enter and exit, keyed by TID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSyscall {
+    pub args: [u64; 6],
+    pub enter_ns: u64,
+    pub probe: u32,
+    pub _pad: u32,
+}
+
+/// RSS of one member (file, anon, swap, shmem) of a traced process's mm, emitted when it
+/// moved by at least the configured threshold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RssRecord {
+    pub header: Header,
+    pub member: i32,
+    pub _pad: u32,
+    pub bytes: i64,
+}
+
+/// Key of the in-kernel rss aggregation map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssKey {
+    pub tgid: u32,
+    pub member: i32,
+}
+
+/// CLONE_THREAD from <linux/sched.h>: the new task shares the thread group.
+pub const CLONE_THREAD: u64 = 0x0001_0000;

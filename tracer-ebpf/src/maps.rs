@@ -1,0 +1,76 @@
+//! Maps shared by the programs, and the configuration global written by user space.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{KernelConfig, PendingSyscall, RssKey, PROBE_COUNT};
+
+/// Set by user space before load (offsets from tracefs, BTF, thresholds).
+#[unsafe(no_mangle)]
+pub static CONFIG: KernelConfig = KernelConfig::empty();
+
+/// Thread groups being traced: TGID -> 1.
+#[map]
+pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Threads of traced groups: TID -> TGID. Signals and OOM victims name a thread.
+#[map]
+pub static TIDS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Memory syscalls between enter and exit: TID -> arguments.
+#[map]
+pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(65536, 0);
+
+/// Last emitted RSS per (TGID, member).
+#[map]
+pub static RSS_LAST: HashMap<RssKey, i64> = HashMap::with_max_entries(16384, 0);
+
+/// Sockets that belong to a traced process: sock address -> TGID.
+#[map]
+pub static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Local ports a traced process listened on: port -> TGID.
+#[map]
+pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Ring buffer reservations that failed, per CPU and per probe. Never silent loss.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_COUNT, 0);
+
+/// The one ring buffer to user space; user space sets its size before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[inline(always)]
+pub fn config_offset(index: usize) -> Option<usize> {
+    // Volatile: the global is rewritten by user space at load; the compiler must not
+    // fold the zero-initialised value.
+    let off = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets[index]) };
+    if off == tracer_common::UNKNOWN_OFFSET {
+        None
+    } else {
+        Some(off as usize)
+    }
+}
+
+#[inline(always)]
+pub fn config_u32(field: &u32) -> u32 {
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+#[inline(always)]
+pub fn rss_threshold() -> i64 {
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.rss_threshold_bytes) as i64 }
+}
+
+#[inline(always)]
+pub fn is_traced_tgid(tgid: u32) -> bool {
+    unsafe { TGIDS.get(&tgid).is_some() }
+}
+
+#[inline(always)]
+pub fn count_lost(probe: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(probe) {
+        unsafe { *counter += 1 };
+    }
+}

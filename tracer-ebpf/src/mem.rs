@@ -1,0 +1,107 @@
+//! syscalls:sys_{enter,exit}_{mmap,munmap,brk,mremap} of traced processes: one record
+//! per completed call, with its arguments and result.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{field, MemSyscall, PendingSyscall, Probe};
+
+use crate::{
+    maps::{config_offset, count_lost, is_traced_tgid, EVENTS, PENDING},
+    record::header,
+};
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, probe: Probe) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced_tgid((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(args_off) = config_offset(field::SYS_ARGS) else {
+        return 0;
+    };
+    let args: [u64; 6] = unsafe { ctx.read_at::<[u64; 6]>(args_off) }.unwrap_or([0; 6]);
+    let pending = PendingSyscall {
+        args,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        probe: probe as u32,
+        _pad: 0,
+    };
+    if PENDING.insert(&(pid_tgid as u32), &pending, 0).is_err() {
+        count_lost(probe as u32);
+    }
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced_tgid((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let Some(pending) = (unsafe { PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&tid);
+    if pending.probe != probe as u32 {
+        return 0;
+    }
+    let ret: i64 = match config_offset(field::SYS_RET) {
+        Some(off) => unsafe { ctx.read_at::<i64>(off) }.unwrap_or(0),
+        None => 0,
+    };
+    let Some(mut entry) = EVENTS.reserve::<MemSyscall>(0) else {
+        count_lost(probe as u32);
+        return 0;
+    };
+    entry.write(MemSyscall {
+        header: header(probe),
+        args: pending.args,
+        ret,
+        enter_ns: pending.enter_ns,
+    });
+    entry.submit(0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    enter(&ctx, Probe::Mmap)
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    exit(&ctx, Probe::Mmap)
+}
+
+#[tracepoint]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    enter(&ctx, Probe::Munmap)
+}
+
+#[tracepoint]
+pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+    exit(&ctx, Probe::Munmap)
+}
+
+#[tracepoint]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    enter(&ctx, Probe::Brk)
+}
+
+#[tracepoint]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    exit(&ctx, Probe::Brk)
+}
+
+#[tracepoint]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    enter(&ctx, Probe::Mremap)
+}
+
+#[tracepoint]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    exit(&ctx, Probe::Mremap)
+}

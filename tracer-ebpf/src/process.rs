@@ -1,0 +1,72 @@
+//! task:task_newtask, sched:sched_process_exec, sched:sched_process_exit: follow the
+//! traced thread groups and record how they end.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{aux, field, Probe, CLONE_THREAD};
+
+use crate::{
+    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, TGIDS, TIDS},
+    record::emit_raw,
+};
+
+/// task_newtask rather than sched_process_fork: it carries clone_flags, which is the only
+/// way to tell a new thread from a new process without reading task_struct.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced_tgid(tgid) {
+        return 0;
+    }
+    let (Some(pid_off), Some(flags_off)) =
+        (config_offset(field::NEWTASK_PID), config_offset(field::NEWTASK_FLAGS))
+    else {
+        return 0;
+    };
+    let child: u32 = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
+    let flags: u64 = unsafe { ctx.read_at::<u64>(flags_off) }.unwrap_or(0);
+    if child != 0 {
+        if flags & CLONE_THREAD != 0 {
+            let _ = TIDS.insert(&child, &tgid, 0);
+        } else if config_u32(&CONFIG.follow_children) != 0 {
+            let _ = TGIDS.insert(&child, &1, 0);
+            let _ = TIDS.insert(&child, &child, 0);
+        }
+    }
+    emit_raw(&ctx, Probe::TaskNewtask, [0; 2]);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced_tgid(tgid) {
+        return 0;
+    }
+    emit_raw(&ctx, Probe::ProcessExec, [0; 2]);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced_tgid(tgid) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let _ = TIDS.remove(&tid);
+    let mut extra = [0u64; 2];
+    let off = config_u32(&CONFIG.task_exit_code_offset);
+    if off != u32::MAX {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        if let Ok(code) = unsafe { bpf_probe_read_kernel(task.add(off as usize) as *const i32) } {
+            extra[aux::EXIT_CODE] = code as u32 as u64;
+            extra[aux::EXIT_CODE_KNOWN] = 1;
+        }
+    }
+    emit_raw(&ctx, Probe::ProcessExit, extra);
+    0
+}

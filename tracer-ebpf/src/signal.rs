@@ -1,0 +1,35 @@
+//! signal:signal_generate (any sender, receiver traced) and signal:signal_deliver (in a
+//! traced process).
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use tracer_common::{aux, field, Probe};
+
+use crate::{
+    maps::{config_offset, is_traced_tgid, TIDS},
+    record::emit_raw,
+};
+
+/// Current is the sender here; the receiver is the `pid` field, a thread id.
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    let Some(pid_off) = config_offset(field::SIGGEN_PID) else {
+        return 0;
+    };
+    let receiver: u32 = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
+    let Some(tgid) = (unsafe { TIDS.get(&receiver) }).copied() else {
+        return 0;
+    };
+    let mut extra = [0u64; 2];
+    extra[aux::TARGET_TGID] = tgid as u64;
+    emit_raw(&ctx, Probe::SignalGenerate, extra);
+    0
+}
+
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced_tgid(tgid) {
+        return 0;
+    }
+    emit_raw(&ctx, Probe::SignalDeliver, [0; 2]);
+    0
+}

@@ -1,0 +1,144 @@
+//! Command line.
+use std::{collections::BTreeSet, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::capture::ProbeGroup;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Explains why a socket reset: traces a process's memory, OOM kills, signals, exits and TCP resets with eBPF",
+    long_about = "Explains why a socket reset.\n\n\
+        tracer follows a process from the kernel (eBPF tracepoints) and writes one JSON object per \
+        event: memory growth (mmap/munmap/brk/mremap, RSS), OOM kills, signals, exits, and TCP resets \
+        attributed to the sockets and ports the process owned, also after it died.\n\n\
+        Examples:\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n\n\
+        Needs root (or CAP_BPF + CAP_PERFMON) and tracefs; kprobes are not used.",
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Process to trace (with all its threads)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+
+    /// Show debug logs, including messages from the kernel programs
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a command and trace it from its first instruction
+    Run {
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    /// Also trace processes the target forks (threads are always traced)
+    #[arg(long)]
+    pub follow_children: bool,
+
+    /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Where to write the events, one JSON object per line; `-` is standard output
+    #[arg(long, default_value = "-", value_name = "FILE|-")]
+    pub jsonl: String,
+
+    /// After the target exits, keep tracing this long for the resets that follow its death
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    /// Probe groups to attach, comma separated; `process` is always on
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = ProbeGroup::ALL)]
+    pub probes: Vec<ProbeGroup>,
+
+    /// Emit an rss event when a memory counter moved by this much (e.g. 8MiB, 512KiB, 1048576)
+    #[arg(long, default_value = "8MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    pub rss_threshold: u64,
+
+    /// Size of the kernel ring buffer (power of two, e.g. 16MiB); larger loses less in bursts
+    #[arg(long, default_value = "16MiB", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_buffer: u64,
+}
+
+impl TraceArgs {
+    pub fn probe_set(&self) -> BTreeSet<ProbeGroup> {
+        self.probes.iter().copied().collect()
+    }
+}
+
+/// `8MiB`, `512KiB`, `1GiB`, `4096`, `2M`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size: use e.g. 8MiB, 512KiB or 4096"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_ring_size(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    if !n.is_power_of_two() || n < 4096 || n > (1 << 30) {
+        return Err(format!("ring buffer size {s:?} must be a power of two between 4KiB and 1GiB"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3XB").is_err());
+        assert!(parse_ring_size("3MiB").is_err());
+    }
+
+    #[test]
+    fn run_takes_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["tracer", "run", "--jsonl", "x", "--", "sleep", "1"]).unwrap();
+        match cli.command {
+            Some(Command::Run { cmd, trace }) => {
+                assert_eq!(cmd, vec!["sleep", "1"]);
+                assert_eq!(trace.jsonl, "x");
+                assert_eq!(trace.probes.len(), 6);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["tracer", "--pid", "12", "--probes", "oom,tcp"]).unwrap();
+        assert_eq!(cli.pid, Some(12));
+        assert_eq!(cli.trace.probe_set().len(), 2);
+    }
+}

@@ -1,0 +1,233 @@
+//! THE event model. Everything downstream of capture (diagnosis, exports, the TUI, the
+//! `report` command on a recorded trace) speaks only this. One JSON object per line; the
+//! field names are a stable interface documented in the README.
+use serde::{Deserialize, Serialize};
+
+/// One thing that happened, with the process context it happened in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Process (TGID) the event is about: the traced process for its own events, the
+    /// owner for an attributed reset, the current task otherwise.
+    pub pid: u32,
+    /// Thread the event happened on (the current thread when the tracepoint fired).
+    pub tid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened. Serialized with a `kind` tag in snake_case next to the common fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// First line of every trace: what is traced and with which probes.
+    TraceStart {
+        target_pid: u32,
+        target_cmdline: String,
+        follow_children: bool,
+        kernel: String,
+        probes: Vec<String>,
+        /// Probes that could not be attached on this kernel, with the reason.
+        missing_probes: Vec<String>,
+        rss_threshold_bytes: u64,
+    },
+    /// Last line of every trace.
+    TraceEnd {
+        /// `target_exited`, `duration`, `interrupted`.
+        reason: String,
+        events: u64,
+        lost: u64,
+    },
+    /// A traced process created a thread or a process.
+    Fork {
+        child_pid: u32,
+        child_comm: String,
+        thread: bool,
+        clone_flags: u64,
+        /// Whether the child is traced too (always for threads; with --follow-children
+        /// for processes).
+        traced: bool,
+    },
+    Exec {
+        filename: String,
+        old_pid: u32,
+    },
+    /// A thread of a traced process exited; `group_dead` marks the end of the process.
+    Exit {
+        group_dead: bool,
+        /// exit(2) status when the process exited on its own.
+        exit_code: Option<i32>,
+        /// The signal that killed it, when it was killed.
+        signal: Option<i32>,
+        signal_name: Option<String>,
+        core_dumped: bool,
+        /// Where exit_code/signal came from: `task_exit_code` (task_struct via BTF),
+        /// `fatal_signal` (the last fatal signal delivered), or `unknown`.
+        source: String,
+    },
+    /// A signal was generated for a thread of a traced process. pid/tid/comm are the
+    /// sender's.
+    Signal {
+        target_pid: u32,
+        target_tid: u32,
+        target_comm: String,
+        signal: i32,
+        signal_name: String,
+        si_code: i32,
+        si_code_name: String,
+        /// TRACE_SIGNAL_* result: delivered, ignored, already_pending, overflow_fail,
+        /// lose_info.
+        result: String,
+        group: bool,
+    },
+    /// A signal was delivered to (dequeued by) a traced thread.
+    SignalDeliver {
+        signal: i32,
+        signal_name: String,
+        si_code: i32,
+        si_code_name: String,
+        sa_handler: u64,
+        sa_flags: u64,
+    },
+    /// The OOM killer chose a victim (any process on the machine). pid/tid/comm are the
+    /// task that ran the OOM killer.
+    OomKill {
+        victim_pid: Option<u32>,
+        victim_tid: u32,
+        victim_comm: String,
+        /// The victim is a traced process.
+        is_target: bool,
+        total_vm_kb: Option<u64>,
+        anon_rss_kb: Option<u64>,
+        file_rss_kb: Option<u64>,
+        shmem_rss_kb: Option<u64>,
+        pgtables_kb: Option<u64>,
+        uid: Option<u32>,
+        oom_score_adj: Option<i16>,
+    },
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: String,
+        flags: String,
+        fd: i64,
+        offset: u64,
+        result: u64,
+        error: Option<String>,
+        /// Backing file of a file mapping, from /proc when the mapping was still there.
+        path: Option<String>,
+        duration_ns: u64,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+        error: Option<String>,
+        duration_ns: u64,
+    },
+    Brk {
+        requested: u64,
+        result: u64,
+        duration_ns: u64,
+    },
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: String,
+        result: u64,
+        error: Option<String>,
+        duration_ns: u64,
+    },
+    /// Resident memory of one kind moved past the threshold since the last record.
+    Rss {
+        /// MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES (names from the kernel).
+        member: String,
+        bytes: i64,
+    },
+    /// A TCP reset sent or received on this machine, attributed to a traced process
+    /// (pid) when the socket, the connection or the listening port was its.
+    TcpReset {
+        direction: Direction,
+        state: Option<String>,
+        reason: Option<String>,
+        saddr: String,
+        daddr: String,
+        skaddr: u64,
+        /// How the reset was tied to the process: `socket`, `connection`,
+        /// `listen_port`, or null when it was not.
+        attributed_by: Option<String>,
+        /// The task that was current when the reset fired (often unrelated in softirq).
+        context_pid: u32,
+        context_comm: String,
+    },
+    /// A TCP socket of a traced process changed state.
+    TcpState {
+        old_state: String,
+        new_state: String,
+        saddr: String,
+        daddr: String,
+        skaddr: u64,
+    },
+    /// Events the kernel could not hand over because the ring buffer was full.
+    Lost {
+        /// Probe that lost them.
+        probe: String,
+        count: u64,
+        total: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Event {
+    /// The snake_case `kind` tag of this event.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::TraceStart { .. } => "trace_start",
+            EventKind::TraceEnd { .. } => "trace_end",
+            EventKind::Fork { .. } => "fork",
+            EventKind::Exec { .. } => "exec",
+            EventKind::Exit { .. } => "exit",
+            EventKind::Signal { .. } => "signal",
+            EventKind::SignalDeliver { .. } => "signal_deliver",
+            EventKind::OomKill { .. } => "oom_kill",
+            EventKind::Mmap { .. } => "mmap",
+            EventKind::Munmap { .. } => "munmap",
+            EventKind::Brk { .. } => "brk",
+            EventKind::Mremap { .. } => "mremap",
+            EventKind::Rss { .. } => "rss",
+            EventKind::TcpReset { .. } => "tcp_reset",
+            EventKind::TcpState { .. } => "tcp_state",
+            EventKind::Lost { .. } => "lost",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_has_flat_kind_tag_and_round_trips() {
+        let ev = Event {
+            ts_ns: 1_700_000_000_000_000_000,
+            pid: 42,
+            tid: 43,
+            comm: "workload".into(),
+            kind: EventKind::Rss { member: "MM_ANONPAGES".into(), bytes: 1 << 30 },
+        };
+        let line = serde_json::to_string(&ev).unwrap();
+        assert!(line.contains(r#""kind":"rss""#), "{line}");
+        assert!(line.contains(r#""member":"MM_ANONPAGES""#), "{line}");
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, ev);
+        assert_eq!(back.kind_name(), "rss");
+    }
+}

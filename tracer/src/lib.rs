@@ -1,0 +1,10 @@
+//! tracer: explains why a socket reset.
+//!
+//! Data flows one way: kernel -> [`capture`] -> [`event::Event`] -> sinks ([`export`]).
+//! Nothing downstream of [`event`] knows about eBPF.
+pub mod capture;
+pub mod cli;
+pub mod event;
+pub mod export;
+pub mod names;
+pub mod session;

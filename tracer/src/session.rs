@@ -1,0 +1,170 @@
+//! One tracing session: attach to the target, stream events in time order to the sink,
+//! stop on Ctrl-C, duration, or the target's exit plus a grace period.
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    capture::{decode::clock_ns, target::{self, StartedCommand}, Capture, CaptureError},
+    event::{Event, EventKind},
+    export::jsonl::JsonlWriter,
+};
+
+/// How long events wait before release: enough for records from other CPUs and for the
+/// socket states that name a reset's connection to arrive.
+const REORDER_WINDOW: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct SessionOptions {
+    pub duration: Option<Duration>,
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    TargetExited,
+    Duration,
+    Interrupted,
+    OutputClosed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::TargetExited => "target_exited",
+            StopReason::Duration => "duration",
+            StopReason::Interrupted => "interrupted",
+            StopReason::OutputClosed => "output_closed",
+        }
+    }
+}
+
+pub struct Summary {
+    pub reason: StopReason,
+    pub events: u64,
+    pub lost: u64,
+}
+
+fn wall_now() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Runs until a stop condition; `child` is the process started by `tracer run`, reaped
+/// here so that its exit is seen.
+pub async fn run(
+    mut capture: Capture,
+    target_pid: u32,
+    mut child: Option<StartedCommand>,
+    start: Event,
+    opts: &SessionOptions,
+    out: &mut JsonlWriter,
+) -> anyhow::Result<Summary> {
+    let ring_fd = capture.ring_fd().try_clone_to_owned().context("duplicating the ring buffer fd")?;
+    // SAFETY: the fd is ours (a dup) and lives exactly as long as the AsyncFd.
+    let ring = unsafe { AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the event loop: {e}"))?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(TICK);
+    let started = Instant::now();
+    let mut pending: Vec<Event> = Vec::new();
+    let mut exited_at: Option<Instant> = None;
+    let mut output_closed = false;
+    let write = |ev: &Event, out: &mut JsonlWriter| -> bool {
+        match out.write(ev) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+            Err(e) => {
+                tracing::error!("writing the trace: {e}");
+                false
+            }
+        }
+    };
+    write(&start, out);
+
+    let reason = loop {
+        tokio::select! {
+            guard = ring.readable() => {
+                let mut guard = guard.map_err(CaptureError::Poll)?;
+                guard.clear_ready();
+                let before = pending.len();
+                capture.drain(&mut pending);
+                if exited_at.is_none() && saw_target_exit(&pending[before..], target_pid) {
+                    exited_at = Some(Instant::now());
+                }
+            }
+            _ = tick.tick() => {
+                capture.drain(&mut pending);
+                capture.poll_lost(wall_now(), &mut pending);
+                if exited_at.is_none() {
+                    let reaped = child.as_mut().is_some_and(|c| c.try_wait().is_some());
+                    if reaped || saw_target_exit(&pending, target_pid) || !target::process_exists(target_pid) {
+                        exited_at = Some(Instant::now());
+                    }
+                }
+                release(&mut capture, &mut pending, wall_now().saturating_sub(REORDER_WINDOW.as_nanos() as u64), |ev| {
+                    if !write(ev, out) { output_closed = true; }
+                });
+                if output_closed {
+                    break StopReason::OutputClosed;
+                }
+                if exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
+                    break StopReason::TargetExited;
+                }
+                if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+                    break StopReason::Duration;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break StopReason::Interrupted,
+            _ = sigterm.recv() => break StopReason::Interrupted,
+        }
+    };
+
+    // Flush everything captured: what is still in the ring buffer and in the window.
+    capture.drain(&mut pending);
+    capture.poll_lost(wall_now(), &mut pending);
+    release(&mut capture, &mut pending, u64::MAX, |ev| {
+        write(ev, out);
+    });
+    let events = out.written.saturating_sub(1);
+    let lost = capture.lost_total();
+    let end = Event {
+        ts_ns: wall_now(),
+        pid: target_pid,
+        tid: target_pid,
+        comm: String::new(),
+        kind: EventKind::TraceEnd { reason: reason.as_str().into(), events, lost },
+    };
+    write(&end, out);
+    if let Err(e) = out.flush() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("flushing the trace");
+        }
+    }
+    if let Some(mut c) = child {
+        if c.try_wait().is_none() {
+            tracing::warn!("leaving pid {} running", c.pid);
+        }
+    }
+    Ok(Summary { reason, events, lost })
+}
+
+fn saw_target_exit(events: &[Event], target_pid: u32) -> bool {
+    events
+        .iter()
+        .any(|e| e.pid == target_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
+}
+
+/// Sorts the window by time and hands out everything older than `until`, attributing
+/// resets on the way out.
+fn release(capture: &mut Capture, pending: &mut Vec<Event>, until: u64, mut emit: impl FnMut(&Event)) {
+    if pending.is_empty() {
+        return;
+    }
+    pending.sort_by_key(|e| e.ts_ns);
+    let split = pending.partition_point(|e| e.ts_ns <= until);
+    for mut ev in pending.drain(..split) {
+        capture.decoder.attribute(&mut ev);
+        emit(&ev);
+    }
+}
