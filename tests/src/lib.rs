@@ -1,1 +1,287 @@
+//! Fixtures for end-to-end scenarios on the real kernel: memory cgroups (v1 and v2),
+//! processes killed on drop, and a tracer run whose trace is read back as events.
+//! Every fixture cleans up in `Drop`, so a failing assertion leaves nothing behind.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
+use tracer::event::{Event, EventKind};
+
+/// Directory of the binaries of this build (`target/debug`), from the test executable.
+fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("profile dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The tracer binary: $TRACER_BIN, else the one built next to the tests.
+pub fn tracer_bin() -> PathBuf {
+    let path = std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| build_dir().join("tracer"));
+    assert!(path.exists(), "{} not found: build it with `cargo build -p tracer` (or run `cargo xtask test`)", path.display());
+    path
+}
+
+pub fn stress_bin() -> PathBuf {
+    let path = build_dir().join("tracer-stress");
+    assert!(path.exists(), "{} not found: `cargo build -p tracer-tests`", path.display());
+    path
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A child memory cgroup with a limit, v1 or v2, removed (with everything in it killed)
+/// on drop.
+pub struct Memcg {
+    pub path: PathBuf,
+    pub version: u8,
+}
+
+impl Memcg {
+    pub fn new(name: &str, limit_bytes: u64) -> std::io::Result<Memcg> {
+        let unique = format!("tracer-test-{name}-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").exists() {
+            let path = v1.join(&unique);
+            std::fs::create_dir(&path)?;
+            let cg = Memcg { path, version: 1 };
+            std::fs::write(cg.path.join("memory.limit_in_bytes"), limit_bytes.to_string())?;
+            return Ok(cg);
+        }
+        let v2 = Path::new("/sys/fs/cgroup");
+        let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        if !controllers.split_whitespace().any(|c| c == "memory") {
+            return Err(std::io::Error::other("no memory cgroup controller (v1 or v2) on this machine"));
+        }
+        let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
+        let path = v2.join(&unique);
+        std::fs::create_dir(&path)?;
+        let cg = Memcg { path, version: 2 };
+        std::fs::write(cg.path.join("memory.max"), limit_bytes.to_string())?;
+        let _ = std::fs::write(cg.path.join("memory.swap.max"), "0");
+        Ok(cg)
+    }
+
+    pub fn procs(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Memcg {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let procs = self.procs();
+            if procs.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for p in procs {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// A process killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines from a child's stdout until one starts with `prefix`.
+pub fn wait_for_line(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).expect("reading child stdout");
+        assert!(n > 0, "child closed stdout before printing {prefix:?}");
+        if line.starts_with(prefix) {
+            return line.trim().to_string();
+        }
+    }
+}
+
+/// A running tracer writing its trace to a temporary file.
+pub struct TracerRun {
+    child: ChildGuard,
+    pub stdout: Option<BufReader<ChildStdout>>,
+    stderr: Arc<Mutex<String>>,
+    trace: PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop (no extra dependency for one helper).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let base = std::env::temp_dir();
+        for n in 0.. {
+            let p = base.join(format!("tracer-{tag}-{}-{n}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                return TempDir(p);
+            }
+        }
+        unreachable!()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TracerRun {
+    /// Starts `tracer ARGS --jsonl FILE`; stdout is piped (and inherited by a traced
+    /// command), stderr is collected.
+    pub fn start(args: &[&str]) -> TracerRun {
+        let dir = TempDir::new("trace");
+        let trace = dir.0.join("trace.jsonl");
+        let mut cmd = Command::new(tracer_bin());
+        // Options go before `--` of `run`.
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        cmd.args(&args[..split]).arg("--jsonl").arg(&trace).args(&args[split..]);
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tracer");
+        let stdout = child.stdout.take().map(BufReader::new);
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(&mut err_pipe);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        TracerRun { child: ChildGuard(child), stdout, stderr, trace, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr says the tracer is attached.
+    pub fn wait_attached(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains("tracer: tracing pid") {
+            assert!(Instant::now() < deadline, "tracer did not attach in {timeout:?}; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the tracer to exit by itself and returns its exit status and trace.
+    pub fn finish(mut self, timeout: Duration) -> Trace {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait().expect("wait tracer") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: plain syscall; SIGINT makes the tracer flush and exit.
+                unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+                std::thread::sleep(Duration::from_secs(2));
+                panic!("tracer still running after {timeout:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let events = text
+            .lines()
+            .map(|l| serde_json::from_str::<Event>(l).unwrap_or_else(|e| panic!("bad trace line {l}: {e}")))
+            .collect();
+        Trace { status: status.code(), events, stderr: self.stderr() }
+    }
+
+    /// Sends SIGINT (as Ctrl-C would) and collects the trace.
+    pub fn interrupt(self, timeout: Duration) -> Trace {
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        self.finish(timeout)
+    }
+}
+
+/// A finished trace.
+#[derive(Debug)]
+pub struct Trace {
+    pub status: Option<i32>,
+    pub events: Vec<Event>,
+    pub stderr: String,
+}
+
+impl Trace {
+    pub fn target_pid(&self) -> u32 {
+        match self.events.first().map(|e| &e.kind) {
+            Some(EventKind::TraceStart { target_pid, .. }) => *target_pid,
+            other => panic!("trace does not start with trace_start: {other:?}\nstderr:\n{}", self.stderr),
+        }
+    }
+
+    /// Index of the first event matching `pred`.
+    pub fn position(&self, pred: impl Fn(&Event) -> bool) -> Option<usize> {
+        self.events.iter().position(pred)
+    }
+
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
+        self.events.iter().filter(move |e| e.kind_name() == kind)
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Lost { count, .. } => Some(*count),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// For failure messages: the trace without its bulk.
+    pub fn dump(&self) -> String {
+        let mut s = format!("status {:?}\nstderr:\n{}\n", self.status, self.stderr);
+        for e in self.events.iter().filter(|e| !matches!(e.kind, EventKind::Mmap { .. } | EventKind::Munmap { .. })).take(200) {
+            s.push_str(&serde_json::to_string(e).unwrap_or_default());
+            s.push('\n');
+        }
+        s
+    }
+}

@@ -106,6 +106,11 @@ pub struct KernelConfig {
     pub tcp_listen_state: u32,
     /// IPPROTO_TCP in sock:inet_sock_set_state, from its print fmt.
     pub ipproto_tcp: u32,
+    /// TCP_SYN_SENT, TCP_SYN_RECV and TCP_CLOSE, from the same print fmt.
+    pub tcp_syn_sent_state: u32,
+    pub tcp_syn_recv_state: u32,
+    pub tcp_close_state: u32,
+    pub _pad: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
 }
@@ -118,6 +123,10 @@ impl KernelConfig {
             follow_children: 0,
             tcp_listen_state: u32::MAX,
             ipproto_tcp: u32::MAX,
+            tcp_syn_sent_state: u32::MAX,
+            tcp_syn_recv_state: u32::MAX,
+            tcp_close_state: u32::MAX,
+            _pad: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
         }
     }

@@ -40,22 +40,34 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     let sk: u64 = unsafe { ctx.read_at::<u64>(sk_off) }.unwrap_or(0);
     let sport: u16 = unsafe { ctx.read_at::<u16>(sport_off) }.unwrap_or(0);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let owner = if is_traced_tgid(tgid) {
-        let newstate: i32 = unsafe { ctx.read_at::<i32>(state_off) }.unwrap_or(-1);
-        if newstate as u32 == config_u32(&CONFIG.tcp_listen_state) {
-            let _ = LISTEN_PORTS.insert(&sport, &tgid, 0);
+    let newstate = unsafe { ctx.read_at::<i32>(state_off) }.unwrap_or(-1) as u32;
+    // Only connect() and listen() run in the owner's own context. Every other transition
+    // may run in softirq on whatever task was current (on loopback: often the peer), so
+    // current says nothing about ownership there.
+    let owner = match unsafe { SOCKS.get(&sk) } {
+        Some(owner) => *owner,
+        None if newstate == config_u32(&CONFIG.tcp_syn_recv_state) => match unsafe { LISTEN_PORTS.get(&sport) } {
+            // A connection accepted on a traced listener.
+            Some(owner) => *owner,
+            None => return 0,
+        },
+        None if (newstate == config_u32(&CONFIG.tcp_syn_sent_state)
+            || newstate == config_u32(&CONFIG.tcp_listen_state))
+            && is_traced_tgid((bpf_get_current_pid_tgid() >> 32) as u32) =>
+        {
+            (bpf_get_current_pid_tgid() >> 32) as u32
         }
-        tgid
-    } else if let Some(owner) = unsafe { SOCKS.get(&sk) } {
-        *owner
-    } else if let Some(owner) = unsafe { LISTEN_PORTS.get(&sport) } {
-        // A connection accepted on a traced listener: created in softirq.
-        *owner
-    } else {
-        return 0;
+        None => return 0,
     };
-    let _ = SOCKS.insert(&sk, &owner, 0);
+    if newstate == config_u32(&CONFIG.tcp_listen_state) {
+        let _ = LISTEN_PORTS.insert(&sport, &owner, 0);
+    }
+    if newstate == config_u32(&CONFIG.tcp_close_state) {
+        // The address will be reused for someone else's socket.
+        let _ = SOCKS.remove(&sk);
+    } else {
+        let _ = SOCKS.insert(&sk, &owner, 0);
+    }
     let mut extra = [0u64; 2];
     extra[aux::TARGET_TGID] = owner as u64;
     emit_raw(&ctx, Probe::InetSockSetState, extra);

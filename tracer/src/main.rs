@@ -94,6 +94,9 @@ fn stream(
     let mut out = JsonlWriter::create(&args.jsonl).with_context(|| format!("cannot write the trace to {}", args.jsonl))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = SessionOptions { duration: args.duration, grace: args.grace };
+    if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
+        eprintln!("tracer: tracing pid {pid} ({target_cmdline}) with {} probes; Ctrl-C stops", probes.len());
+    }
     let summary = runtime.block_on(session::run(capture, pid, child, start, &opts, &mut out))?;
     eprintln!(
         "tracer: {} events from pid {pid}, {} lost, stopped: {}",

@@ -68,6 +68,17 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
 }
 
 impl Decoder {
+    /// Sockets a process had before tracing began, so that resets on them are its own.
+    pub fn seed_sockets(&mut self, owner: u32, sockets: &[super::target::OwnedSocket]) {
+        for s in sockets {
+            if s.listening {
+                self.owners.seed_listener(owner, s.local.port());
+            } else {
+                self.owners.seed_connection(owner, s.local, s.remote);
+            }
+        }
+    }
+
     pub fn new(layouts: Layouts, clock: Clock, follow_children: bool) -> Decoder {
         Decoder { layouts, clock, follow_children, owners: SocketOwners::default(), fatal_signal: HashMap::new() }
     }
@@ -232,7 +243,8 @@ impl Decoder {
                 let skaddr = f.read_u64(d, "skaddr").unwrap_or(0);
                 let new_state = l.tcp_state_name(f.read_int(d, "newstate")?);
                 let old_state = l.tcp_state_name(f.read_int(d, "oldstate").unwrap_or(-1));
-                self.owners.observe(owner, skaddr, local, remote, new_state == "TCP_LISTEN");
+                let ts = self.clock.wall(h.ts_ns);
+                self.owners.observe(ts, owner, skaddr, local, remote, &new_state);
                 let mut ev = self.base(
                     h,
                     EventKind::TcpState { old_state, new_state, saddr: local.to_string(), daddr: remote.to_string(), skaddr },
@@ -323,13 +335,14 @@ impl Decoder {
     /// that the socket states that name a connection's ports, which the kernel reports
     /// just after the reset, are known.
     pub fn attribute(&self, ev: &mut Event) {
-        let EventKind::TcpReset { saddr, daddr, skaddr, attributed_by, .. } = &mut ev.kind else {
+        let EventKind::TcpReset { saddr, daddr, skaddr, attributed_by, direction, .. } = &mut ev.kind else {
             return;
         };
         let (Ok(local), Ok(remote)) = (saddr.parse::<SocketAddr>(), daddr.parse::<SocketAddr>()) else {
             return;
         };
-        if let Some((owner, how)) = self.owners.attribute(*skaddr, local, remote) {
+        let sent = *direction == Direction::Sent;
+        if let Some((owner, how)) = self.owners.attribute(ev.ts_ns, *skaddr, local, remote, sent) {
             *attributed_by = Some(how.as_str().to_string());
             ev.pid = owner;
         }

@@ -107,6 +107,9 @@ impl Layouts {
         };
         cfg.tcp_listen_state = by_name(&self.tcp_states, "TCP_LISTEN").unwrap_or(u32::MAX);
         cfg.ipproto_tcp = by_name(&self.protocols, "IPPROTO_TCP").unwrap_or(u32::MAX);
+        cfg.tcp_syn_sent_state = by_name(&self.tcp_states, "TCP_SYN_SENT").unwrap_or(u32::MAX);
+        cfg.tcp_syn_recv_state = by_name(&self.tcp_states, "TCP_SYN_RECV").unwrap_or(u32::MAX);
+        cfg.tcp_close_state = by_name(&self.tcp_states, "TCP_CLOSE").unwrap_or(u32::MAX);
         cfg
     }
 }
@@ -147,6 +150,7 @@ pub(crate) mod tests {
         assert_eq!(cfg.offsets[field::EXIT_GROUP_DEAD], 32);
         assert_eq!(cfg.tcp_listen_state, 10);
         assert_eq!(cfg.ipproto_tcp, 6);
+        assert_eq!((cfg.tcp_syn_sent_state, cfg.tcp_syn_recv_state, cfg.tcp_close_state), (2, 3, 7));
         assert_eq!(cfg.task_exit_code_offset, 1234);
         assert_eq!(cfg.follow_children, 1);
     }

@@ -124,6 +124,7 @@ pub struct Capture {
     ring: RingBuf<MapData>,
     tgids: BpfHashMap<MapData, u32, u8>,
     tids: BpfHashMap<MapData, u32, u32>,
+    listen_ports: BpfHashMap<MapData, u16, u32>,
     lost: PerCpuArray<MapData, u64>,
     lost_seen: [u64; PROBE_COUNT as usize],
     pub decoder: Decoder,
@@ -192,12 +193,14 @@ impl Capture {
         let tgids = take(&mut ebpf, "TGIDS")?;
         let tids = take(&mut ebpf, "TIDS")?;
         let lost = take(&mut ebpf, "LOST")?;
+        let listen_ports = take(&mut ebpf, "LISTEN_PORTS")?;
         Ok(Capture {
             _ebpf: ebpf,
             logger,
             ring,
             tgids,
             tids,
+            listen_ports,
             lost,
             lost_seen: [0; PROBE_COUNT as usize],
             decoder: Decoder::new(layouts, decode::Clock::now(), opts.follow_children),
@@ -215,6 +218,13 @@ impl Capture {
         for tid in target::threads(pid) {
             self.tids.insert(tid, pid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
         }
+        let sockets = target::tcp_sockets(pid);
+        for s in sockets.iter().filter(|s| s.listening) {
+            self.listen_ports
+                .insert(s.local.port(), pid, 0)
+                .map_err(|source| CaptureError::Map { map: "LISTEN_PORTS", source })?;
+        }
+        self.decoder.seed_sockets(pid, &sockets);
         Ok(())
     }
 

@@ -5,16 +5,26 @@ use std::{collections::HashMap, net::SocketAddr};
 
 #[derive(Default, Debug)]
 pub struct SocketOwners {
-    by_socket: HashMap<u64, u32>,
+    /// sock address -> (owner, wall ns when it reached TCP_CLOSE).
+    by_socket: HashMap<u64, (u32, Option<u64>)>,
     by_connection: HashMap<(SocketAddr, SocketAddr), u32>,
     listen_ports: HashMap<u16, u32>,
 }
 
+/// A closed socket's address is reused by the kernel; resets on it count as the old
+/// owner's only this long after the close.
+const CLOSED_SOCKET_GRACE_NS: u64 = 1_000_000_000;
+
 /// How a reset was tied to its owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attribution {
+    /// On a socket the owner had.
     Socket,
+    /// On a connection the owner had (matched by its 4-tuple).
     Connection,
+    /// Aimed at the owner: sent by the peer of one of its connections.
+    PeerOfConnection,
+    /// On a port the owner listened on, also after it died.
     ListenPort,
 }
 
@@ -23,19 +33,21 @@ impl Attribution {
         match self {
             Attribution::Socket => "socket",
             Attribution::Connection => "connection",
+            Attribution::PeerOfConnection => "peer_of_connection",
             Attribution::ListenPort => "listen_port",
         }
     }
 }
 
 impl SocketOwners {
-    /// A state change of a socket owned by `owner`; `local`/`remote` may still be
-    /// unbound (port 0) early in a connect.
-    pub fn observe(&mut self, owner: u32, skaddr: u64, local: SocketAddr, remote: SocketAddr, listening: bool) {
+    /// A state change at `ts_ns` of a socket owned by `owner`; `local`/`remote` may still
+    /// be unbound (port 0) early in a connect.
+    pub fn observe(&mut self, ts_ns: u64, owner: u32, skaddr: u64, local: SocketAddr, remote: SocketAddr, new_state: &str) {
         if skaddr != 0 {
-            self.by_socket.insert(skaddr, owner);
+            let closed = (new_state == "TCP_CLOSE").then_some(ts_ns);
+            self.by_socket.insert(skaddr, (owner, closed));
         }
-        if listening && local.port() != 0 {
+        if new_state == "TCP_LISTEN" && local.port() != 0 {
             self.listen_ports.insert(local.port(), owner);
         }
         if local.port() != 0 && remote.port() != 0 {
@@ -43,22 +55,37 @@ impl SocketOwners {
         }
     }
 
-    /// The owner of a reset on `skaddr` (0 when the kernel had no socket) between
-    /// `local` (the side that sent or received it) and `remote`.
-    pub fn attribute(&self, skaddr: u64, local: SocketAddr, remote: SocketAddr) -> Option<(u32, Attribution)> {
-        if let Some(&owner) = self.by_socket.get(&skaddr).filter(|_| skaddr != 0) {
-            return Some((owner, Attribution::Socket));
+    /// A socket found at attach time (from /proc) rather than from a state change.
+    pub fn seed_listener(&mut self, owner: u32, port: u16) {
+        self.listen_ports.insert(port, owner);
+    }
+
+    pub fn seed_connection(&mut self, owner: u32, local: SocketAddr, remote: SocketAddr) {
+        self.by_connection.insert((local, remote), owner);
+    }
+
+    /// The owner of a reset at `ts_ns` on `skaddr` (0 when the kernel had no socket)
+    /// between `local` (the side that sent or received it) and `remote`.
+    pub fn attribute(&self, ts_ns: u64, skaddr: u64, local: SocketAddr, remote: SocketAddr, sent: bool) -> Option<(u32, Attribution)> {
+        if skaddr != 0 {
+            if let Some(&(owner, closed)) = self.by_socket.get(&skaddr) {
+                if closed.is_none_or(|c| ts_ns <= c + CLOSED_SOCKET_GRACE_NS) {
+                    return Some((owner, Attribution::Socket));
+                }
+            }
         }
-        // The owner may be either end: our client refused by someone else's closed port.
-        if let Some(&owner) = self
-            .by_connection
-            .get(&(local, remote))
-            .or_else(|| self.by_connection.get(&(remote, local)))
-        {
+        if let Some(&owner) = self.by_connection.get(&(local, remote)) {
             return Some((owner, Attribution::Connection));
         }
         if let Some(&owner) = self.listen_ports.get(&local.port()) {
             return Some((owner, Attribution::ListenPort));
+        }
+        // A reset sent *to* one of the owner's connections, e.g. our client refused by a
+        // closed port. A received reset on the other end is the peer's business.
+        if sent {
+            if let Some(&owner) = self.by_connection.get(&(remote, local)) {
+                return Some((owner, Attribution::PeerOfConnection));
+            }
         }
         None
     }
@@ -75,26 +102,35 @@ mod tests {
     #[test]
     fn reset_on_former_listening_port_is_attributed_after_death() {
         let mut owners = SocketOwners::default();
-        owners.observe(100, 0xffff1, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), true);
-        let got = owners.attribute(0, addr("127.0.0.1:8000"), addr("127.0.0.1:51234"));
+        owners.observe(1, 100, 0xffff1, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_LISTEN");
+        let got = owners.attribute(2, 0, addr("127.0.0.1:8000"), addr("127.0.0.1:51234"), true);
         assert_eq!(got, Some((100, Attribution::ListenPort)));
     }
 
     #[test]
-    fn client_connection_matches_in_either_direction() {
+    fn reset_sent_to_our_client_is_ours_but_the_peer_receiving_ours_is_not() {
         let mut owners = SocketOwners::default();
-        owners.observe(7, 0xaa, addr("127.0.0.1:40000"), addr("127.0.0.1:9"), false);
-        let got = owners.attribute(0, addr("127.0.0.1:9"), addr("127.0.0.1:40000"));
-        assert_eq!(got, Some((7, Attribution::Connection)));
-        assert_eq!(owners.attribute(0xaa, addr("127.0.0.1:1"), addr("127.0.0.1:2")), Some((7, Attribution::Socket)));
+        owners.observe(1, 7, 0xaa, addr("127.0.0.1:40000"), addr("127.0.0.1:9"), "TCP_ESTABLISHED");
+        let got = owners.attribute(2, 0, addr("127.0.0.1:9"), addr("127.0.0.1:40000"), true);
+        assert_eq!(got, Some((7, Attribution::PeerOfConnection)));
+        assert_eq!(owners.attribute(2, 0x55, addr("127.0.0.1:9"), addr("127.0.0.1:40000"), false), None);
+        assert_eq!(owners.attribute(2, 0xaa, addr("127.0.0.1:1"), addr("127.0.0.1:2"), false), Some((7, Attribution::Socket)));
+    }
+
+    #[test]
+    fn closed_socket_address_stops_matching_after_the_grace() {
+        let mut owners = SocketOwners::default();
+        owners.observe(0, 7, 0xaa, addr("127.0.0.1:40000"), addr("127.0.0.1:9"), "TCP_CLOSE");
+        let other = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
+        assert!(owners.attribute(10, 0xaa, other.0, other.1, true).is_some());
+        assert_eq!(owners.attribute(5_000_000_000, 0xaa, other.0, other.1, true), None);
     }
 
     #[test]
     fn port_never_owned_is_not_attributed() {
         let mut owners = SocketOwners::default();
-        owners.observe(7, 0xaa, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), true);
-        assert_eq!(owners.attribute(0, addr("127.0.0.1:8001"), addr("127.0.0.1:5555")), None);
-        // a null socket never matches a recorded null
-        assert_eq!(owners.attribute(0, addr("127.0.0.1:1"), addr("127.0.0.1:2")), None);
+        owners.observe(1, 7, 0xaa, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_LISTEN");
+        assert_eq!(owners.attribute(2, 0, addr("127.0.0.1:8001"), addr("127.0.0.1:5555"), true), None);
+        assert_eq!(owners.attribute(2, 0, addr("127.0.0.1:1"), addr("127.0.0.1:2"), true), None);
     }
 }

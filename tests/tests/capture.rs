@@ -1,0 +1,374 @@
+//! End-to-end capture scenarios on the real kernel. They need root (CI is root) and run
+//! one at a time (`--test-threads=1`: they share kernel state such as the OOM killer).
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tracer::event::{Direction, Event, EventKind};
+use tracer_tests::{is_root, stress_bin, wait_for_line, ChildGuard, Memcg, TempDir, TracerRun};
+
+const T: Duration = Duration::from_secs(60);
+
+fn require_root() {
+    assert!(is_root(), "end-to-end capture tests load eBPF programs: run them as root (`sudo cargo xtask test`)");
+}
+
+fn stress() -> String {
+    stress_bin().display().to_string()
+}
+
+fn resets(events: &[Event]) -> Vec<&Event> {
+    events.iter().filter(|e| matches!(e.kind, EventKind::TcpReset { .. })).collect()
+}
+
+fn reason(e: &Event) -> Option<&str> {
+    match &e.kind {
+        EventKind::TcpReset { reason, .. } => reason.as_deref(),
+        _ => None,
+    }
+}
+
+#[test]
+fn oom_kill_in_memcg_is_traced_signal_victim_exit_after_rss_growth() {
+    require_root();
+    let cg = Memcg::new("oom", 64 << 20).expect("memory cgroup");
+    let cgroup = cg.path.display().to_string();
+    let run = TracerRun::start(&["run", "--rss-threshold", "1MiB", "--grace", "500ms", "--", &stress(), "alloc", "--cgroup", &cgroup]);
+    let trace = run.finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+
+    let kill = trace
+        .position(|e| matches!(&e.kind, EventKind::Signal { target_pid, signal: 9, si_code_name, .. } if *target_pid == pid && si_code_name == "SI_KERNEL"))
+        .unwrap_or_else(|| panic!("no SIGKILL/SI_KERNEL for {pid}\n{dump}"));
+    let victim = trace
+        .position(|e| matches!(&e.kind, EventKind::OomKill { victim_pid: Some(v), is_target: true, .. } if *v == pid))
+        .unwrap_or_else(|| panic!("no mark_victim for {pid}\n{dump}"));
+    let exit = trace
+        .position(|e| e.pid == pid && matches!(&e.kind, EventKind::Exit { group_dead: true, signal: Some(9), .. }))
+        .unwrap_or_else(|| panic!("no exit by SIGKILL for {pid}\n{dump}"));
+    assert!(kill < victim && victim < exit, "order signal {kill} < mark_victim {victim} < exit {exit}\n{dump}");
+
+    // The kernel's own account of the victim: anonymous memory near the 64 MiB limit.
+    if let EventKind::OomKill { anon_rss_kb: Some(anon), .. } = &trace.events[victim].kind {
+        assert!(*anon > 40 * 1024, "victim anon rss {anon} kB\n{dump}");
+    }
+    let rss_before: Vec<i64> = trace.events[..kill]
+        .iter()
+        .filter(|e| e.pid == pid)
+        .filter_map(|e| match &e.kind {
+            EventKind::Rss { member, bytes } if member == "MM_ANONPAGES" => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    let peak = rss_before.iter().copied().max().unwrap_or(0);
+    assert!(rss_before.len() >= 10, "expected anon rss growth records, got {rss_before:?}\n{dump}");
+    assert!(peak > 48 << 20 && peak <= 64 << 20, "anon rss peak {peak} not near the 64 MiB limit\n{dump}");
+    assert!(cg.procs().is_empty(), "process still in the cgroup");
+}
+
+#[test]
+fn sigterm_then_sigkill_from_another_process_name_the_sender() {
+    require_root();
+    let mut run = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "ignore-term"]);
+    let mut out = run.stdout.take().expect("stdout");
+    wait_for_line(&mut out, "ready");
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| s.split_whitespace().nth(3) == Some(&run.pid().to_string()))
+                .unwrap_or(false)
+        })
+        .expect("traced child of the tracer");
+    let term = Command::new("kill").args(["-TERM", &pid.to_string()]).spawn().unwrap();
+    let term_pid = term.id();
+    assert!(ChildGuard(term).0.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(200));
+    let kill = Command::new("kill").args(["-KILL", &pid.to_string()]).spawn().unwrap();
+    let kill_pid = kill.id();
+    assert!(ChildGuard(kill).0.wait().unwrap().success());
+    let trace = run.finish(T);
+    let dump = trace.dump();
+
+    let sent: Vec<(u32, String, i32, String)> = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Signal { target_pid, signal, si_code_name, .. } if *target_pid == pid => {
+                Some((e.pid, e.comm.clone(), *signal, si_code_name.clone()))
+            }
+            _ => None,
+        })
+        .filter(|(_, _, sig, _)| *sig == 15 || *sig == 9)
+        .collect();
+    assert_eq!(
+        sent,
+        vec![(term_pid, "kill".to_string(), 15, "SI_USER".to_string()), (kill_pid, "kill".to_string(), 9, "SI_USER".to_string())],
+        "{dump}"
+    );
+    assert!(
+        trace.events.iter().any(|e| e.pid == pid && matches!(&e.kind, EventKind::Exit { group_dead: true, signal: Some(9), .. })),
+        "{dump}"
+    );
+}
+
+#[test]
+fn exit_code_and_crash_signal_are_reported() {
+    require_root();
+    let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "exit", "3"]).finish(T);
+    let pid = trace.target_pid();
+    assert!(
+        trace.events.iter().any(|e| e.pid == pid
+            && matches!(&e.kind, EventKind::Exit { group_dead: true, exit_code: Some(3), signal: None, source, .. } if source == "task_exit_code")),
+        "{}",
+        trace.dump()
+    );
+    let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "segv"]).finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    let generated = trace
+        .position(|e| matches!(&e.kind, EventKind::Signal { target_pid, signal: 11, si_code_name, .. } if *target_pid == pid && si_code_name == "SEGV_MAPERR"))
+        .unwrap_or_else(|| panic!("no SIGSEGV/SEGV_MAPERR\n{dump}"));
+    let exit = trace
+        .position(|e| e.pid == pid && matches!(&e.kind, EventKind::Exit { group_dead: true, signal: Some(11), .. }))
+        .unwrap_or_else(|| panic!("no exit by SIGSEGV\n{dump}"));
+    assert!(generated < exit, "{dump}");
+}
+
+#[test]
+fn file_mapping_has_its_path_and_file_rss_grows() {
+    require_root();
+    let dir = TempDir::new("mmap");
+    let file = dir.0.join("weights.bin");
+    std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
+    let path = file.display().to_string();
+    let trace = TracerRun::start(&["run", "--rss-threshold", "4MiB", "--grace", "200ms", "--", &stress(), "mmap-file", &path]).finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    let mmap = trace
+        .position(|e| {
+            e.pid == pid && matches!(&e.kind, EventKind::Mmap { len, path: Some(p), prot, error: None, .. } if *len == 64 << 20 && *p == path && prot == "r--")
+        })
+        .unwrap_or_else(|| panic!("no 64 MiB mmap of {path}\n{dump}"));
+    let file_rss: Vec<i64> = trace.events[mmap..]
+        .iter()
+        .filter(|e| e.pid == pid)
+        .filter_map(|e| match &e.kind {
+            EventKind::Rss { member, bytes } if member == "MM_FILEPAGES" => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    let growth = file_rss.iter().max().copied().unwrap_or(0) - file_rss.first().copied().unwrap_or(0);
+    assert!(file_rss.len() >= 10 && growth >= 56 << 20, "file rss after the mmap: {file_rss:?}\n{dump}");
+}
+
+#[test]
+fn connect_without_listener_is_reset_no_socket_attributed_to_the_client() {
+    require_root();
+    // A port with nobody listening: bind, note it, close.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "connect", &port.to_string()]).finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    let all = resets(&trace.events);
+    let sent = all
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::TcpReset { direction: Direction::Sent, saddr, .. } if saddr.ends_with(&format!(":{port}"))))
+        .unwrap_or_else(|| panic!("no RST from port {port}\n{dump}"));
+    assert_eq!(reason(sent), Some("NO_SOCKET"), "{dump}");
+    assert_eq!(sent.pid, pid, "RST NO_SOCKET not attributed to the client\n{dump}");
+    assert!(
+        all.iter().any(|e| e.pid == pid && matches!(&e.kind, EventKind::TcpReset { direction: Direction::Received, attributed_by: Some(a), .. } if a == "socket")),
+        "client socket did not receive the reset\n{dump}"
+    );
+}
+
+/// Starts `tracer run -- tracer-stress ARGS` and returns it with the port from `listening PORT`.
+fn start_server<'a>(args: &[&'a str], grace: &'a str) -> (TracerRun, std::io::BufReader<std::process::ChildStdout>, u16) {
+    let mut full = vec!["run", "--grace", grace, "--"];
+    let s = stress();
+    full.push(&s);
+    full.extend_from_slice(args);
+    let mut run = TracerRun::start(&full);
+    let mut out = run.stdout.take().expect("stdout");
+    let line = wait_for_line(&mut out, "listening ");
+    let port = line["listening ".len()..].parse().expect("port");
+    (run, out, port)
+}
+
+#[test]
+fn close_with_unread_data_sends_abort_on_close() {
+    require_root();
+    let (run, _out, port) = start_server(&["serve-unread"], "300ms");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"unread request").unwrap();
+    let mut buf = [0u8; 16];
+    let err = client.read(&mut buf).expect_err("server should reset");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+    let trace = run.finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    let rst = resets(&trace.events)
+        .into_iter()
+        .find(|e| matches!(&e.kind, EventKind::TcpReset { direction: Direction::Sent, saddr, .. } if saddr.ends_with(&format!(":{port}"))))
+        .unwrap_or_else(|| panic!("no RST from the server\n{dump}"));
+    assert_eq!(reason(rst), Some("TCP_ABORT_ON_CLOSE"), "{dump}");
+    assert_eq!(rst.pid, pid, "{dump}");
+}
+
+#[test]
+fn so_linger_zero_close_resets_the_connection() {
+    require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 8];
+        s.read(&mut buf).map_err(|e| e.raw_os_error())
+    });
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "linger-client", &port.to_string()]).finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    assert_eq!(server.join().unwrap(), Err(Some(libc::ECONNRESET)), "peer should see a reset");
+    let rst = resets(&trace.events)
+        .into_iter()
+        .find(|e| matches!(&e.kind, EventKind::TcpReset { direction: Direction::Sent, daddr, .. } if daddr.ends_with(&format!(":{port}"))))
+        .unwrap_or_else(|| panic!("no RST from the client\n{dump}"));
+    // close() with SO_LINGER {on, 0} disconnects the socket: the kernel names that reset
+    // TCP_STATE (TCP_ABORT_ON_LINGER is the FIN_WAIT2 linger timeout, not this).
+    assert_eq!(reason(rst), Some("TCP_STATE"), "{dump}");
+    assert!(
+        trace.events.iter().any(|e| e.pid == pid && matches!(&e.kind, EventKind::TcpState { old_state, new_state, .. } if old_state == "TCP_ESTABLISHED" && new_state == "TCP_CLOSE")),
+        "{dump}"
+    );
+    // The peer's sockets are not the client's, although loopback ran them in its context.
+    assert!(
+        !trace.events.iter().any(|e| matches!(&e.kind, EventKind::TcpState { saddr, .. } if saddr.ends_with(&format!(":{port}")))),
+        "peer socket attributed to the client\n{dump}"
+    );
+    assert_eq!(rst.pid, pid, "{dump}");
+}
+
+#[test]
+fn server_killed_with_clients_connected_its_later_resets_are_attributed_to_it() {
+    require_root();
+    let (run, mut out, port) = start_server(&["serve-idle", "3"], "3s");
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    wait_for_line(&mut out, "accepted");
+    let server_pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| s.split_whitespace().nth(3) == Some(&run.pid().to_string()))
+                .unwrap_or(false)
+        })
+        .expect("server process");
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(server_pid as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    // Talking to a dead server: its orphaned sockets answer with resets.
+    for c in &mut clients {
+        let _ = c.write_all(b"hello?");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = TcpStream::connect(("127.0.0.1", port));
+    assert!(refused.is_err(), "port still open after the server died");
+    let trace = run.finish(T);
+    let dump = trace.dump();
+    assert_eq!(trace.target_pid(), server_pid);
+    let exit = trace
+        .events
+        .iter()
+        .find(|e| e.pid == server_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
+        .unwrap_or_else(|| panic!("no exit\n{dump}"));
+    let after: Vec<&Event> = resets(&trace.events)
+        .into_iter()
+        .filter(|e| e.ts_ns > exit.ts_ns && matches!(&e.kind, EventKind::TcpReset { direction: Direction::Sent, saddr, .. } if saddr.ends_with(&format!(":{port}"))))
+        .collect();
+    assert!(after.len() >= 3, "expected resets from the dead server's port\n{dump}");
+    for e in &after {
+        assert_eq!(e.pid, server_pid, "reset not attributed to the dead server: {e:?}\n{dump}");
+    }
+    assert!(after.iter().any(|e| reason(e) == Some("NO_SOCKET")), "refused connect after death\n{dump}");
+}
+
+#[test]
+fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
+    require_root();
+    const CALLS: u64 = 1_000_000;
+    let mut target = Command::new(stress_bin())
+        .args(["mmap-burst", &CALLS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = target.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
+    let target = ChildGuard(target);
+    wait_for_line(&mut out, "ready");
+    let run = TracerRun::start(&["--pid", &target.pid().to_string(), "--probes", "mmap", "--grace", "500ms"]);
+    run.wait_attached(T);
+    writeln!(stdin, "go").unwrap();
+    let trace = run.finish(Duration::from_secs(300));
+    let calls_seen = trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. } | EventKind::Munmap { len: 4096, .. }))
+        .count() as u64;
+    let lost_calls: u64 = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Lost { probe, count, .. } if probe == "mmap" || probe == "munmap" => Some(*count),
+            _ => None,
+        })
+        .sum();
+    eprintln!("burst: {calls_seen} in the trace, {lost_calls} lost");
+    assert_eq!(calls_seen + lost_calls, CALLS, "seen {calls_seen} + lost {lost_calls} != {CALLS}");
+    match trace.events.last().map(|e| &e.kind) {
+        Some(EventKind::TraceEnd { lost, .. }) => assert_eq!(*lost, trace.lost()),
+        other => panic!("no trace_end: {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_gets_one_clear_sentence_and_a_failure_status() {
+    let out = Command::new(tracer_tests::tracer_bin()).args(["--pid", "999999999"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no process with pid 999999999"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out = Command::new(tracer_tests::tracer_bin()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
+
+    let out = Command::new(tracer_tests::tracer_bin()).args(["run", "--", "/no/such/program"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if is_root() {
+        assert!(!out.status.success());
+        assert!(err.contains("cannot start /no/such/program"), "{err}");
+    }
+}
+
+#[test]
+fn without_privileges_the_error_names_the_capabilities_to_grant() {
+    require_root();
+    // setpriv drops to nobody with no capabilities at all.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(tracer_tests::tracer_bin())
+        .args(["--pid", "1"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
