@@ -1,0 +1,68 @@
+//! The eBPF build chain, installed only where missing: Debian's LLVM 22 development
+//! packages, the nightly toolchain with rust-src (for `-Z build-std=core`), and
+//! bpf-linker built against LLVM 22.
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::exec::{cargo_bin, command, exec, output};
+
+const DEB_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+
+#[derive(Args)]
+pub struct Options {}
+
+pub fn run(_: &Options) -> Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    println!("xtask: setup complete (LLVM 22, nightly rust-src, bpf-linker)");
+    Ok(())
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    output(command("dpkg-query").args(["-W", "-f=${Status}", pkg])).is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEB_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    if missing.is_empty() {
+        println!("xtask: Debian packages present: {}", DEB_PACKAGES.join(" "));
+        return Ok(());
+    }
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "missing Debian packages {}: install them with `sudo apt-get install -y {}` (or run `sudo cargo xtask setup`)",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    println!("xtask: installing {}", missing.join(" "));
+    exec(command("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+    exec(command("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+        .map_err(|e| anyhow::anyhow!("{e:#}: LLVM 22 comes from Debian's bookworm-security (or newer) archive; check /etc/apt/sources.list*"))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = output(command("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    if installed.as_deref().is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src"))) {
+        println!("xtask: nightly toolchain with rust-src present");
+        return Ok(());
+    }
+    if installed.is_none() {
+        println!("xtask: installing the nightly toolchain");
+        exec(command("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    println!("xtask: adding rust-src to nightly");
+    exec(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let bin = cargo_bin().join("bpf-linker");
+    if bin.exists() && output(command(&bin.display().to_string()).arg("--version")).is_some() {
+        println!("xtask: bpf-linker present ({})", bin.display());
+        return Ok(());
+    }
+    println!("xtask: building bpf-linker against LLVM 22 (a few minutes, once)");
+    exec(command("cargo").args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"]))
+}
