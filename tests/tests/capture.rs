@@ -298,12 +298,11 @@ fn server_killed_with_clients_connected_its_later_resets_are_attributed_to_it() 
     assert!(after.iter().any(|e| reason(e) == Some("NO_SOCKET")), "refused connect after death\n{dump}");
 }
 
-#[test]
-fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
-    require_root();
-    const CALLS: u64 = 1_000_000;
+/// Runs `calls` mmap/munmap syscalls in a process traced with `--pid` and a ring buffer
+/// of `ring`; returns (calls in the trace, calls counted lost).
+fn mmap_burst(calls: u64, ring: &str) -> (u64, u64) {
     let mut target = Command::new(stress_bin())
-        .args(["mmap-burst", &CALLS.to_string()])
+        .args(["mmap-burst", &calls.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -312,16 +311,16 @@ fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
     let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
     let target = ChildGuard(target);
     wait_for_line(&mut out, "ready");
-    let run = TracerRun::start(&["--pid", &target.pid().to_string(), "--probes", "mmap", "--grace", "500ms"]);
+    let run = TracerRun::start(&["--pid", &target.pid().to_string(), "--probes", "mmap", "--grace", "500ms", "--ring-buffer", ring]);
     run.wait_attached(T);
     writeln!(stdin, "go").unwrap();
     let trace = run.finish(Duration::from_secs(300));
-    let calls_seen = trace
+    let seen = trace
         .events
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. } | EventKind::Munmap { len: 4096, .. }))
         .count() as u64;
-    let lost_calls: u64 = trace
+    let lost: u64 = trace
         .events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -329,12 +328,57 @@ fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
             _ => None,
         })
         .sum();
-    eprintln!("burst: {calls_seen} in the trace, {lost_calls} lost");
-    assert_eq!(calls_seen + lost_calls, CALLS, "seen {calls_seen} + lost {lost_calls} != {CALLS}");
     match trace.events.last().map(|e| &e.kind) {
-        Some(EventKind::TraceEnd { lost, .. }) => assert_eq!(*lost, trace.lost()),
+        Some(EventKind::TraceEnd { lost, .. }) => assert_eq!(*lost, trace.lost(), "trace_end disagrees with lost events"),
         other => panic!("no trace_end: {other:?}"),
     }
+    eprintln!("burst of {calls} with a {ring} ring: {seen} in the trace, {lost} lost");
+    (seen, lost)
+}
+
+#[test]
+fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
+    require_root();
+    const CALLS: u64 = 1_000_000;
+    let (seen, lost) = mmap_burst(CALLS, "16MiB");
+    assert_eq!(seen + lost, CALLS, "seen {seen} + lost {lost} != {CALLS}");
+}
+
+#[test]
+fn overflowing_a_small_ring_buffer_is_counted_exactly_as_lost() {
+    require_root();
+    const CALLS: u64 = 200_000;
+    let (seen, lost) = mmap_burst(CALLS, "8KiB");
+    assert!(lost > 0, "an 8 KiB ring should overflow in a burst of {CALLS}");
+    assert_eq!(seen + lost, CALLS, "seen {seen} + lost {lost} != {CALLS}");
+}
+
+#[test]
+fn server_attached_with_pid_after_listen_owns_its_accepted_connections() {
+    require_root();
+    let mut server = Command::new(stress_bin()).arg("serve-unread").stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let server = ChildGuard(server);
+    let line = wait_for_line(&mut out, "listening ");
+    let port: u16 = line["listening ".len()..].parse().unwrap();
+    let run = TracerRun::start(&["--pid", &server.pid().to_string(), "--grace", "300ms"]);
+    run.wait_attached(T);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"never read").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(client.read(&mut buf).is_err(), "expected a reset");
+    let trace = run.finish(T);
+    let dump = trace.dump();
+    let rst = resets(&trace.events)
+        .into_iter()
+        .find(|e| matches!(&e.kind, EventKind::TcpReset { direction: Direction::Sent, saddr, .. } if saddr.ends_with(&format!(":{port}"))))
+        .unwrap_or_else(|| panic!("no reset from the server\n{dump}"));
+    assert_eq!(reason(rst), Some("TCP_ABORT_ON_CLOSE"), "{dump}");
+    assert_eq!(rst.pid, server.pid(), "{dump}");
+    assert!(
+        matches!(&rst.kind, EventKind::TcpReset { attributed_by: Some(a), .. } if a == "socket"),
+        "accepted socket should be known from the listener seen at attach\n{dump}"
+    );
 }
 
 #[test]

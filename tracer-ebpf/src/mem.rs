@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use tracer_common::{field, MemSyscall, PendingSyscall, Probe};
 
 use crate::{
@@ -30,6 +31,7 @@ fn enter(ctx: &TracePointContext, probe: Probe) -> u32 {
     };
     if PENDING.insert(&(pid_tgid as u32), &pending, 0).is_err() {
         count_lost(probe as u32);
+        warn!(ctx, "tracer: pending-syscall map full, a memory syscall of {} is lost", pid_tgid as u32);
     }
     0
 }

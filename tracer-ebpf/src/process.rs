@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use tracer_common::{aux, field, Probe, CLONE_THREAD};
 
 use crate::{
@@ -28,11 +29,15 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let child: u32 = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
     let flags: u64 = unsafe { ctx.read_at::<u64>(flags_off) }.unwrap_or(0);
     if child != 0 {
-        if flags & CLONE_THREAD != 0 {
-            let _ = TIDS.insert(&child, &tgid, 0);
+        let followed = if flags & CLONE_THREAD != 0 {
+            TIDS.insert(&child, &tgid, 0)
         } else if config_u32(&CONFIG.follow_children) != 0 {
-            let _ = TGIDS.insert(&child, &1, 0);
-            let _ = TIDS.insert(&child, &child, 0);
+            TGIDS.insert(&child, &1, 0).and_then(|()| TIDS.insert(&child, &child, 0))
+        } else {
+            Ok(())
+        };
+        if followed.is_err() {
+            warn!(&ctx, "tracer: filter map full, task {} of {} is not followed", child, tgid);
         }
     }
     emit_raw(&ctx, Probe::TaskNewtask, [0; 2]);

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "warn" };
+    // Verbose: our own debug logs and the kernel programs' aya-log messages, not the
+    // loader's relocation chatter.
+    let default = if verbose { "warn,tracer=debug,tracer_ebpf=trace" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
