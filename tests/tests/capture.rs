@@ -382,6 +382,57 @@ fn server_attached_with_pid_after_listen_owns_its_accepted_connections() {
 }
 
 #[test]
+fn follow_children_traces_forked_processes_and_only_then() {
+    require_root();
+    let script = format!("{} exit 3; true", stress());
+    let trace = TracerRun::start(&["run", "--follow-children", "--grace", "300ms", "--", "sh", "-c", &script]).finish(T);
+    let dump = trace.dump();
+    let child = trace
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Fork { child_pid, thread: false, traced: true, .. } => Some(*child_pid),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no traced fork\n{dump}"));
+    assert!(
+        trace.events.iter().any(|e| e.pid == child && matches!(e.kind, EventKind::Exit { group_dead: true, exit_code: Some(3), .. })),
+        "child's exit(3) missing\n{dump}"
+    );
+    assert!(trace.events.iter().any(|e| e.pid == child && matches!(&e.kind, EventKind::Exec { filename, .. } if filename.ends_with("tracer-stress"))));
+
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", "sh", "-c", &script]).finish(T);
+    let dump = trace.dump();
+    let child = trace
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Fork { child_pid, thread: false, traced: false, .. } => Some(*child_pid),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("fork not reported\n{dump}"));
+    assert!(!trace.events.iter().any(|e| e.pid == child && e.kind_name() == "exit"), "untraced child traced\n{dump}");
+}
+
+#[test]
+fn ctrl_c_and_duration_stop_the_trace_and_flush_it() {
+    require_root();
+    let mut run = TracerRun::start(&["run", "--", "sleep", "30"]);
+    run.wait_attached(T);
+    let _ = run.stdout.take();
+    std::thread::sleep(Duration::from_millis(300));
+    let trace = run.interrupt(T);
+    assert_eq!(trace.status, Some(0), "{}", trace.dump());
+    assert!(matches!(&trace.events.last().unwrap().kind, EventKind::TraceEnd { reason, .. } if reason == "interrupted"), "{}", trace.dump());
+    assert!(trace.events.iter().any(|e| matches!(&e.kind, EventKind::Exec { filename, .. } if filename.ends_with("sleep"))));
+
+    let sleeper = ChildGuard(Command::new("sleep").arg("30").spawn().unwrap());
+    let trace = TracerRun::start(&["--pid", &sleeper.pid().to_string(), "--duration", "500ms"]).finish(T);
+    assert!(matches!(&trace.events.last().unwrap().kind, EventKind::TraceEnd { reason, .. } if reason == "duration"), "{}", trace.dump());
+    assert_eq!(trace.target_pid(), sleeper.pid());
+}
+
+#[test]
 fn bad_input_gets_one_clear_sentence_and_a_failure_status() {
     let out = Command::new(tracer_tests::tracer_bin()).args(["--pid", "999999999"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

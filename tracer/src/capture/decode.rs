@@ -541,6 +541,32 @@ mod tests {
     }
 
     #[test]
+    fn reset_in_the_pre_6_10_layout_has_ports_and_no_reason() {
+        let mut layouts = layouts_6_18();
+        layouts.send_reset = Some(Format::parse(include_str!("testdata/5.15/tcp_send_reset")).unwrap());
+        layouts.fill_tables();
+        let mut dec = Decoder::new(layouts, Clock::fixed(0), false);
+        let bytes = raw(Probe::TcpSendReset, 9, [0; 2], |d| {
+            put(d, 16, 0xabcdu64.to_ne_bytes());
+            put(d, 24, 1i32.to_ne_bytes());
+            put(d, 28, 8000u16.to_ne_bytes());
+            put(d, 30, 40000u16.to_ne_bytes());
+            put(d, 32, (libc::AF_INET as u16).to_ne_bytes());
+            put(d, 34, [127, 0, 0, 1]);
+            put(d, 38, [127, 0, 0, 2]);
+        });
+        match dec.decode(&bytes).unwrap().kind {
+            EventKind::TcpReset { reason, saddr, daddr, state, skaddr, .. } => {
+                assert_eq!(reason, None);
+                assert_eq!((saddr.as_str(), daddr.as_str()), ("127.0.0.1:8000", "127.0.0.2:40000"));
+                assert_eq!(state.as_deref(), Some("TCP_ESTABLISHED"));
+                assert_eq!(skaddr, 0xabcd);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn short_or_unknown_records_are_dropped_not_panicking() {
         let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
         assert!(dec.decode(&[1, 2, 3]).is_none());
