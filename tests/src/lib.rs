@@ -195,6 +195,12 @@ impl TracerRun {
         self.child.pid()
     }
 
+    /// The command a `tracer run` started (its only child).
+    pub fn traced_child(&self) -> u32 {
+        let children = tracer::capture::target::descendants(self.pid());
+        *children.first().unwrap_or_else(|| panic!("tracer {} has no child; stderr:\n{}", self.pid(), self.stderr()))
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

@@ -76,15 +76,7 @@ fn sigterm_then_sigkill_from_another_process_name_the_sender() {
     let mut run = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "ignore-term"]);
     let mut out = run.stdout.take().expect("stdout");
     wait_for_line(&mut out, "ready");
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .map(|s| s.split_whitespace().nth(3) == Some(&run.pid().to_string()))
-                .unwrap_or(false)
-        })
-        .expect("traced child of the tracer");
+    let pid = run.traced_child();
     let term = Command::new("kill").args(["-TERM", &pid.to_string()]).spawn().unwrap();
     let term_pid = term.id();
     assert!(ChildGuard(term).0.wait().unwrap().success());
@@ -260,15 +252,7 @@ fn server_killed_with_clients_connected_its_later_resets_are_attributed_to_it() 
     let (run, mut out, port) = start_server(&["serve-idle", "3"], "3s");
     let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     wait_for_line(&mut out, "accepted");
-    let server_pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .map(|s| s.split_whitespace().nth(3) == Some(&run.pid().to_string()))
-                .unwrap_or(false)
-        })
-        .expect("server process");
+    let server_pid = run.traced_child();
     // SAFETY: plain syscall.
     unsafe { libc::kill(server_pid as i32, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));

@@ -100,7 +100,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 fn parse_ring_size(s: &str) -> Result<u64, String> {
     let n = parse_bytes(s)?;
-    if !n.is_power_of_two() || n < 4096 || n > (1 << 30) {
+    if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
         return Err(format!("ring buffer size {s:?} must be a power of two between 4KiB and 1GiB"));
     }
     Ok(n)
