@@ -439,10 +439,17 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_status() {
 #[test]
 fn without_privileges_the_error_names_the_capabilities_to_grant() {
     require_root();
+    // A copy nobody can execute wherever the checkout lives (CI may clone under /root).
+    let dir = TempDir::new("unprivileged");
+    let bin = dir.0.join("tracer");
+    std::fs::copy(tracer_tests::tracer_bin(), &bin).unwrap();
+    for p in [&dir.0, &bin] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
     // setpriv drops to nobody with no capabilities at all.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(tracer_tests::tracer_bin())
+        .arg(&bin)
         .args(["--pid", "1"])
         .output()
         .expect("setpriv (util-linux)");
