@@ -105,6 +105,10 @@ pub async fn run(
                 release(&mut capture, &mut pending, wall_now().saturating_sub(REORDER_WINDOW.as_nanos() as u64), |ev| {
                     if !write(ev, out) { output_closed = true; }
                 });
+                // A live reader (a terminal, a pipe) sees events within a tick.
+                if out.flush().is_err() {
+                    output_closed = true;
+                }
                 if output_closed {
                     break StopReason::OutputClosed;
                 }
