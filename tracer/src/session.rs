@@ -94,11 +94,14 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                let before = pending.len();
                 capture.drain(&mut pending);
                 capture.poll_lost(wall_now(), &mut pending);
                 if exited_at.is_none() {
+                    // The exit record, else the process table: a lost record must not
+                    // keep us running forever.
                     let reaped = child.as_mut().is_some_and(|c| c.try_wait().is_some());
-                    if reaped || saw_target_exit(&pending, target_pid) || !target::process_exists(target_pid) {
+                    if reaped || saw_target_exit(&pending[before..], target_pid) || !target::process_exists(target_pid) {
                         exited_at = Some(Instant::now());
                     }
                 }
