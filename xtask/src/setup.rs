@@ -64,5 +64,5 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     println!("xtask: building bpf-linker against LLVM 22 (a few minutes, once)");
-    exec(command("cargo").args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"]))
+    exec(command("cargo").args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"]))
 }
