@@ -365,20 +365,25 @@ fn server_attached_with_pid_after_listen_owns_its_accepted_connections() {
     );
 }
 
+/// The pid of the first process (not thread) forked in the trace, with its `traced` flag.
+fn process_fork(trace: &tracer_tests::Trace, traced: bool) -> u32 {
+    trace
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Fork { child_pid, thread: false, traced: t, .. } if *t == traced => Some(*child_pid),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no process fork with traced={traced}\n{}", trace.dump()))
+}
+
 #[test]
 fn follow_children_traces_forked_processes_and_only_then() {
     require_root();
     let script = format!("{} exit 3; true", stress());
     let trace = TracerRun::start(&["run", "--follow-children", "--grace", "300ms", "--", "sh", "-c", &script]).finish(T);
     let dump = trace.dump();
-    let child = trace
-        .events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::Fork { child_pid, thread: false, traced: true, .. } => Some(*child_pid),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no traced fork\n{dump}"));
+    let child = process_fork(&trace, true);
     assert!(
         trace.events.iter().any(|e| e.pid == child && matches!(e.kind, EventKind::Exit { group_dead: true, exit_code: Some(3), .. })),
         "child's exit(3) missing\n{dump}"
@@ -387,14 +392,7 @@ fn follow_children_traces_forked_processes_and_only_then() {
 
     let trace = TracerRun::start(&["run", "--grace", "300ms", "--", "sh", "-c", &script]).finish(T);
     let dump = trace.dump();
-    let child = trace
-        .events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::Fork { child_pid, thread: false, traced: false, .. } => Some(*child_pid),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("fork not reported\n{dump}"));
+    let child = process_fork(&trace, false);
     assert!(!trace.events.iter().any(|e| e.pid == child && e.kind_name() == "exit"), "untraced child traced\n{dump}");
 }
 

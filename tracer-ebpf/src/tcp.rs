@@ -44,6 +44,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // Only connect() and listen() run in the owner's own context. Every other transition
     // may run in softirq on whatever task was current (on loopback: often the peer), so
     // current says nothing about ownership there.
+    let current = (bpf_get_current_pid_tgid() >> 32) as u32;
     let owner = match unsafe { SOCKS.get(&sk) } {
         Some(owner) => *owner,
         None if newstate == config_u32(&CONFIG.tcp_syn_recv_state) => match unsafe { LISTEN_PORTS.get(&sport) } {
@@ -53,9 +54,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         },
         None if (newstate == config_u32(&CONFIG.tcp_syn_sent_state)
             || newstate == config_u32(&CONFIG.tcp_listen_state))
-            && is_traced_tgid((bpf_get_current_pid_tgid() >> 32) as u32) =>
+            && is_traced_tgid(current) =>
         {
-            (bpf_get_current_pid_tgid() >> 32) as u32
+            current
         }
         None => return 0,
     };

@@ -87,23 +87,21 @@ pub async fn run(
             guard = ring.readable() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
                 guard.clear_ready();
-                let before = pending.len();
-                capture.drain(&mut pending);
-                if exited_at.is_none() && saw_target_exit(&pending[before..], target_pid) {
-                    exited_at = Some(Instant::now());
+                if drain_saw_target_exit(&mut capture, &mut pending, target_pid) {
+                    exited_at.get_or_insert_with(Instant::now);
                 }
             }
             _ = tick.tick() => {
-                let before = pending.len();
-                capture.drain(&mut pending);
+                let saw_exit = drain_saw_target_exit(&mut capture, &mut pending, target_pid);
                 capture.poll_lost(wall_now(), &mut pending);
-                if exited_at.is_none() {
-                    // The exit record, else the process table: a lost record must not
-                    // keep us running forever.
-                    let reaped = child.as_mut().is_some_and(|c| c.try_wait().is_some());
-                    if reaped || saw_target_exit(&pending[before..], target_pid) || !target::process_exists(target_pid) {
-                        exited_at = Some(Instant::now());
-                    }
+                // The exit record, else the process table: a lost record must not keep us
+                // running forever.
+                if exited_at.is_none()
+                    && (saw_exit
+                        || child.as_mut().is_some_and(|c| c.try_wait().is_some())
+                        || !target::process_exists(target_pid))
+                {
+                    exited_at = Some(Instant::now());
                 }
                 release(&mut capture, &mut pending, wall_now().saturating_sub(REORDER_WINDOW.as_nanos() as u64), |ev| {
                     if !write(ev, out) { output_closed = true; }
@@ -156,8 +154,12 @@ pub async fn run(
     Ok(Summary { reason, events, lost })
 }
 
-fn saw_target_exit(events: &[Event], target_pid: u32) -> bool {
-    events
+/// Drains the ring buffer into `pending`; true when the drained records include the end
+/// of the target process.
+fn drain_saw_target_exit(capture: &mut Capture, pending: &mut Vec<Event>, target_pid: u32) -> bool {
+    let before = pending.len();
+    capture.drain(pending);
+    pending[before..]
         .iter()
         .any(|e| e.pid == target_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
 }
