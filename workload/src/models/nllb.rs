@@ -1,0 +1,1 @@
+//! NLLB-200 (M2M100ForConditionalGeneration).
