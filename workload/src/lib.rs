@@ -2,4 +2,15 @@
 //! loaded either eagerly (the crash from the bug report) or in the background
 //! after a memory-budget check (the fix).
 
+pub mod budget;
+pub mod checkpoint;
+pub mod cli;
+pub mod device;
+pub mod languages;
+pub mod loader;
 pub mod models;
+pub mod probe;
+pub mod registry;
+pub mod server;
+pub mod synth;
+pub mod translate;

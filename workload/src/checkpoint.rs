@@ -1,0 +1,401 @@
+//! A model folder on disk: which architecture it is, which weight files it has, how many
+//! bytes its tensors need at a given dtype, and a `VarBuilder` over them.
+//!
+//! Everything here reads only headers, so the budget check can run before a single
+//! weight is paged in.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+/// The model families the service knows, detected from `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// NLLB-200 (`m2m_100`).
+    Nllb,
+    /// Aya (`cohere`).
+    Aya,
+}
+
+impl Arch {
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "m2m_100" | "nllb" => Some(Self::Nllb),
+            "cohere" => Some(Self::Aya),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nllb => "nllb",
+            Self::Aya => "aya",
+        }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nllb" => Ok(Self::Nllb),
+            "aya" => Ok(Self::Aya),
+            other => Err(format!("unknown architecture {other:?}: use nllb or aya")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{dir}: not a folder; give the folder that holds config.json and the weights")]
+    NotADirectory { dir: PathBuf },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid config: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("{path}: model_type {model_type:?} is not supported; this service runs m2m_100 (NLLB) and cohere (Aya)")]
+    UnsupportedArch { path: PathBuf, model_type: String },
+    #[error("{dir}: no weights found: expected model.safetensors, model.safetensors.index.json with its shards, or pytorch_model.bin")]
+    NoWeights { dir: PathBuf },
+    #[error("{path}: invalid shard index: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    #[error("{path}: corrupt weights file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// How the weights are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightFiles {
+    /// One or more safetensors files (several when sharded with an index).
+    Safetensors(Vec<PathBuf>),
+    /// A PyTorch zip pickle, as NLLB's main branch ships.
+    Pytorch(PathBuf),
+}
+
+/// One tensor as the header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub elements: u64,
+}
+
+/// A model folder, with its config parsed and its tensor inventory read from headers.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub arch: Arch,
+    pub config: serde_json::Value,
+    pub files: WeightFiles,
+    pub tensors: Vec<TensorEntry>,
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        if !dir.is_dir() {
+            return Err(CheckpointError::NotADirectory { dir: dir.to_path_buf() });
+        }
+        let config_path = dir.join("config.json");
+        let config: serde_json::Value = serde_json::from_slice(&read(&config_path)?)
+            .map_err(|e| CheckpointError::BadConfig { path: config_path.clone(), reason: e.to_string() })?;
+        let model_type = config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| CheckpointError::BadConfig {
+                path: config_path.clone(),
+                reason: "no \"model_type\" key".into(),
+            })?;
+        let arch = Arch::from_model_type(model_type).ok_or_else(|| CheckpointError::UnsupportedArch {
+            path: config_path.clone(),
+            model_type: model_type.to_string(),
+        })?;
+        let files = find_weight_files(dir)?;
+        let tensors = match &files {
+            WeightFiles::Safetensors(paths) => {
+                let mut all = Vec::new();
+                for path in paths {
+                    all.extend(safetensors_inventory(path)?);
+                }
+                all
+            }
+            WeightFiles::Pytorch(path) => pytorch_inventory(path)?,
+        };
+        Ok(Self { dir: dir.to_path_buf(), arch, config, files, tensors })
+    }
+
+    /// Bytes the tensors take once converted to `dtype`, which is what loading allocates.
+    pub fn bytes_at(&self, dtype: DType) -> u64 {
+        self.tensors.iter().map(|t| t.elements * dtype.size_in_bytes() as u64).sum()
+    }
+
+    /// Bytes the tensors take as stored.
+    pub fn stored_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.elements * t.dtype.size_in_bytes() as u64).sum()
+    }
+
+    /// A `VarBuilder` over the weight files that counts the bytes handed out in `progress`.
+    pub fn var_builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+        progress: Arc<AtomicU64>,
+    ) -> Result<VarBuilder<'static>, CheckpointError> {
+        let inner: Box<dyn SimpleBackend> = match &self.files {
+            WeightFiles::Safetensors(paths) => {
+                // SAFETY: the files are mapped read-only; the service never writes to a
+                // checkpoint, and a concurrent writer is the user's error, as with any
+                // mmap-based loader (candle's, safetensors').
+                let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
+                    .map_err(|e| CheckpointError::Corrupt { path: paths[0].clone(), reason: e.to_string() })?;
+                Box::new(mmaped)
+            }
+            WeightFiles::Pytorch(path) => Box::new(
+                candle_core::pickle::PthTensors::new(path, None)
+                    .map_err(|e| CheckpointError::Corrupt { path: path.clone(), reason: e.to_string() })?,
+            ),
+        };
+        let backend: Box<dyn SimpleBackend> = Box::new(CountingBackend { inner, loaded: progress });
+        Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+}
+
+fn find_weight_files(dir: &Path) -> Result<WeightFiles, CheckpointError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(WeightFiles::Safetensors(vec![single]));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return Ok(WeightFiles::Safetensors(shards_from_index(dir, &index)?));
+    }
+    let pth = dir.join("pytorch_model.bin");
+    if pth.is_file() {
+        return Ok(WeightFiles::Pytorch(pth));
+    }
+    Err(CheckpointError::NoWeights { dir: dir.to_path_buf() })
+}
+
+fn shards_from_index(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let bad = |reason: String| CheckpointError::BadIndex { path: index.to_path_buf(), reason };
+    let json: serde_json::Value = serde_json::from_slice(&read(index)?).map_err(|e| bad(e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
+    let mut shards: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("{tensor}: shard name is not a string")))?;
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(format!("{tensor}: shard {file:?} is not a file name in the model folder")));
+        }
+        if !shards.iter().any(|s| s == file) {
+            shards.push(file.to_string());
+        }
+    }
+    if shards.is_empty() {
+        return Err(bad("the weight map is empty".into()));
+    }
+    shards.sort();
+    let paths: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+        return Err(bad(format!("shard {} is missing", missing.display())));
+    }
+    Ok(paths)
+}
+
+fn safetensors_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+    let file = File::open(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    // SAFETY: read-only map used only during this call, to validate the header against
+    // the file length without reading the weights.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| corrupt(format!("{e:?}")))?;
+    let mut entries: Vec<TensorEntry> = Vec::new();
+    for (name, info) in metadata.tensors() {
+        let dtype = candle_dtype(info.dtype).ok_or_else(|| corrupt(format!("{name}: unsupported dtype {:?}", info.dtype)))?;
+        entries.push(TensorEntry { name, dtype, elements: info.shape.iter().map(|&d| d as u64).product() });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+fn pytorch_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
+    let infos = candle_core::pickle::read_pth_tensor_info(path, false, None)
+        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+    // A pickle may name one storage under several keys (tied weights); count each name,
+    // as loading materialises each name it is asked for.
+    let mut by_name: BTreeMap<String, TensorEntry> = BTreeMap::new();
+    for info in infos {
+        let elements = info.layout.shape().elem_count() as u64;
+        by_name.insert(info.name.clone(), TensorEntry { name: info.name, dtype: info.dtype, elements });
+    }
+    Ok(by_name.into_values().collect())
+}
+
+fn candle_dtype(dtype: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match dtype {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::U8 => DType::U8,
+        S::U32 => DType::U32,
+        S::I64 => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Counts the bytes of each tensor as the model takes it, so a progress bar and the
+/// `/models` endpoint can show how far a load has come.
+struct CountingBackend {
+    inner: Box<dyn SimpleBackend>,
+    loaded: Arc<AtomicU64>,
+}
+
+impl CountingBackend {
+    fn count(&self, tensor: candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+        if let Ok(t) = &tensor {
+            self.loaded.fetch_add((t.elem_count() * t.dtype().size_in_bytes()) as u64, Ordering::Relaxed);
+        }
+        tensor
+    }
+}
+
+impl SimpleBackend for CountingBackend {
+    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.count(self.inner.get(s, name, h, dtype, dev))
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.count(self.inner.get_unchecked(name, dtype, dev))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write_config(dir: &Path, model_type: &str) {
+        std::fs::write(dir.join("config.json"), format!(r#"{{"model_type": "{model_type}"}}"#)).unwrap();
+    }
+
+    fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)]) {
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(n, s)| (n.to_string(), Tensor::zeros(s.clone(), DType::F32, &Device::Cpu).unwrap()))
+            .collect();
+        candle_core::safetensors::save(&map, path).unwrap();
+    }
+
+    #[test]
+    fn single_file_inventory_counts_bytes_per_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "m2m_100");
+        write_safetensors(&dir.path().join("model.safetensors"), &[("a", vec![4, 8]), ("b", vec![10])]);
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(ck.arch, Arch::Nllb);
+        assert_eq!(ck.tensors.len(), 2);
+        assert_eq!(ck.stored_bytes(), 42 * 4);
+        assert_eq!(ck.bytes_at(DType::BF16), 42 * 2);
+    }
+
+    #[test]
+    fn sharded_checkpoint_lists_every_shard_once() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "cohere");
+        write_safetensors(&dir.path().join("model-00001-of-00002.safetensors"), &[("a", vec![3])]);
+        write_safetensors(&dir.path().join("model-00002-of-00002.safetensors"), &[("b", vec![5]), ("c", vec![2])]);
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                "b": "model-00002-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        assert_eq!(ck.arch, Arch::Aya);
+        match &ck.files {
+            WeightFiles::Safetensors(paths) => assert_eq!(paths.len(), 2),
+            other => panic!("expected safetensors, got {other:?}"),
+        }
+        assert_eq!(ck.stored_bytes(), 10 * 4);
+        let loaded = Arc::new(AtomicU64::new(0));
+        let vb = ck.var_builder(DType::F32, &Device::Cpu, loaded.clone()).unwrap();
+        assert_eq!(vb.get(5, "b").unwrap().dims(), &[5]);
+        assert_eq!(loaded.load(Ordering::Relaxed), 20);
+    }
+
+    #[test]
+    fn missing_shard_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "cohere");
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "model-00001-of-00001.safetensors"}}"#,
+        )
+        .unwrap();
+        let err = Checkpoint::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("model-00001-of-00001.safetensors is missing"), "{err}");
+    }
+
+    #[test]
+    fn truncated_safetensors_is_corrupt_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "m2m_100");
+        let path = dir.path().join("model.safetensors");
+        write_safetensors(&path, &[("a", vec![1024])]);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let err = Checkpoint::open(dir.path()).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn unknown_model_type_and_missing_weights_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "llama");
+        assert!(Checkpoint::open(dir.path()).unwrap_err().to_string().contains("\"llama\" is not supported"));
+        write_config(dir.path(), "cohere");
+        assert!(matches!(Checkpoint::open(dir.path()).unwrap_err(), CheckpointError::NoWeights { .. }));
+        let missing = dir.path().join("nope");
+        assert!(matches!(Checkpoint::open(&missing).unwrap_err(), CheckpointError::NotADirectory { .. }));
+    }
+
+    #[test]
+    fn pytorch_zip_inventory_is_read_from_the_pickle() {
+        // Written by torch.save({'w': arange(12).reshape(3,4), 'w_alias': w,
+        // 'b': zeros(5, float16)}): an alias of one storage, as tied weights are saved.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pth-small");
+        let ck = Checkpoint::open(&dir).unwrap();
+        assert!(matches!(ck.files, WeightFiles::Pytorch(_)));
+        assert_eq!(ck.tensors.len(), 3);
+        assert_eq!(ck.stored_bytes(), 2 * 12 * 4 + 5 * 2);
+        let loaded = Arc::new(AtomicU64::new(0));
+        let vb = ck.var_builder(DType::F32, &Device::Cpu, loaded.clone()).unwrap();
+        let w = vb.get((3, 4), "w_alias").unwrap();
+        assert_eq!(w.sum_all().unwrap().to_scalar::<f32>().unwrap(), 66.0);
+        assert_eq!(loaded.load(Ordering::Relaxed), 48);
+    }
+}

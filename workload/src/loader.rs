@@ -1,0 +1,183 @@
+//! Loads models one at a time on a thread of its own, so the async runtime keeps
+//! answering `/health` whatever a load does to the CPU.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::budget::{human_bytes, MemoryBudget};
+use crate::checkpoint::Checkpoint;
+use crate::device::Placement;
+use crate::registry::{ModelSlot, Registry};
+use crate::translate::Translator;
+
+/// `--load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadMode {
+    /// The fix: a memory-budget check before each load; a model that does not fit is
+    /// FAILED with the numbers and the service stays up.
+    Background,
+    /// The behaviour from the bug report, kept for reproductions: no budget check, so an
+    /// oversized model gets the process OOM-killed.
+    Eager,
+}
+
+/// How the loader works; fixed for the life of the service.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub mode: LoadMode,
+    pub placement: Placement,
+    /// `--memory-budget`: at most this many bytes per load, on top of what the kernel allows.
+    pub memory_budget: Option<u64>,
+    pub max_new_tokens: usize,
+    /// Debug only (`--debug-crash-during-load NAME`): fault on purpose while loading NAME,
+    /// so the tracer's crash verdict can be reproduced.
+    pub crash_during_load: Option<String>,
+}
+
+/// Hands models to the loader thread.
+#[derive(Clone)]
+pub struct Loader {
+    queue: mpsc::Sender<Arc<ModelSlot>>,
+}
+
+impl Loader {
+    /// Starts the loader thread and queues every model of `registry`, in order.
+    pub fn start(config: LoaderConfig, registry: &Registry) -> std::io::Result<Self> {
+        let (queue, requests) = mpsc::channel::<Arc<ModelSlot>>();
+        std::thread::Builder::new().name("model-loader".into()).spawn(move || {
+            for slot in requests {
+                load(&config, &slot);
+            }
+        })?;
+        let loader = Self { queue };
+        for slot in registry.slots() {
+            loader.request(slot.clone());
+        }
+        Ok(loader)
+    }
+
+    /// Queues a (re)load; the loader skips it if the model is LOADING or READY by then.
+    pub fn request(&self, slot: Arc<ModelSlot>) -> bool {
+        self.queue.send(slot).is_ok()
+    }
+}
+
+fn load(config: &LoaderConfig, slot: &ModelSlot) {
+    if !slot.begin_load() {
+        return;
+    }
+    let name = &slot.spec.name;
+    let started = Instant::now();
+    let checkpoint = match Checkpoint::open(&slot.spec.dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(model = %name, "load failed: {e}");
+            slot.fail(e.to_string());
+            return;
+        }
+    };
+    let placement = &config.placement;
+    let bytes = checkpoint.bytes_at(placement.dtype);
+    slot.update(|s| {
+        s.arch = Some(checkpoint.arch);
+        s.device = Some(placement.description.clone());
+        s.dtype = Some(placement.dtype.as_str().to_string());
+        s.bytes = Some(bytes);
+    });
+    if config.mode == LoadMode::Background {
+        match budget_for(config) {
+            Ok(budget) => {
+                if let Err(over) = budget.check(bytes) {
+                    let reason = format!("over memory budget: {over}");
+                    tracing::warn!(model = %name, "not loading: {reason}");
+                    slot.fail(reason);
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(model = %name, "cannot read the memory budget ({e}); loading without a check"),
+        }
+    }
+    tracing::info!(
+        model = %name,
+        arch = checkpoint.arch.name(),
+        bytes,
+        "loading {} of weights on {}",
+        human_bytes(bytes),
+        placement.description
+    );
+    if config.crash_during_load.as_deref() == Some(name.as_str()) {
+        crash_on_purpose();
+    }
+    let bar = progress_bar(name, bytes);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(slot.progress.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let result = Translator::load(&checkpoint, placement, slot.progress.clone());
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(translator) => {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(model = %name, seconds, "READY ({:.1} s, {:.2} GB/s)", seconds, bytes as f64 / seconds / 1e9);
+            slot.ready(translator.with_max_new_tokens(config.max_new_tokens), seconds);
+        }
+        Err(e) => {
+            tracing::error!(model = %name, "load failed: {e}");
+            slot.fail(e.to_string());
+        }
+    }
+}
+
+fn budget_for(config: &LoaderConfig) -> std::io::Result<MemoryBudget> {
+    let mut budget = MemoryBudget::of_current_process()?;
+    budget.operator_limit = config.memory_budget;
+    budget.gpu_free = gpu_free_bytes(&config.placement.device);
+    Ok(budget)
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_free_bytes(device: &candle_core::Device) -> Option<u64> {
+    let cuda = device.as_cuda_device().ok()?;
+    let (free, _total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+    Some(free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_free_bytes(_device: &candle_core::Device) -> Option<u64> {
+    None
+}
+
+fn progress_bar(name: &str, bytes: u64) -> indicatif::ProgressBar {
+    // indicatif draws only when stderr is a terminal, so logs and pipes stay clean.
+    let bar = indicatif::ProgressBar::new(bytes);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(format!("loading {name}"));
+    bar
+}
+
+/// A real memory-access fault (SIGSEGV, SEGV_ACCERR from the kernel), not a raised signal.
+fn crash_on_purpose() -> ! {
+    tracing::error!("--debug-crash-during-load: faulting on purpose");
+    // SAFETY: maps one inaccessible page and writes to it, which the kernel answers with
+    // SIGSEGV; nothing after the write runs.
+    unsafe {
+        let page = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        if page != libc::MAP_FAILED {
+            std::ptr::write_volatile(page.cast::<u8>(), 1);
+        }
+        libc::abort();
+    }
+}

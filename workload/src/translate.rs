@@ -1,0 +1,191 @@
+//! A loaded model with its tokenizer: text in, text out.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Arch, Checkpoint, CheckpointError};
+use crate::device::Placement;
+use crate::languages;
+use crate::models::{aya, nllb};
+
+/// Tokens generated at most per request unless the caller says otherwise.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 64;
+
+enum Engine {
+    Nllb(nllb::Model),
+    Aya(aya::Model),
+}
+
+/// One model ready to translate.
+pub struct Translator {
+    engine: Engine,
+    tokenizer: Tokenizer,
+    max_new_tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: cannot load the tokenizer: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("{path}: config does not fit the {arch} model: {reason}")]
+    Config { path: PathBuf, arch: &'static str, reason: String },
+    #[error("{dir}: weights do not match the {arch} model: {reason}")]
+    Weights { dir: PathBuf, arch: &'static str, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    #[error("unknown language {code:?} for model {arch}: use a FLORES-200 code like eng_Latn or fra_Latn that the model supports")]
+    UnknownLanguage { code: String, arch: &'static str },
+    #[error("text is {tokens} tokens long, the model takes at most {max}")]
+    TooLong { tokens: usize, max: usize },
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+    #[error("model failed: {0}")]
+    Model(#[from] candle_core::Error),
+}
+
+impl TranslateError {
+    /// True when the request, not the service, was at fault.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::UnknownLanguage { .. } | Self::TooLong { .. })
+    }
+}
+
+/// The result of one request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Translation {
+    pub text: String,
+    pub input_tokens: usize,
+    pub output_tokens: usize,
+}
+
+impl Translator {
+    /// Builds the model from the checkpoint on `placement`; `loaded` counts weight bytes
+    /// as they are read.
+    pub fn load(checkpoint: &Checkpoint, placement: &Placement, loaded: Arc<AtomicU64>) -> Result<Self, LoadError> {
+        let tokenizer = load_tokenizer(&checkpoint.dir.join("tokenizer.json"))?;
+        let vb = checkpoint.var_builder(placement.dtype, &placement.device, loaded)?;
+        let config_path = checkpoint.dir.join("config.json");
+        let arch = checkpoint.arch.name();
+        let config_error = |e: serde_json::Error| LoadError::Config { path: config_path.clone(), arch, reason: e.to_string() };
+        let weights_error =
+            |e: candle_core::Error| LoadError::Weights { dir: checkpoint.dir.clone(), arch, reason: e.to_string() };
+        let engine = match checkpoint.arch {
+            Arch::Nllb => {
+                let cfg: nllb::Config = serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?;
+                Engine::Nllb(nllb::Model::load(vb, &cfg).map_err(weights_error)?)
+            }
+            Arch::Aya => {
+                let cfg: aya::Config = serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?;
+                Engine::Aya(aya::Model::load(vb, &cfg).map_err(weights_error)?)
+            }
+        };
+        Ok(Self { engine, tokenizer, max_new_tokens: DEFAULT_MAX_NEW_TOKENS })
+    }
+
+    pub fn with_max_new_tokens(mut self, max_new_tokens: usize) -> Self {
+        self.max_new_tokens = max_new_tokens.max(1);
+        self
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self.engine {
+            Engine::Nllb(_) => Arch::Nllb,
+            Engine::Aya(_) => Arch::Aya,
+        }
+    }
+
+    /// Whether `code` (FLORES-200) can be a source or target of this model.
+    pub fn supports(&self, code: &str) -> bool {
+        self.check_language(code).is_ok()
+    }
+
+    fn check_language(&self, code: &str) -> Result<(), TranslateError> {
+        let unknown = || TranslateError::UnknownLanguage { code: code.to_string(), arch: self.arch().name() };
+        if !languages::looks_like_code(code) {
+            return Err(unknown());
+        }
+        match self.engine {
+            Engine::Nllb(_) => self.tokenizer.token_to_id(code).map(|_| ()).ok_or_else(unknown),
+            Engine::Aya(_) => languages::aya_name(code).map(|_| ()).ok_or_else(unknown),
+        }
+    }
+
+    pub fn translate(&mut self, text: &str, source: &str, target: &str) -> Result<Translation, TranslateError> {
+        self.check_language(source)?;
+        self.check_language(target)?;
+        match &mut self.engine {
+            Engine::Nllb(model) => {
+                let lang_id = |code: &str| {
+                    self.tokenizer.token_to_id(code).ok_or_else(|| TranslateError::UnknownLanguage {
+                        code: code.to_string(),
+                        arch: "nllb",
+                    })
+                };
+                let (src_lang, tgt_lang) = (lang_id(source)?, lang_id(target)?);
+                let eos = model.config().eos_token_id;
+                let max_positions = model.config().max_position_embeddings;
+                let tokens = encode(&self.tokenizer, text)?;
+                // NLLB's source layout: [src_lang] tokens [eos].
+                let mut src = Vec::with_capacity(tokens.len() + 2);
+                src.push(src_lang);
+                src.extend_from_slice(&tokens);
+                src.push(eos);
+                if src.len() > max_positions {
+                    return Err(TranslateError::TooLong { tokens: src.len(), max: max_positions });
+                }
+                let prefix = [eos, tgt_lang];
+                let max_len = (prefix.len() + self.max_new_tokens).min(max_positions);
+                let out = model.generate_greedy(&src, &prefix, max_len)?;
+                let generated = &out[prefix.len().min(out.len())..];
+                let text = decode(&self.tokenizer, generated)?;
+                Ok(Translation { text, input_tokens: src.len(), output_tokens: generated.len() })
+            }
+            Engine::Aya(model) => {
+                let (Some(from), Some(to)) = (languages::aya_name(source), languages::aya_name(target)) else {
+                    return Err(TranslateError::UnknownLanguage { code: source.to_string(), arch: "aya" });
+                };
+                let prompt = aya::translation_prompt(text, from, to);
+                let ids = encode(&self.tokenizer, &prompt)?;
+                let max_positions = model.config().max_position_embeddings;
+                let room = max_positions.saturating_sub(self.max_new_tokens.min(max_positions / 2));
+                if ids.len() > room {
+                    return Err(TranslateError::TooLong { tokens: ids.len(), max: room });
+                }
+                let eos = model.config().eos_token_ids();
+                let new = model.generate_greedy(&ids, self.max_new_tokens, &eos)?;
+                let text = decode(&self.tokenizer, &new)?;
+                Ok(Translation { text, input_tokens: ids.len(), output_tokens: new.len() })
+            }
+        }
+    }
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
+    if !path.is_file() {
+        return Err(LoadError::Tokenizer {
+            path: path.to_path_buf(),
+            reason: "file is missing; copy tokenizer.json from the model repository next to config.json".into(),
+        });
+    }
+    Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Token ids of `text` without the tokenizer's own special tokens: each model's layout
+/// is built explicitly above, because the saved post-processors differ between exports.
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, TranslateError> {
+    tokenizer
+        .encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| TranslateError::Tokenizer(e.to_string()))
+}
+
+fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String, TranslateError> {
+    tokenizer.decode(ids, true).map(|s| s.trim().to_string()).map_err(|e| TranslateError::Tokenizer(e.to_string()))
+}
