@@ -23,6 +23,15 @@ pub enum LoadMode {
     Eager,
 }
 
+impl LoadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Background => "background",
+            Self::Eager => "eager",
+        }
+    }
+}
+
 /// How the loader works; fixed for the life of the service.
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {

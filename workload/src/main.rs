@@ -18,6 +18,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
@@ -34,13 +35,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, so
+/// call it before announcing readiness: a signal that comes after must not be missed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -49,6 +55,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let registry = Arc::new(Registry::new(args.models).map_err(anyhow::Error::msg)?);
     let rt = runtime()?;
     rt.block_on(async move {
+        let stop = shutdown_signal()?;
         let addr = std::net::SocketAddr::new(args.host, args.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr}: pick a free port with --port (0 picks one), or stop what holds it")
@@ -56,7 +63,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         // Listen first: health answers from the first moment, as in the bug report,
         // where it said models_loaded: 1 before the process died.
-        tracing::info!("listening on http://{local} (load {:?})", args.load);
+        tracing::info!("listening on http://{local} (--load {})", args.load.name());
         let loader = Loader::start(
             LoaderConfig {
                 mode: args.load,
@@ -69,7 +76,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         )
         .context("cannot start the model loader thread")?;
         let state = Arc::new(AppState { registry, loader, max_text_chars: args.max_text_chars, started: Instant::now() });
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("server failed")?;
+        axum::serve(listener, router(state)).with_graceful_shutdown(stop).await.context("server failed")?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -107,7 +114,7 @@ fn probe_main(args: ProbeArgs) -> Result<()> {
             )),
             None => Box::new(std::io::stdout().lock()),
         };
-        let summary = probe::run(config, &mut out, shutdown_signal()).await.context("cannot write probe records")?;
+        let summary = probe::run(config, &mut out, shutdown_signal()?).await.context("cannot write probe records")?;
         eprintln!("{}", summary.human());
         Ok(())
     })
