@@ -35,6 +35,13 @@ pub fn stress_bin() -> PathBuf {
     path
 }
 
+/// The workload binary (the companion translation service).
+pub fn workload_bin() -> PathBuf {
+    let path = std::env::var_os("WORKLOAD_BIN").map(PathBuf::from).unwrap_or_else(|| build_dir().join("workload"));
+    assert!(path.exists(), "{} not found: build it with `cargo build -p workload` (or run `cargo xtask test`)", path.display());
+    path
+}
+
 pub fn is_root() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::geteuid() == 0 }
@@ -70,6 +77,27 @@ impl Memcg {
         std::fs::write(cg.path.join("memory.max"), limit_bytes.to_string())?;
         let _ = std::fs::write(cg.path.join("memory.swap.max"), "0");
         Ok(cg)
+    }
+
+    /// A command that joins this cgroup before it execs `program`, so everything it
+    /// allocates from its first instruction is charged here.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.path)
+            .arg(program);
+        cmd
+    }
+
+    /// How many processes the kernel OOM-killed in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.version == 1 { "memory.oom_control" } else { "memory.events" };
+        std::fs::read_to_string(self.path.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
     }
 
     pub fn procs(&self) -> Vec<i32> {
