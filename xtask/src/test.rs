@@ -26,5 +26,5 @@ pub fn run(opts: &Options) -> Result<()> {
     if let Some(f) = &opts.filter {
         cmd.arg(f);
     }
-    exec(cmd.env("TRACER_BIN", tracer))
+    exec(cmd.env("TRACER_BIN", tracer).env("WORKLOAD_BIN", root.join("target/debug/workload")))
 }
