@@ -170,6 +170,19 @@ pub enum EventKind {
         daddr: String,
         skaddr: u64,
     },
+    /// Periodic context from user space (procfs, the memory cgroup, GPUs, the system),
+    /// every `--sample-interval`. pid is the target.
+    Sample {
+        /// Each traced process still alive.
+        processes: Vec<ProcessSample>,
+        /// The memory cgroup of the target, when it has one with a controller.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<CgroupSample>,
+        /// One per NVIDIA GPU NVML sees; empty without a driver.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gpus: Vec<GpuSample>,
+        system: SystemSample,
+    },
     /// Events the kernel could not hand over because the ring buffer was full.
     Lost {
         /// Probe that lost them.
@@ -177,6 +190,58 @@ pub enum EventKind {
         count: u64,
         total: u64,
     },
+}
+
+/// One process as procfs saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSample {
+    pub pid: u32,
+    pub comm: String,
+    /// procfs state letter: R, S, D, Z...
+    pub state: String,
+    pub rss_bytes: u64,
+    pub vm_size_bytes: u64,
+    /// Peak resident set (VmHWM).
+    pub vm_hwm_bytes: u64,
+    pub threads: u64,
+    /// Open file descriptors, when /proc/PID/fd was readable.
+    pub fds: Option<u64>,
+}
+
+/// The memory cgroup of the target (v1 or v2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupSample {
+    /// Folder in the cgroup filesystem.
+    pub path: String,
+    pub version: u8,
+    pub usage_bytes: u64,
+    /// None when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// memory.max_usage_in_bytes (v1) or memory.peak (v2), when the kernel has it.
+    pub peak_bytes: Option<u64>,
+    /// OOM kills in this cgroup so far (v1 memory.oom_control, v2 memory.events).
+    pub oom_kills: Option<u64>,
+}
+
+/// One GPU as NVML saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    pub index: u32,
+    pub name: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    /// Memory the traced processes hold on this GPU, when NVML reports it.
+    pub process_bytes: Option<u64>,
+}
+
+/// Machine-wide memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemSample {
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: u64,
+    /// /proc/pressure/memory `some avg10`, where the kernel has PSI.
+    pub psi_memory_some_avg10: Option<f64>,
+    pub psi_memory_full_avg10: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +270,7 @@ impl Event {
             EventKind::Rss { .. } => "rss",
             EventKind::TcpReset { .. } => "tcp_reset",
             EventKind::TcpState { .. } => "tcp_state",
+            EventKind::Sample { .. } => "sample",
             EventKind::Lost { .. } => "lost",
         }
     }
