@@ -209,7 +209,11 @@ pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenReport, GenError> {
 fn write_shard(path: &Path, tensors: &[&LazyTensor]) -> Result<(), GenError> {
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
     safetensors::serialize_to_file(tensors.iter().map(|t| (t.spec.name.clone(), *t)), metadata, path)
-        .map_err(|e| GenError::Safetensors { path: path.to_path_buf(), reason: format!("{e:?}") })
+        .map_err(|e| GenError::Safetensors { path: path.to_path_buf(), reason: format!("{e:?}") })?;
+    // safetensors writes through a private temporary file (0600); a checkpoint is meant
+    // to be read by the service, which may run as another user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io(path))
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), GenError> {
