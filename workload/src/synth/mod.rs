@@ -144,7 +144,7 @@ fn fnv1a(s: &str) -> u64 {
 /// Writes config.json, tokenizer.json and the weights into `out`.
 pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenReport, GenError> {
     let d = &spec.dims;
-    if d.heads == 0 || d.hidden % d.heads != 0 || d.kv_heads == 0 || d.heads % d.kv_heads != 0 {
+    if d.heads == 0 || !d.hidden.is_multiple_of(d.heads) || d.kv_heads == 0 || !d.heads.is_multiple_of(d.kv_heads) {
         return Err(GenError::Invalid(format!(
             "hidden size {} must divide into {} heads, which must divide into {} key/value heads",
             d.hidden, d.heads, d.kv_heads
