@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer::diagnose::Verdict;
 use tracer::event::{Event, EventKind};
 
 /// Directory of the binaries of this build (`target/debug`), from the test executable.
@@ -259,11 +260,17 @@ impl TracerRun {
         };
         std::thread::sleep(Duration::from_millis(50));
         let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
-        let events = text
-            .lines()
-            .map(|l| serde_json::from_str::<Event>(l).unwrap_or_else(|e| panic!("bad trace line {l}: {e}")))
-            .collect();
-        Trace { status: status.code(), events, stderr: self.stderr() }
+        let (mut events, mut verdicts) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            // The live tracer writes its verdicts next to the events, as `kind: verdict`.
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad trace line {line}: {e}"));
+            if value["kind"] == "verdict" {
+                verdicts.push(serde_json::from_value::<Verdict>(value).unwrap_or_else(|e| panic!("bad verdict line {line}: {e}")));
+            } else {
+                events.push(serde_json::from_value::<Event>(value).unwrap_or_else(|e| panic!("bad trace line {line}: {e}")));
+            }
+        }
+        Trace { status: status.code(), events, verdicts, stderr: self.stderr() }
     }
 
     /// Sends SIGINT (as Ctrl-C would) and collects the trace.
@@ -279,6 +286,8 @@ impl TracerRun {
 pub struct Trace {
     pub status: Option<i32>,
     pub events: Vec<Event>,
+    /// The verdicts the tracer wrote at the end of the trace.
+    pub verdicts: Vec<Verdict>,
     pub stderr: String,
 }
 

@@ -1,7 +1,7 @@
 //! Command line.
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::capture::ProbeGroup;
 
@@ -14,8 +14,9 @@ use crate::capture::ProbeGroup;
         tracer follows a process from the kernel (eBPF tracepoints) and writes one JSON object per \
         event: memory growth (mmap/munmap/brk/mremap, RSS), OOM kills, signals, exits, and TCP resets \
         attributed to the sockets and ports the process owned, also after it died.\n\n\
-        Examples:\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n\n\
-        Needs root (or CAP_BPF + CAP_PERFMON) and tracefs; kprobes are not used.",
+        Examples:\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n  \
+        tracer report trace.jsonl --format markdown --perfetto trace.perfetto.json\n\n\
+        Needs root (or CAP_BPF + CAP_PERFMON) and tracefs; kprobes are not used. `report` needs neither.",
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +44,35 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
+    /// Explain a recorded trace: the root-cause report (no privileges needed)
+    Report(ReportArgs),
+}
+
+/// `tracer report TRACE.jsonl`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// A trace written by `tracer --jsonl FILE`
+    #[arg(value_name = "TRACE.jsonl")]
+    pub trace: PathBuf,
+
+    /// text for a terminal, markdown for an incident ticket, json for programs
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+
+    /// Also write a Perfetto/Chrome trace (JSON) to FILE: open it in ui.perfetto.dev
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+
+    /// Write the report to FILE instead of standard output
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -59,6 +89,10 @@ pub struct TraceArgs {
     #[arg(long, default_value = "-", value_name = "FILE|-")]
     pub jsonl: String,
 
+    /// At the end, also write a Perfetto/Chrome trace (JSON) of the session to FILE
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+
     /// After the target exits, keep tracing this long for the resets that follow its death
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub grace: Duration,
@@ -74,6 +108,14 @@ pub struct TraceArgs {
     /// Size of the kernel ring buffer (power of two, e.g. 16MiB); larger loses less in bursts
     #[arg(long, default_value = "16MiB", value_parser = parse_ring_size, value_name = "BYTES")]
     pub ring_buffer: u64,
+
+    /// Write a `sample` event this often (e.g. 100ms, 1s; 0 disables, 50ms is the finest):
+    /// RSS, VmSize, VmHWM, threads and open fds of each traced process, the memory cgroup's
+    /// usage, limit, peak and OOM kills, GPU memory (NVML, when a driver is present) and the
+    /// system's available memory and pressure. The tracer reads them from /proc and /sys
+    /// itself: it costs the target nothing
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sample_interval: Duration,
 }
 
 impl TraceArgs {
@@ -140,5 +182,27 @@ mod tests {
         let cli = Cli::try_parse_from(["tracer", "--pid", "12", "--probes", "oom,tcp"]).unwrap();
         assert_eq!(cli.pid, Some(12));
         assert_eq!(cli.trace.probe_set().len(), 2);
+    }
+
+    #[test]
+    fn report_takes_a_trace_and_a_format_and_live_forms_take_perfetto() {
+        let cli = Cli::try_parse_from(["tracer", "report", "t.jsonl", "--format", "markdown", "--perfetto", "p.json"])
+            .unwrap();
+        match cli.command {
+            Some(Command::Report(r)) => {
+                assert_eq!(r.trace, PathBuf::from("t.jsonl"));
+                assert_eq!(r.format, ReportFormat::Markdown);
+                assert_eq!(r.perfetto, Some(PathBuf::from("p.json")));
+                assert_eq!(r.out, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["tracer", "report", "t.jsonl"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Report(ReportArgs { format: ReportFormat::Text, .. }))));
+        assert!(Cli::try_parse_from(["tracer", "report"]).is_err());
+        let cli = Cli::try_parse_from(["tracer", "--pid", "1", "--perfetto", "p.json"]).unwrap();
+        assert_eq!(cli.trace.perfetto, Some(PathBuf::from("p.json")));
+        let cli = Cli::try_parse_from(["tracer", "run", "--perfetto", "p.json", "--", "true"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run { trace: TraceArgs { perfetto: Some(_), .. }, .. })));
     }
 }

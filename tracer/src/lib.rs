@@ -4,7 +4,10 @@
 //! Nothing downstream of [`event`] knows about eBPF.
 pub mod capture;
 pub mod cli;
+pub mod diagnose;
 pub mod event;
 pub mod export;
 pub mod names;
+pub mod sample;
 pub mod session;
+pub mod tui;

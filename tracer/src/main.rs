@@ -1,14 +1,15 @@
 //! `tracer`: explains why a socket reset.
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser;
 
 use tracer::{
     capture::{target, Capture, CaptureError, CaptureOptions},
-    cli::{Cli, Command, TraceArgs},
+    cli::{Cli, Command, ReportArgs, ReportFormat, TraceArgs},
+    diagnose,
     event::{Event, EventKind},
-    export::jsonl::JsonlWriter,
+    export::{jsonl::JsonlWriter, perfetto, reader, report},
     session::{self, SessionOptions},
 };
 
@@ -39,6 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::bail!("`--pid` and `run` exclude each other: trace an existing process with `--pid PID`, or start one with `run -- CMD`")
         }
         (Some(Command::Run { trace, cmd }), None) => trace_command(&trace, &cmd),
+        // Before anything that needs privileges: a recorded trace is read as any user.
+        (Some(Command::Report(_)), Some(_)) => {
+            anyhow::bail!("`--pid` and `report` exclude each other: `tracer report TRACE.jsonl` reads a recorded trace")
+        }
+        (Some(Command::Report(args)), None) => report_command(&args),
         (None, Some(pid)) => trace_pid(&cli.trace, pid),
         (None, None) => {
             anyhow::bail!("nothing to trace: give `--pid PID`, or `run -- CMD ARGS...` to start one (see `tracer --help`)")
@@ -94,8 +100,19 @@ fn stream(
     args: &TraceArgs,
 ) -> anyhow::Result<ExitCode> {
     let mut out = JsonlWriter::create(&args.jsonl).with_context(|| format!("cannot write the trace to {}", args.jsonl))?;
+    // Fail now rather than after the trace: the Perfetto file is written at the end.
+    if let Some(path) = &args.perfetto {
+        std::fs::File::create(path).with_context(|| {
+            format!("cannot write the Perfetto trace to {}: give a writable path to --perfetto", path.display())
+        })?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let opts = SessionOptions { duration: args.duration, grace: args.grace };
+    let opts = SessionOptions {
+        duration: args.duration,
+        grace: args.grace,
+        sample_interval: Some(args.sample_interval).filter(|d| !d.is_zero()),
+        follow_children: args.follow_children,
+    };
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
         eprintln!("tracer: tracing pid {pid} ({target_cmdline}) with {} probes; Ctrl-C stops", probes.len());
     }
@@ -106,6 +123,65 @@ fn stream(
         summary.lost,
         summary.reason.as_str()
     );
+    let events = summary.timeline.events();
+    if summary.timeline.dropped() > 0 {
+        eprintln!(
+            "tracer: {} memory syscalls were left out of the in-memory timeline (diagnosis, --perfetto); the JSON-lines trace has them all",
+            summary.timeline.dropped()
+        );
+    }
+    if summary.verdicts.is_empty() {
+        for line in report::summary_lines(events, &[]) {
+            eprintln!("tracer: {line}");
+        }
+    }
+    for (i, v) in summary.verdicts.iter().enumerate() {
+        eprint!("tracer: verdict {}/{}: {}", i + 1, summary.verdicts.len(), diagnose::describe(v));
+    }
+    if let Some(path) = &args.perfetto {
+        let mut trace = perfetto::build(events, &summary.verdicts);
+        trace.other_data.insert("timeline_dropped_events".into(), summary.timeline.dropped().into());
+        perfetto::write_file(path, &trace)?;
+        eprintln!("tracer: Perfetto trace written to {} (open it in ui.perfetto.dev)", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Most unreadable lines named one by one; the rest are counted.
+const PROBLEMS_SHOWN: usize = 20;
+
+/// `tracer report`: reads a recorded trace, diagnoses it and renders the report. Needs no
+/// privileges: nothing here touches eBPF or tracefs.
+fn report_command(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let trace = reader::read_trace_file(&args.trace)?;
+    let name = args.trace.display().to_string();
+    for p in trace.problems.iter().take(PROBLEMS_SHOWN) {
+        eprintln!("tracer: warning: {name}:{}: {} (line skipped)", p.line, p.message);
+    }
+    if trace.problems.len() > PROBLEMS_SHOWN {
+        eprintln!("tracer: warning: {name}: {} more unreadable lines skipped", trace.problems.len() - PROBLEMS_SHOWN);
+    }
+    let verdicts = diagnose::diagnose(&trace.events);
+    if let Some(path) = &args.perfetto {
+        perfetto::write_file(path, &perfetto::build(&trace.events, &verdicts))?;
+    }
+    let report = report::Report::build(&trace.events, verdicts, trace.problems, Some(name));
+    let text = match args.format {
+        ReportFormat::Text => report::render_text(&report),
+        ReportFormat::Markdown => report::render_markdown(&report),
+        ReportFormat::Json => report::render_json(&report).context("rendering the report as JSON")?,
+    };
+    match &args.out {
+        Some(path) if path.as_os_str() != "-" => std::fs::write(path, text).with_context(|| {
+            format!("cannot write the report to {}: give a writable path to --out", path.display())
+        })?,
+        _ => match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("writing the report to standard output")
+            }
+            _ => {}
+        },
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,7 +8,9 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     capture::{decode::clock_ns, target::{self, StartedCommand}, Capture, CaptureError},
     event::{Event, EventKind},
-    export::jsonl::JsonlWriter,
+    diagnose::{self, Verdict},
+    export::{jsonl::JsonlWriter, timeline::Timeline},
+    sample::Sampler,
 };
 
 /// How long events wait before release: enough for records from other CPUs and for the
@@ -19,6 +21,10 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct SessionOptions {
     pub duration: Option<Duration>,
     pub grace: Duration,
+    /// Take a `sample` event (procfs, memory cgroup, GPUs, system) this often; None: never.
+    pub sample_interval: Option<Duration>,
+    /// The capture traces forked processes too: sample them as well.
+    pub follow_children: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,10 @@ pub struct Summary {
     pub reason: StopReason,
     pub events: u64,
     pub lost: u64,
+    /// The events released, bounded (for diagnosis and the Perfetto export).
+    pub timeline: Timeline,
+    /// Diagnosis of the session, also written before `trace_end`.
+    pub verdicts: Vec<Verdict>,
 }
 
 fn wall_now() -> u64 {
@@ -70,6 +80,14 @@ pub async fn run(
     let mut pending: Vec<Event> = Vec::new();
     let mut exited_at: Option<Instant> = None;
     let mut output_closed = false;
+    let mut timeline = Timeline::new();
+    let mut sampler = opts.sample_interval.and_then(|every| match Sampler::new(target_pid, opts.follow_children, every) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no samples in this trace: {e}");
+            None
+        }
+    });
     let write = |ev: &Event, out: &mut JsonlWriter| -> bool {
         match out.write(ev) {
             Ok(()) => true,
@@ -80,6 +98,7 @@ pub async fn run(
             }
         }
     };
+    timeline.push(&start);
     write(&start, out);
 
     let reason = loop {
@@ -87,13 +106,16 @@ pub async fn run(
             guard = ring.readable() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
                 guard.clear_ready();
-                if drain_saw_target_exit(&mut capture, &mut pending, target_pid) {
+                if drain_saw_target_exit(&mut capture, &mut pending, target_pid, sampler.as_mut()) {
                     exited_at.get_or_insert_with(Instant::now);
                 }
             }
             _ = tick.tick() => {
-                let saw_exit = drain_saw_target_exit(&mut capture, &mut pending, target_pid);
+                let saw_exit = drain_saw_target_exit(&mut capture, &mut pending, target_pid, sampler.as_mut());
                 capture.poll_lost(wall_now(), &mut pending);
+                if let Some(sample) = sampler.as_mut().and_then(|s| s.poll(Instant::now())) {
+                    pending.push(sample);
+                }
                 // The exit record, else the process table: a lost record must not keep us
                 // running forever.
                 if exited_at.is_none()
@@ -104,6 +126,7 @@ pub async fn run(
                     exited_at = Some(Instant::now());
                 }
                 release(&mut capture, &mut pending, wall_now().saturating_sub(REORDER_WINDOW.as_nanos() as u64), |ev| {
+                    timeline.push(ev);
                     if !write(ev, out) { output_closed = true; }
                 });
                 // A live reader (a terminal, a pipe) sees events within a tick.
@@ -129,17 +152,30 @@ pub async fn run(
     capture.drain(&mut pending);
     capture.poll_lost(wall_now(), &mut pending);
     release(&mut capture, &mut pending, u64::MAX, |ev| {
+        timeline.push(ev);
         write(ev, out);
     });
     let events = out.written.saturating_sub(1);
     let lost = capture.lost_total();
+    let end_ns = wall_now();
     let end = Event {
-        ts_ns: wall_now(),
+        ts_ns: end_ns,
         pid: target_pid,
         tid: target_pid,
         comm: String::new(),
         kind: EventKind::TraceEnd { reason: reason.as_str().into(), events, lost },
     };
+    // Verdicts over what was seen, written just before trace_end (which stays last).
+    timeline.push(&end);
+    let verdicts = diagnose::diagnose(timeline.events());
+    for v in &verdicts {
+        if let Err(e) = out.write_verdict(end_ns, v) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::error!("writing a verdict to the trace: {e}");
+            }
+            break;
+        }
+    }
     write(&end, out);
     if let Err(e) = out.flush() {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -151,14 +187,23 @@ pub async fn run(
             tracing::warn!("leaving pid {} running", c.pid);
         }
     }
-    Ok(Summary { reason, events, lost })
+    Ok(Summary { reason, events, lost, timeline, verdicts })
 }
 
 /// Drains the ring buffer into `pending`; true when the drained records include the end
 /// of the target process.
-fn drain_saw_target_exit(capture: &mut Capture, pending: &mut Vec<Event>, target_pid: u32) -> bool {
+fn drain_saw_target_exit(
+    capture: &mut Capture,
+    pending: &mut Vec<Event>,
+    target_pid: u32,
+    sampler: Option<&mut Sampler>,
+) -> bool {
     let before = pending.len();
     capture.drain(pending);
+    // The sampler follows traced children through their fork and exit records.
+    if let Some(s) = sampler {
+        s.observe(&pending[before..]);
+    }
     pending[before..]
         .iter()
         .any(|e| e.pid == target_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))

@@ -19,6 +19,7 @@ const USAGE: &str = "usage: tracer-stress <command>
   segv                          write through a null pointer
   connect PORT                  connect to 127.0.0.1:PORT, print the outcome
   serve-unread                  listen on 127.0.0.1:0, print `listening PORT`, accept one, wait for data, close unread
+  serve-exit CODE               listen, print `listening PORT`, accept one, wait for data, exit(CODE) unread
   serve-idle N                  listen, print `listening PORT`, accept N, print `accepted`, sleep until killed
   linger-client PORT            connect to 127.0.0.1:PORT, set SO_LINGER 0, print `connected`, close";
 
@@ -130,6 +131,19 @@ fn run(args: &[String]) -> Result<()> {
             unsafe { libc::poll(&mut pfd, 1, 10_000) };
             drop(stream); // unread data -> RST
             Ok(())
+        }
+        Some("serve-exit") => {
+            // Accept one client and exit with CODE before reading its request: the kernel
+            // closes the socket with unread data at exit and resets the client.
+            let code: i32 = arg(args, 1, "CODE")?;
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            say(&format!("listening {}", listener.local_addr()?.port()));
+            let (stream, _) = listener.accept()?;
+            let mut pfd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            let _keep = (listener, stream);
+            std::process::exit(code);
         }
         Some("serve-idle") => {
             let n: usize = arg(args, 1, "N")?;

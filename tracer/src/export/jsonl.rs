@@ -2,11 +2,24 @@
 //! accumulate).
 use std::io::{self, BufWriter, Write};
 
-use crate::event::Event;
+use serde::Serialize;
+
+use crate::{diagnose::Verdict, event::Event};
 
 pub struct JsonlWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// Events written (verdict lines not included).
     pub written: u64,
+}
+
+/// `{"kind":"verdict","ts_ns":…, …verdict fields…}`: what the live tracer concluded,
+/// written just before `trace_end`. `tracer report` skips these lines and recomputes.
+#[derive(Serialize)]
+struct VerdictLine<'a> {
+    kind: &'static str,
+    ts_ns: u64,
+    #[serde(flatten)]
+    verdict: &'a Verdict,
 }
 
 impl JsonlWriter {
@@ -29,6 +42,12 @@ impl JsonlWriter {
         self.out.write_all(b"\n")?;
         self.written += 1;
         Ok(())
+    }
+
+    pub fn write_verdict(&mut self, ts_ns: u64, verdict: &Verdict) -> io::Result<()> {
+        let line = VerdictLine { kind: super::reader::VERDICT_KIND, ts_ns, verdict };
+        serde_json::to_writer(&mut self.out, &line).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -61,5 +80,41 @@ mod tests {
         let lines: Vec<Event> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2].kind, EventKind::Brk { requested: 0, result: 8192, duration_ns: 5 });
+    }
+
+    #[test]
+    fn verdict_line_is_flat_with_kind_and_ts_and_the_reader_skips_it() {
+        use crate::diagnose::{Cause, Confidence, Verdict};
+        let v = Verdict {
+            cause: Cause::OomKilled,
+            summary: "killed".into(),
+            pid: Some(1),
+            comm: Some("x".into()),
+            port: Some(8000),
+            resets: 2,
+            first_ns: 1,
+            last_ns: 2,
+            chain: vec![],
+            evidence: vec!["limit".into()],
+            confidence: Confidence::High,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut w = JsonlWriter::create(path.to_str().unwrap()).unwrap();
+        let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: "x".into(), kind: EventKind::Brk { requested: 0, result: 0, duration_ns: 0 } };
+        w.write(&ev).unwrap();
+        w.write_verdict(3, &v).unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.written, 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(line["kind"], "verdict");
+        assert_eq!(line["ts_ns"], 3);
+        assert_eq!(line["cause"], "oom_killed");
+        assert_eq!(line["port"], 8000);
+        let back: Verdict = serde_json::from_value(line).unwrap();
+        assert_eq!(back, v);
+        let trace = crate::export::reader::read_trace_file(&path).unwrap();
+        assert_eq!((trace.events.len(), trace.verdict_lines, trace.problems.len()), (1, 1, 0));
     }
 }

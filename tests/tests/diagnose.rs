@@ -1,0 +1,156 @@
+//! Verdicts on the real kernel: each cause of a reset (or of a death) produced for real
+//! under `tracer run`, and the verdict the tracer wrote at the end of its trace names the
+//! right cause and the right process. Root; one at a time.
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use tracer::diagnose::{Cause, Verdict};
+use tracer_tests::{is_root, stress_bin, wait_for_line, ChildGuard, Memcg, Trace, TracerRun};
+
+const T: Duration = Duration::from_secs(60);
+
+fn require_root() {
+    assert!(is_root(), "end-to-end diagnosis tests load eBPF programs: run them as root (`sudo cargo xtask test`)");
+}
+
+fn stress() -> String {
+    stress_bin().display().to_string()
+}
+
+fn show(trace: &Trace) -> String {
+    let verdicts: Vec<String> = trace.verdicts.iter().map(tracer::diagnose::describe).collect();
+    format!("verdicts:\n{}\n{}", verdicts.join("\n"), trace.dump())
+}
+
+/// The one verdict with `cause`, which must be about `pid`.
+fn verdict<'a>(trace: &'a Trace, cause: Cause, pid: u32) -> &'a Verdict {
+    let found: Vec<&Verdict> = trace.verdicts.iter().filter(|v| v.cause == cause).collect();
+    assert_eq!(found.len(), 1, "expected one {cause:?} verdict\n{}", show(trace));
+    assert_eq!(found[0].pid, Some(pid), "{cause:?} verdict about the wrong process\n{}", show(trace));
+    assert!(!found[0].chain.is_empty(), "a verdict without a chain\n{}", show(trace));
+    found[0]
+}
+
+/// Starts `tracer run -- tracer-stress ARGS` and returns it with the port it listens on.
+fn start_server(args: &[&str], grace: &str) -> (TracerRun, std::io::BufReader<std::process::ChildStdout>, u16) {
+    let s = stress();
+    let mut full = vec!["run", "--grace", grace, "--", s.as_str()];
+    full.extend_from_slice(args);
+    let mut run = TracerRun::start(&full);
+    let mut out = run.stdout.take().expect("stdout");
+    let line = wait_for_line(&mut out, "listening ");
+    let port = line["listening ".len()..].parse().expect("port");
+    (run, out, port)
+}
+
+#[test]
+fn oom_kill_in_a_memcg_is_the_verdict_with_the_limit_that_was_hit() {
+    require_root();
+    let cg = Memcg::new("diag-oom", 64 << 20).expect("memory cgroup");
+    let cgroup = cg.path.display().to_string();
+    let trace = TracerRun::start(&["run", "--grace", "500ms", "--", &stress(), "alloc", "--cgroup", &cgroup]).finish(T);
+    let pid = trace.target_pid();
+    let v = verdict(&trace, Cause::OomKilled, pid);
+    assert_eq!(v.resets, 0);
+    assert!(v.summary.contains("OOM-killed"), "{}", show(&trace));
+    assert!(v.summary.contains("memory cgroup limit (64.0 MiB)") || v.summary.contains("64.00 MiB"), "limit not named\n{}", show(&trace));
+    let kinds: Vec<&str> = v.chain.iter().map(|l| l.kind.as_str()).collect();
+    assert!(kinds.contains(&"oom_kill") && kinds.contains(&"exit"), "{kinds:?}\n{}", show(&trace));
+    assert!(trace.stderr.contains("OOM-killed"), "verdict not printed at the end:\n{}", trace.stderr);
+}
+
+#[test]
+fn sigkill_from_another_process_names_the_sender_and_explains_the_resets() {
+    require_root();
+    let (run, mut out, port) = start_server(&["serve-idle", "3"], "2s");
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    wait_for_line(&mut out, "accepted");
+    let server = run.traced_child();
+    let kill = Command::new("kill").args(["-KILL", &server.to_string()]).spawn().unwrap();
+    let killer = kill.id();
+    assert!(ChildGuard(kill).0.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &mut clients {
+        let _ = c.write_all(b"anyone?");
+    }
+    let _ = TcpStream::connect(("127.0.0.1", port));
+    let trace = run.finish(T);
+    let v = verdict(&trace, Cause::KilledBySignal, server);
+    assert!(v.summary.contains("SIGKILL") && v.summary.contains(&killer.to_string()), "sender not named\n{}", show(&trace));
+    assert!(v.resets >= 3, "resets after the kill not related to it\n{}", show(&trace));
+    assert_eq!(v.port, Some(port), "{}", show(&trace));
+    assert!(!trace.verdicts.iter().any(|v| v.cause == Cause::OomKilled), "{}", show(&trace));
+}
+
+#[test]
+fn sigsegv_is_a_crash_even_without_resets() {
+    require_root();
+    let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "segv"]).finish(T);
+    let pid = trace.target_pid();
+    let v = verdict(&trace, Cause::Crashed, pid);
+    assert!(v.summary.contains("SIGSEGV"), "{}", show(&trace));
+    assert_eq!(v.resets, 0);
+}
+
+#[test]
+fn exit_code_3_with_a_client_connected_is_the_cause_of_its_reset() {
+    require_root();
+    let (run, _out, port) = start_server(&["serve-exit", "3"], "300ms");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"request nobody reads").unwrap();
+    let mut buf = [0u8; 8];
+    let err = client.read(&mut buf).expect_err("the exiting server resets");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNRESET), "{err}");
+    let trace = run.finish(T);
+    let server = trace.target_pid();
+    let v = verdict(&trace, Cause::Exited, server);
+    assert!(v.summary.contains('3'), "exit code not named\n{}", show(&trace));
+    assert!(v.resets >= 1, "{}", show(&trace));
+}
+
+#[test]
+fn close_with_unread_data_is_abort_on_close_by_the_live_server() {
+    require_root();
+    let (run, _out, port) = start_server(&["serve-unread"], "300ms");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(b"unread request").unwrap();
+    let mut buf = [0u8; 16];
+    assert!(client.read(&mut buf).is_err());
+    let trace = run.finish(T);
+    let server = trace.target_pid();
+    let v = verdict(&trace, Cause::AbortOnClose, server);
+    assert_eq!(v.port, Some(port), "{}", show(&trace));
+    assert!(v.resets >= 1);
+}
+
+#[test]
+fn so_linger_zero_is_named_for_the_client_that_set_it() {
+    require_root();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 8];
+        let _ = s.read(&mut buf);
+    });
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "linger-client", &port.to_string()]).finish(T);
+    peer.join().unwrap();
+    let client = trace.target_pid();
+    let v = verdict(&trace, Cause::LingerZero, client);
+    assert_eq!(v.port, Some(port), "the service port is the peer's\n{}", show(&trace));
+}
+
+#[test]
+fn connect_to_a_port_nobody_listens_on_is_refused() {
+    require_root();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "connect", &port.to_string()]).finish(T);
+    let client = trace.target_pid();
+    let v = verdict(&trace, Cause::ConnectionRefused, client);
+    assert_eq!(v.port, Some(port), "{}", show(&trace));
+    assert!(!trace.verdicts.iter().any(|v| v.cause == Cause::Unexplained), "{}", show(&trace));
+}
