@@ -1,0 +1,60 @@
+//! The reproduction scenarios of the bug report, shared by `cargo xtask run-workload`,
+//! the end-to-end tests and the benchmarks. A scenario puts the workload in a memory
+//! cgroup, polls it with the probe, traces it with `tracer run`, and leaves the trace,
+//! the report and the Perfetto timeline in one folder. Everything it starts (cgroup,
+//! processes) is removed on drop, also on failure or Ctrl-C.
+
+pub mod http;
+pub mod memcg;
+pub mod process;
+pub mod run;
+
+pub use memcg::Memcg;
+pub use process::ChildGuard;
+pub use run::{run, Binaries, Models, Options, Outcome, Sizes};
+
+/// The scenarios `run-workload --scenario NAME` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    OomDuringLoad,
+    Fixed,
+    Killed,
+    Crash,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [Scenario::OomDuringLoad, Scenario::Fixed, Scenario::Killed, Scenario::Crash];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::OomDuringLoad => "oom-during-load",
+            Scenario::Fixed => "fixed",
+            Scenario::Killed => "killed",
+            Scenario::Crash => "crash",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// One line for `--list`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Scenario::OomDuringLoad => {
+                "the bug report: --load eager, NLLB fits the memory cgroup, Aya does not; health says models_loaded: 1, then the OOM kill and ECONNRESET/ECONNREFUSED at the probe"
+            }
+            Scenario::Fixed => {
+                "the fix: the same models and limit with --load background; Aya is FAILED with its budget reason, NLLB serves, no connection error, no reset"
+            }
+            Scenario::Killed => "another process SIGKILLs the server while the probe is using it: the verdict names the sender",
+            Scenario::Crash => "the server faults (SIGSEGV) when Aya starts loading: the verdict says crash with the signal",
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,63 @@
+//! The scenarios of `cargo xtask run-workload`, at small sizes: each reproduces its story
+//! on the real kernel and the tracer's verdict, the probe's errors and the cleanup are
+//! checked with the same `Outcome::check` that run-workload uses. Root.
+use std::path::Path;
+
+use scenario::{Binaries, Models, Options, Outcome, Scenario, Sizes};
+use tracer_tests::{is_root, tracer_bin, workload_bin, TempDir};
+
+fn run(scenario: Scenario, models: &Path) -> (Outcome, TempDir) {
+    assert!(is_root(), "scenarios create memory cgroups and load eBPF: run them as root (`sudo cargo xtask test`)");
+    let out = TempDir::new(scenario.name());
+    let options = Options {
+        scenario,
+        bins: Binaries { tracer: tracer_bin(), workload: workload_bin() },
+        sizes: Sizes::SMALL,
+        models: Models::Synthetic { cache: models.to_path_buf() },
+        out_dir: out.0.join("run"),
+        tui: false,
+        verbose: true,
+    };
+    let outcome = scenario::run(&options).unwrap_or_else(|e| panic!("{scenario}: {e:#}"));
+    (outcome, out)
+}
+
+/// What to show when a check fails: the verdicts, the probe, the logs.
+fn explain(o: &Outcome) -> String {
+    let read = |name: &str| std::fs::read_to_string(o.out_dir.join(name)).unwrap_or_default();
+    format!(
+        "verdicts: {:#?}\nprobe: {}\nserver: {:?}\ntracer.log:\n{}",
+        o.verdicts,
+        o.probe,
+        o.server_end,
+        read("tracer.log").lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+fn assert_clean(o: &Outcome) {
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&format!("-{}", std::process::id())))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("tracer-{}", o.scenario.name())))
+        .collect();
+    assert!(leftovers.is_empty(), "cgroup left behind: {leftovers:?}");
+    assert!(!Path::new(&format!("/proc/{}", o.server_pid)).exists(), "server {} still running", o.server_pid);
+    for file in [&o.trace, &o.report, &o.perfetto, &o.probe_records] {
+        assert!(file.is_file(), "{} missing", file.display());
+    }
+}
+
+#[test]
+fn every_scenario_shows_its_story_and_cleans_up() {
+    let models = TempDir::new("scenario-models");
+    for scenario in Scenario::ALL {
+        let (outcome, _out) = run(scenario, &models.0);
+        if let Err(why) = outcome.check() {
+            panic!("{scenario}: {why}\n{}", explain(&outcome));
+        }
+        assert_clean(&outcome);
+        eprintln!("{scenario}: ok: {:?}, probe errors {:?}", outcome.causes(), outcome.connection_errors());
+    }
+}
