@@ -37,6 +37,8 @@ pub enum Command {
     /// Write a synthetic checkpoint (config.json, tokenizer.json, safetensors) with the
     /// real tensor names and random weights.
     GenModel(GenModelArgs),
+    /// Print how this binary was built (version, candle backend) as JSON, for `tracer doctor`.
+    BuildInfo,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -24,11 +24,25 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Probe(args) => probe_main(args),
         Command::GenModel(args) => gen_model(args),
+        Command::BuildInfo => {
+            println!("{}", build_info());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("workload: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// What `tracer doctor` needs to know about this binary.
+fn build_info() -> serde_json::Value {
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "candle": "0.11.1",
+        "cuda": cfg!(feature = "cuda"),
+        "backend": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
