@@ -28,6 +28,21 @@ pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
+/// Whether a socket listens on `port` (from /proc/net/tcp and tcp6), without connecting:
+/// a probing connect before the listen would itself be refused with a RST, which the
+/// tracer would rightly report.
+pub fn port_listening(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file).unwrap_or_default().lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or("");
+            let state = fields.nth(1).unwrap_or("");
+            local.ends_with(&hex) && state == "0A"
+        })
+    })
+}
+
 /// A port nobody listens on right now (bound, read, released).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -207,7 +207,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     // The server listens before it loads anything; the tracer attached before it started.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !http::port_open(port) {
+    while !http::port_listening(port) {
         if let Some(status) = tracer.0.try_wait()? {
             bail!("the tracer stopped ({status}) before the workload listened; see {}", out.join("tracer.log").display());
         }

@@ -41,6 +41,9 @@ pub struct MemoryBudget {
     pub mem_available: u64,
     /// Free GPU memory on the device the model goes to, when it is a GPU.
     pub gpu_free: Option<u64>,
+    /// `--gpu-memory-limit`: pretend at most this much device memory is free. Applies to
+    /// GPU loads only (with `gpu_free`), to rehearse an over-budget load on a big GPU.
+    pub gpu_limit: Option<u64>,
     /// A limit given by the operator (`--memory-budget`), applied on top of the others.
     pub operator_limit: Option<u64>,
 }
@@ -74,14 +77,23 @@ impl MemoryBudget {
         use procfs::Current as _;
         let meminfo = procfs::Meminfo::current().map_err(std::io::Error::other)?;
         let mem_available = meminfo.mem_available.unwrap_or(meminfo.mem_free + meminfo.cached);
-        Ok(Self { cgroup: tightest_cgroup(std::process::id()), mem_available, gpu_free: None, operator_limit: None })
+        Ok(Self {
+            cgroup: tightest_cgroup(std::process::id()),
+            mem_available,
+            gpu_free: None,
+            gpu_limit: None,
+            operator_limit: None,
+        })
     }
 
     /// The smallest amount any constraint allows, with a description of that constraint.
     pub fn available(&self) -> (u64, String) {
         // On a GPU the weights live in device memory; host memory only stages them.
-        if let Some(gpu) = self.gpu_free {
-            let gpu = (gpu, format!("GPU free memory {}", human_bytes(gpu)));
+        if let Some(free) = self.gpu_free {
+            let mut gpu = (free, format!("GPU free memory {}", human_bytes(free)));
+            if let Some(limit) = self.gpu_limit.filter(|&limit| limit < free) {
+                gpu = (limit, format!("--gpu-memory-limit {} (GPU free memory {})", human_bytes(limit), human_bytes(free)));
+            }
             return match self.operator_limit {
                 Some(limit) if limit < gpu.0 => (limit, format!("--memory-budget {}", human_bytes(limit))),
                 _ => gpu,
@@ -266,6 +278,7 @@ mod tests {
             cgroup: Some(CgroupMemory { version: 2, dir: "/sys/fs/cgroup/svc".into(), limit: 2 << 30, usage: 1 << 30 }),
             mem_available: 8 << 30,
             gpu_free: None,
+            gpu_limit: None,
             operator_limit: None,
         };
         let err = budget.check(1 << 30).unwrap_err();
@@ -278,7 +291,8 @@ mod tests {
 
     #[test]
     fn operator_limit_and_mem_available_apply() {
-        let mut budget = MemoryBudget { cgroup: None, mem_available: 100 << 20, gpu_free: None, operator_limit: None };
+        let mut budget =
+            MemoryBudget { cgroup: None, mem_available: 100 << 20, gpu_free: None, gpu_limit: None, operator_limit: None };
         assert!(budget.check(200 << 20).unwrap_err().constraint.contains("MemAvailable"));
         budget.mem_available = 64 << 30;
         budget.operator_limit = Some(10 << 20);
@@ -287,9 +301,57 @@ mod tests {
 
     #[test]
     fn gpu_memory_replaces_host_memory_for_gpu_loads() {
-        let budget = MemoryBudget { cgroup: None, mem_available: 1 << 30, gpu_free: Some(80 << 30), operator_limit: None };
+        let budget = MemoryBudget {
+            cgroup: None,
+            mem_available: 1 << 30,
+            gpu_free: Some(80 << 30),
+            gpu_limit: None,
+            operator_limit: None,
+        };
         assert!(budget.check(16 << 30).is_ok());
         assert!(budget.check(80 << 30).unwrap_err().constraint.contains("GPU"));
+    }
+
+    #[test]
+    fn gpu_memory_limit_pretends_less_is_free_and_says_so() {
+        // An H200 with 139 GiB free, told to pretend 8 GiB: a 16 GiB model no longer fits.
+        let mut budget = MemoryBudget {
+            cgroup: None,
+            mem_available: 200 << 30,
+            gpu_free: Some(139 << 30),
+            gpu_limit: Some(8 << 30),
+            operator_limit: None,
+        };
+        let err = budget.check(16 << 30).unwrap_err();
+        assert_eq!(err.available, 8 << 30);
+        assert_eq!(err.needed, needed_for(16 << 30));
+        let text = err.to_string();
+        assert!(
+            text.contains("needs 17.60 GiB (16.00 GiB of weights")
+                && text.contains("only 8.00 GiB is available (--gpu-memory-limit 8.00 GiB (GPU free memory 139.00 GiB))"),
+            "{text}"
+        );
+        assert!(budget.check(7 << 30).is_ok());
+        // min(real free, limit): a limit above what is free changes nothing.
+        budget.gpu_limit = Some(500 << 30);
+        let err = budget.check(200 << 30).unwrap_err();
+        assert_eq!((err.available, err.constraint.as_str()), (139 << 30, "GPU free memory 139.00 GiB"));
+        // --memory-budget below both still wins.
+        budget.gpu_limit = Some(8 << 30);
+        budget.operator_limit = Some(1 << 30);
+        assert!(budget.check(2 << 30).unwrap_err().constraint.contains("--memory-budget"));
+    }
+
+    #[test]
+    fn gpu_memory_limit_does_not_apply_to_cpu_loads() {
+        let budget = MemoryBudget {
+            cgroup: None,
+            mem_available: 64 << 30,
+            gpu_free: None,
+            gpu_limit: Some(1 << 30),
+            operator_limit: None,
+        };
+        assert!(budget.check(4 << 30).is_ok());
     }
 
     #[test]

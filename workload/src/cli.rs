@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// and MemAvailable. Only with --load background.
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     pub memory_budget: Option<u64>,
+    /// GPU loads: pretend at most this much device memory is free (e.g. 8GiB), so the
+    /// budget check uses min(free GPU memory, this). Rehearses an over-budget load on a
+    /// big GPU. Only with --load background; ignored on the CPU.
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    pub gpu_memory_limit: Option<u64>,
     /// Longest text /translate accepts, in characters.
     #[arg(long, default_value_t = crate::server::DEFAULT_MAX_TEXT_CHARS)]
     pub max_text_chars: usize,

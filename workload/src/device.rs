@@ -66,15 +66,15 @@ pub fn place(choice: DeviceChoice, dtype: Option<DType>) -> Result<Placement, De
             if !cfg!(feature = "cuda") {
                 return Err(DeviceError::NoCudaSupport(ordinal));
             }
-            let device = Device::new_cuda(ordinal)
-                .map_err(|e| DeviceError::CudaUnavailable { ordinal, reason: e.to_string() })?;
+            let device =
+                Device::new_cuda(ordinal).map_err(|e| DeviceError::CudaUnavailable { ordinal, reason: first_line(&e) })?;
             (device, format!("GPU cuda:{ordinal}"))
         }
         DeviceChoice::Auto => {
             if cfg!(feature = "cuda") {
                 match Device::new_cuda(0) {
                     Ok(device) => (device, "GPU cuda:0 (auto: CUDA build and a GPU answered)".to_string()),
-                    Err(e) => (Device::Cpu, format!("CPU (auto: no GPU answered: {e})")),
+                    Err(e) => (Device::Cpu, format!("CPU (auto: no GPU answered: {})", first_line(&e))),
                 }
             } else {
                 (Device::Cpu, "CPU (auto: this build has no CUDA; build with --features cuda for GPUs)".to_string())
@@ -83,6 +83,12 @@ pub fn place(choice: DeviceChoice, dtype: Option<DType>) -> Result<Placement, De
     };
     let dtype = dtype.unwrap_or(if device.is_cuda() { DType::BF16 } else { DType::F32 });
     Ok(Placement { description: format!("{description}, {}", dtype.as_str()), device, dtype })
+}
+
+/// The message of a candle error without the backtrace candle appends to it when
+/// RUST_BACKTRACE is set: it goes into one log line and into `/models`.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim().to_string()
 }
 
 #[cfg(test)]
@@ -103,6 +109,16 @@ mod tests {
         assert_eq!(p.dtype, DType::F32);
         assert!(p.description.contains("CPU"));
         assert_eq!(place(DeviceChoice::Cpu, Some(DType::BF16)).unwrap().dtype, DType::BF16);
+    }
+
+    #[test]
+    fn an_error_with_a_backtrace_is_cut_to_its_message() {
+        let e = candle_core::Error::Msg("DriverError(CUDA_ERROR_NO_DEVICE, \"no CUDA-capable device is detected\")".into());
+        let with_bt = candle_core::Error::WithBacktrace {
+            inner: Box::new(e),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(first_line(&with_bt), "DriverError(CUDA_ERROR_NO_DEVICE, \"no CUDA-capable device is detected\")");
     }
 
     #[cfg(not(feature = "cuda"))]

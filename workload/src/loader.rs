@@ -39,6 +39,9 @@ pub struct LoaderConfig {
     pub placement: Placement,
     /// `--memory-budget`: at most this many bytes per load, on top of what the kernel allows.
     pub memory_budget: Option<u64>,
+    /// `--gpu-memory-limit`: the GPU budget check pretends at most this many bytes of
+    /// device memory are free (min of the real free memory and this).
+    pub gpu_memory_limit: Option<u64>,
     pub max_new_tokens: usize,
     /// Debug only (`--debug-crash-during-load NAME`): fault on purpose while loading NAME,
     /// so the tracer's crash verdict can be reproduced.
@@ -95,11 +98,19 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
         s.dtype = Some(placement.dtype.as_str().to_string());
         s.bytes = Some(bytes);
     });
+    let on_gpu = placement.device.is_cuda();
+    if config.crash_during_load.as_deref() == Some(name.as_str()) {
+        crash_on_purpose();
+    }
     if config.mode == LoadMode::Background {
         match budget_for(config) {
             Ok(budget) => {
+                if on_gpu && budget.gpu_free.is_none() {
+                    tracing::warn!(model = %name, "cannot read the free memory of the GPU; checking host memory only");
+                }
                 if let Err(over) = budget.check(bytes) {
-                    let reason = format!("over memory budget: {over}");
+                    let gpu = budget.gpu_free.is_some().then(|| gpu_name(&placement.device));
+                    let reason = refusal(gpu.as_deref(), &over);
                     tracing::warn!(model = %name, "not loading: {reason}");
                     slot.fail(reason);
                     return;
@@ -116,9 +127,7 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
         human_bytes(bytes),
         placement.description
     );
-    if config.crash_during_load.as_deref() == Some(name.as_str()) {
-        crash_on_purpose();
-    }
+    let gpu_free_before = if on_gpu { gpu_free_bytes(&placement.device) } else { None };
     let bar = progress_bar(name, bytes);
     let done = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
@@ -137,6 +146,10 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
         Ok(translator) => {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(model = %name, seconds, "READY ({:.1} s, {:.2} GB/s)", seconds, bytes as f64 / seconds / 1e9);
+            if let (Some(before), Some(after)) = (gpu_free_before, gpu_free_bytes(&placement.device)) {
+                let gpu_bytes = before.saturating_sub(after);
+                tracing::info!(model = %name, gpu_bytes, "GPU memory taken by the load: {}", human_bytes(gpu_bytes));
+            }
             slot.ready(translator.with_max_new_tokens(config.max_new_tokens), seconds);
         }
         Err(e) => {
@@ -146,13 +159,31 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
     }
 }
 
+/// The FAILED reason of a refused load; names the GPU when the budget was the GPU's.
+fn refusal(gpu: Option<&str>, over: &crate::budget::OverBudget) -> String {
+    match gpu {
+        Some(gpu) => format!("over memory budget (GPU {gpu}): {over}"),
+        None => format!("over memory budget: {over}"),
+    }
+}
+
 fn budget_for(config: &LoaderConfig) -> std::io::Result<MemoryBudget> {
     let mut budget = MemoryBudget::of_current_process()?;
     budget.operator_limit = config.memory_budget;
     budget.gpu_free = gpu_free_bytes(&config.placement.device);
+    budget.gpu_limit = config.gpu_memory_limit;
     Ok(budget)
 }
 
+/// "cuda:N" for a GPU device.
+fn gpu_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Free memory of the GPU `device` is on, from the CUDA driver (cuMemGetInfo); None on CPU.
 #[cfg(feature = "cuda")]
 fn gpu_free_bytes(device: &candle_core::Device) -> Option<u64> {
     let cuda = device.as_cuda_device().ok()?;
@@ -188,5 +219,31 @@ fn crash_on_purpose() -> ! {
             std::ptr::write_volatile(page.cast::<u8>(), 1);
         }
         libc::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::MemoryBudget;
+
+    #[test]
+    fn a_refused_gpu_load_names_the_gpu_and_its_numbers() {
+        let budget = MemoryBudget {
+            cgroup: None,
+            mem_available: 64 << 30,
+            gpu_free: Some(139 << 30),
+            gpu_limit: Some(8 << 30),
+            operator_limit: None,
+        };
+        let over = budget.check(16 << 30).unwrap_err();
+        let reason = refusal(Some("cuda:0"), &over);
+        assert_eq!(
+            reason,
+            "over memory budget (GPU cuda:0): needs 17.60 GiB (16.00 GiB of weights + 10% working memory) but only 8.00 GiB \
+             is available (--gpu-memory-limit 8.00 GiB (GPU free memory 139.00 GiB))"
+        );
+        assert!(refusal(None, &over).starts_with("over memory budget: needs"));
+        assert_eq!(gpu_name(&candle_core::Device::Cpu), "Cpu");
     }
 }

@@ -66,6 +66,9 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 fn serve(args: ServeArgs) -> Result<()> {
     let placement = device::place(args.device, args.dtype)?;
     tracing::info!("models run on {}", placement.description);
+    if args.gpu_memory_limit.is_some() && !placement.device.is_cuda() {
+        tracing::warn!("--gpu-memory-limit applies to GPU loads only; the models run on the CPU, so it is ignored");
+    }
     let registry = Arc::new(Registry::new(args.models).map_err(anyhow::Error::msg)?);
     let rt = runtime()?;
     rt.block_on(async move {
@@ -83,6 +86,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 mode: args.load,
                 placement,
                 memory_budget: args.memory_budget,
+                gpu_memory_limit: args.gpu_memory_limit,
                 max_new_tokens: args.max_new_tokens,
                 crash_during_load: args.debug_crash_during_load,
             },

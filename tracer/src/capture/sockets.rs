@@ -3,10 +3,21 @@
 //! to its owner, also after the owner died.
 use std::{collections::HashMap, net::SocketAddr};
 
+#[derive(Debug, Clone, Copy)]
+struct OwnedSocket {
+    owner: u32,
+    since: u64,
+    closed: Option<u64>,
+    /// (local, remote) once both ports are known.
+    tuple: Option<(SocketAddr, SocketAddr)>,
+}
+
 #[derive(Default, Debug)]
 pub struct SocketOwners {
-    /// sock address -> (owner, wall ns when it reached TCP_CLOSE).
-    by_socket: HashMap<u64, (u32, Option<u64>)>,
+    /// skaddr -> its owner: a freed socket's address is reused by the kernel, so
+    /// ownership only counts from first seen, until shortly after the close, and for the
+    /// connection the socket had.
+    by_socket: HashMap<u64, OwnedSocket>,
     by_connection: HashMap<(SocketAddr, SocketAddr), u32>,
     listen_ports: HashMap<u16, u32>,
 }
@@ -45,7 +56,15 @@ impl SocketOwners {
     pub fn observe(&mut self, ts_ns: u64, owner: u32, skaddr: u64, local: SocketAddr, remote: SocketAddr, new_state: &str) {
         if skaddr != 0 {
             let closed = (new_state == "TCP_CLOSE").then_some(ts_ns);
-            self.by_socket.insert(skaddr, (owner, closed));
+            let previous = self.by_socket.get(&skaddr).filter(|s| s.owner == owner && s.closed.is_none());
+            let known = (local.port() != 0 && remote.port() != 0).then_some((local, remote));
+            let socket = OwnedSocket {
+                owner,
+                since: previous.map_or(ts_ns, |s| s.since),
+                closed,
+                tuple: known.or(previous.and_then(|s| s.tuple)),
+            };
+            self.by_socket.insert(skaddr, socket);
         }
         if new_state == "TCP_LISTEN" && local.port() != 0 {
             self.listen_ports.insert(local.port(), owner);
@@ -68,9 +87,15 @@ impl SocketOwners {
     /// between `local` (the side that sent or received it) and `remote`.
     pub fn attribute(&self, ts_ns: u64, skaddr: u64, local: SocketAddr, remote: SocketAddr, sent: bool) -> Option<(u32, Attribution)> {
         if skaddr != 0 {
-            if let Some(&(owner, closed)) = self.by_socket.get(&skaddr) {
-                if closed.is_none_or(|c| ts_ns <= c + CLOSED_SOCKET_GRACE_NS) {
-                    return Some((owner, Attribution::Socket));
+            if let Some(s) = self.by_socket.get(&skaddr) {
+                let in_time = s.since <= ts_ns && s.closed.is_none_or(|c| ts_ns <= c + CLOSED_SOCKET_GRACE_NS);
+                // By ports: an IPv4-mapped socket may be written as v4 by one tracepoint
+                // and v6 by another, its ports are the same.
+                let same_connection = s.tuple.is_none_or(|(l, r)| {
+                    (l.port(), r.port()) == (local.port(), remote.port()) || local.port() == 0 || remote.port() == 0
+                });
+                if in_time && same_connection {
+                    return Some((s.owner, Attribution::Socket));
                 }
             }
         }
@@ -100,6 +125,29 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_address_reused_later_does_not_own_earlier_resets() {
+        let mut owners = SocketOwners::default();
+        // Another process's socket at 0xbb is reset at t=5 and freed; at t=9 the kernel
+        // hands the same address to our listener.
+        owners.observe(9, 100, 0xbb, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_LISTEN");
+        assert_eq!(owners.attribute(5, 0xbb, addr("127.0.0.1:40000"), addr("127.0.0.1:8000"), false), None);
+        assert_eq!(owners.attribute(10, 0xbb, addr("127.0.0.1:8000"), addr("127.0.0.1:1"), false), Some((100, Attribution::Socket)));
+    }
+
+    #[test]
+    fn a_closed_socket_address_reused_for_another_connection_is_not_ours() {
+        let mut owners = SocketOwners::default();
+        owners.observe(1, 7, 0xcc, addr("127.0.0.1:8000"), addr("127.0.0.1:40000"), "TCP_ESTABLISHED");
+        owners.observe(2, 7, 0xcc, addr("127.0.0.1:8000"), addr("127.0.0.1:40000"), "TCP_CLOSE");
+        // Within the grace period, an untraced process's socket at the same address.
+        assert_eq!(owners.attribute(3, 0xcc, addr("127.0.0.1:50000"), addr("127.0.0.1:34617"), true), None);
+        assert_eq!(
+            owners.attribute(3, 0xcc, addr("127.0.0.1:8000"), addr("127.0.0.1:40000"), true),
+            Some((7, Attribution::Socket))
+        );
+    }
+
+    #[test]
     fn reset_on_former_listening_port_is_attributed_after_death() {
         let mut owners = SocketOwners::default();
         owners.observe(1, 100, 0xffff1, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_LISTEN");
@@ -114,16 +162,19 @@ mod tests {
         let got = owners.attribute(2, 0, addr("127.0.0.1:9"), addr("127.0.0.1:40000"), true);
         assert_eq!(got, Some((7, Attribution::PeerOfConnection)));
         assert_eq!(owners.attribute(2, 0x55, addr("127.0.0.1:9"), addr("127.0.0.1:40000"), false), None);
-        assert_eq!(owners.attribute(2, 0xaa, addr("127.0.0.1:1"), addr("127.0.0.1:2"), false), Some((7, Attribution::Socket)));
+        assert_eq!(owners.attribute(2, 0xaa, addr("127.0.0.1:40000"), addr("127.0.0.1:9"), false), Some((7, Attribution::Socket)));
     }
 
     #[test]
     fn closed_socket_address_stops_matching_after_the_grace() {
         let mut owners = SocketOwners::default();
         owners.observe(0, 7, 0xaa, addr("127.0.0.1:40000"), addr("127.0.0.1:9"), "TCP_CLOSE");
+        let same = (addr("127.0.0.1:40000"), addr("127.0.0.1:9"));
+        assert_eq!(owners.attribute(10, 0xaa, same.0, same.1, true), Some((7, Attribution::Socket)));
+        // Later the address is some other socket's; only the 4-tuple can still tell.
         let other = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
-        assert!(owners.attribute(10, 0xaa, other.0, other.1, true).is_some());
         assert_eq!(owners.attribute(5_000_000_000, 0xaa, other.0, other.1, true), None);
+        assert_eq!(owners.attribute(5_000_000_000, 0xaa, same.0, same.1, true), Some((7, Attribution::Connection)));
     }
 
     #[test]

@@ -145,6 +145,15 @@ impl Listeners {
             .map(|c| (c.0, c.1, c.3))
     }
 
+    /// The first listen on `port` by `pid` after `ts`: (ts, pid, index).
+    pub fn first_listen_after(&self, pid: u32, port: u16, ts: u64) -> Option<(u64, u32, usize)> {
+        self.changes
+            .iter()
+            .filter(|c| c.4 && c.2 == port && c.1 == pid && c.0 > ts)
+            .min_by_key(|c| (c.0, c.3))
+            .map(|c| (c.0, c.1, c.3))
+    }
+
     /// The close of that listener between `after` and `before`: (ts, index).
     pub fn closed_between(&self, pid: u32, port: u16, after: u64, before: u64) -> Option<(u64, usize)> {
         self.changes
@@ -461,8 +470,20 @@ fn refused_summary(
         let verb = if n == 1 { "was" } else { "were" };
         return format!("{} from {who} to :{p} {verb} refused: nothing listened on :{p} ({tail})", count(n, "connect"));
     }
-    // listen_port: the owner listened here, is alive, and no longer does.
+    // listen_port: the owner listened here, is alive, and no longer does, or not yet:
+    // a client that tries before the service is up is refused too.
     let opened = l.last_listen(p, first.ts, Some(owner));
+    if opened.is_none() {
+        if let Some((ts, _, idx)) = l.first_listen_after(owner, p, first.ts) {
+            chain.push(t.link(idx, format!("{} started listening on :{p}", t.label(owner))));
+            return format!(
+                "{} to :{p} {} refused before {who} listened there (it started listening at {})",
+                count(n, "connect"),
+                if n == 1 { "was" } else { "were" },
+                time_of_day(ts)
+            );
+        }
+    }
     let closed = opened.and_then(|(ts, _, _)| l.closed_between(owner, p, ts, first.ts));
     if let Some((_, _, idx)) = opened {
         chain.push(t.link(idx, format!("{} listened on :{p}", t.label(owner))));
@@ -721,6 +742,16 @@ mod tests {
         b.exit_code(1_001, PID, 0);
         let v = one(&b);
         assert_eq!(v.cause, Cause::AbortOnClose, "{}", v.summary);
+    }
+
+    #[test]
+    fn a_connect_before_the_service_listened_is_refused_not_yet() {
+        let mut b = Tb::new(PID);
+        b.rst(1_000, PID, "NO_SOCKET", "127.0.0.1:8000", "127.0.0.1:51234", "listen_port");
+        b.listen(1_030, PID, 8000);
+        let v = one(&b);
+        assert_eq!(v.cause, Cause::ConnectionRefused);
+        assert!(v.summary.contains("refused before pid 4711 (workload) listened there"), "{}", v.summary);
     }
 
     #[test]
