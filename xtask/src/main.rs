@@ -1,4 +1,6 @@
 //! `cargo xtask setup | test`: the project's own commands.
+mod bench;
+mod build_gpu;
 mod exec;
 mod run_workload;
 mod setup;
@@ -23,6 +25,12 @@ enum Command {
     Test(test::Options),
     /// Reproduce the reset of the bug report with the workload, explain it, show the fix (root)
     RunWorkload(run_workload::Options),
+    /// Measure the tracer against strace and bpftrace, its loss, latency and cost, and the
+    /// workload's model load; writes bench/results/ (root)
+    Bench(bench::Options),
+    /// Build workload with CUDA (nvcc from PyPI wheels, no GPU needed) and a release tracer
+    /// into target/gpu-dist/, with the device check script
+    BuildGpu(build_gpu::Options),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +38,8 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::run(&opts),
         Command::Test(opts) => test::run(&opts),
         Command::RunWorkload(opts) => run_workload::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
+        Command::BuildGpu(opts) => build_gpu::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

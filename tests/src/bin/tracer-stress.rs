@@ -21,7 +21,13 @@ const USAGE: &str = "usage: tracer-stress <command>
   serve-unread                  listen on 127.0.0.1:0, print `listening PORT`, accept one, wait for data, close unread
   serve-exit CODE               listen, print `listening PORT`, accept one, wait for data, exit(CODE) unread
   serve-idle N                  listen, print `listening PORT`, accept N, print `accepted`, sleep until killed
-  linger-client PORT            connect to 127.0.0.1:PORT, set SO_LINGER 0, print `connected`, close";
+  linger-client PORT            connect to 127.0.0.1:PORT, set SO_LINGER 0, print `connected`, close
+  bench [--pace-us U] PHASE=N.. for `cargo xtask bench`: print `ready`, wait for a line on stdin, run each
+                                phase, print `phase NAME ops=N wall_ns=W cpu_ns=C` for each, then `done`, _exit(0).
+                                Phases: mem (mmap 64 KiB, touch each page, munmap), signals (SIGUSR1 to
+                                itself, handled), rst (loopback connect, accept, SO_LINGER 0 close: one RST
+                                each), burst (N raw mmap/munmap syscalls of one page, N even, nothing else).
+                                --pace-us sleeps U microseconds between operations";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -177,6 +183,210 @@ fn run(args: &[String]) -> Result<()> {
             drop(stream);
             Ok(())
         }
+        Some("bench") => bench::run(&args[1..]),
         _ => bail!("unknown command"),
+    }
+}
+
+/// `bench`: exactly counted operations for `cargo xtask bench`, timed from the inside.
+mod bench {
+    use std::{
+        io::BufRead,
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+        sync::atomic::{AtomicU64, Ordering},
+        time::{Duration, Instant},
+    };
+
+    use anyhow::{bail, Context, Result};
+
+    use super::say;
+
+    const MEM_BYTES: usize = 64 << 10;
+    const PAGE: usize = 4096;
+
+    static DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+    extern "C" fn on_usr1(_: libc::c_int) {
+        DELIVERED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    enum Phase {
+        Mem(u64),
+        Signals(u64),
+        Rst(u64, TcpListener),
+        Burst(u64),
+    }
+
+    impl Phase {
+        fn parse(spec: &str) -> Result<Phase> {
+            let (name, n) = spec.split_once('=').with_context(|| format!("phase {spec:?}: use NAME=N"))?;
+            let n: u64 = n.parse().ok().with_context(|| format!("phase {spec:?}: N is not a count"))?;
+            Ok(match name {
+                "mem" => Phase::Mem(n),
+                "signals" => Phase::Signals(n),
+                // Listening before `ready`: only the cycles are in the phase.
+                "rst" => Phase::Rst(n, TcpListener::bind("127.0.0.1:0").context("loopback listener")?),
+                "burst" if n.is_multiple_of(2) => Phase::Burst(n),
+                "burst" => bail!("burst={n}: N counts mmap+munmap calls, it must be even"),
+                other => bail!("unknown phase {other:?} (mem, signals, rst, burst)"),
+            })
+        }
+
+        fn name(&self) -> &'static str {
+            match self {
+                Phase::Mem(_) => "mem",
+                Phase::Signals(_) => "signals",
+                Phase::Rst(..) => "rst",
+                Phase::Burst(_) => "burst",
+            }
+        }
+    }
+
+    fn cpu_ns() -> u64 {
+        // SAFETY: getrusage fills the struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+
+    pub fn run(args: &[String]) -> Result<()> {
+        let mut pace = None;
+        let mut phases = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "--pace-us" {
+                let us: u64 = it.next().and_then(|v| v.parse().ok()).context("--pace-us needs microseconds")?;
+                pace = Some(Duration::from_micros(us));
+            } else {
+                phases.push(Phase::parse(a)?);
+            }
+        }
+        if phases.is_empty() {
+            bail!("bench: name at least one phase, e.g. mem=10000");
+        }
+        // SAFETY: installing a plain handler that only bumps an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        }
+        say("ready");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let mut results = Vec::with_capacity(phases.len());
+        for phase in &phases {
+            let (cpu0, t0) = (cpu_ns(), Instant::now());
+            let ops = match phase {
+                Phase::Mem(n) => mem(*n, pace),
+                Phase::Signals(n) => signals(*n, pace)?,
+                Phase::Rst(n, listener) => rst(*n, listener, pace)?,
+                Phase::Burst(n) => burst(*n, pace),
+            };
+            let wall = t0.elapsed().as_nanos() as u64;
+            results.push((phase.name(), ops, wall, cpu_ns().saturating_sub(cpu0)));
+        }
+        // Printed after every phase: nothing the phases count happens while reporting.
+        for (name, ops, wall, cpu) in results {
+            say(&format!("phase {name} ops={ops} wall_ns={wall} cpu_ns={cpu}"));
+        }
+        say("done");
+        // _exit: no runtime teardown (it unmaps memory) after the counted work.
+        unsafe { libc::_exit(0) }
+    }
+
+    fn pause(pace: Option<Duration>) {
+        if let Some(d) = pace {
+            std::thread::sleep(d);
+        }
+    }
+
+    fn mem(n: u64, pace: Option<Duration>) -> u64 {
+        for _ in 0..n {
+            // SAFETY: anonymous mapping, touched within its length, unmapped right away.
+            unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    MEM_BYTES,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p != libc::MAP_FAILED {
+                    for off in (0..MEM_BYTES).step_by(PAGE) {
+                        std::ptr::write_volatile((p as *mut u8).add(off), 1);
+                    }
+                    libc::munmap(p, MEM_BYTES);
+                }
+            }
+            pause(pace);
+        }
+        n
+    }
+
+    fn signals(n: u64, pace: Option<Duration>) -> Result<u64> {
+        let before = DELIVERED.load(Ordering::Relaxed);
+        // SAFETY: plain syscalls; the handler for SIGUSR1 is installed.
+        let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as libc::pid_t) };
+        for _ in 0..n {
+            // SAFETY: signalling this thread, whose SIGUSR1 handler only counts.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+            pause(pace);
+        }
+        let delivered = DELIVERED.load(Ordering::Relaxed) - before;
+        if delivered != n {
+            bail!("signals: sent {n}, handled {delivered}");
+        }
+        Ok(n)
+    }
+
+    fn rst(n: u64, listener: &TcpListener, pace: Option<Duration>) -> Result<u64> {
+        let addr = listener.local_addr()?;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        for i in 0..n {
+            let client = TcpStream::connect(addr).with_context(|| format!("rst cycle {i}: connect"))?;
+            let (server, _) = listener.accept().with_context(|| format!("rst cycle {i}: accept"))?;
+            // SAFETY: valid socket and option struct.
+            let rc = unsafe {
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            if rc != 0 {
+                bail!("SO_LINGER: {}", std::io::Error::last_os_error());
+            }
+            drop(client); // SO_LINGER 0: the close sends a RST to `server`
+            drop(server);
+            pause(pace);
+        }
+        Ok(n)
+    }
+
+    fn burst(n: u64, pace: Option<Duration>) -> u64 {
+        // Raw syscalls: nothing else in this phase maps memory.
+        for _ in 0..n / 2 {
+            // SAFETY: anonymous mapping, unmapped right away.
+            unsafe {
+                let p = libc::syscall(
+                    libc::SYS_mmap,
+                    0usize,
+                    PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1i32,
+                    0usize,
+                );
+                libc::syscall(libc::SYS_munmap, p, PAGE);
+            }
+            pause(pace);
+        }
+        n
     }
 }

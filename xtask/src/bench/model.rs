@@ -1,0 +1,319 @@
+//! Case 4 (model load): a synthetic NLLB checkpoint loaded on the CPU by `workload serve`
+//! (`--load eager` and `--load background`) and by Python `safetensors.numpy`, the page
+//! cache dropped before each load. For the service: the load seconds it reports on
+//! /models, its peak RSS (VmHWM), and `/health` latency while it loads (`workload probe`
+//! every 20 ms).
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{
+    proc::{Lines, Proc},
+    stats::{median, percentile, ratio},
+    stress::Bins,
+    trace::realtime_ns,
+};
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
+
+const PYTHON_LOAD: &str = r#"
+import json, resource, sys, time
+import numpy, safetensors, safetensors.numpy
+kept, total = [], 0
+t0 = time.perf_counter()
+for f in sys.argv[1:]:
+    tensors = safetensors.numpy.load_file(f)
+    total += sum(a.nbytes for a in tensors.values())
+    kept.append(tensors)
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "bytes": total, "versions": {"python": sys.version.split()[0],
+    "numpy": numpy.__version__, "safetensors": safetensors.__version__}}))
+"#;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// gen-model preset: full (the real NLLB-600M shapes, 2.4 GB), tiny for the smoke test.
+    pub preset: String,
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    /// Load time: /models `load_seconds` for the service, around load_file for Python.
+    pub seconds: f64,
+    /// Service only: from spawn until /models said READY.
+    pub wall_to_ready_s: Option<f64>,
+    pub peak_rss_bytes: u64,
+    pub health_requests: Option<usize>,
+    pub health_errors: Option<usize>,
+    pub health_p50_ms: Option<f64>,
+    pub health_p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    pub name: String,
+    pub seconds_median: Option<f64>,
+    pub gb_per_s: Option<f64>,
+    pub peak_rss_over_checkpoint: Option<f64>,
+    pub health_p50_ms: Option<f64>,
+    pub health_p99_ms: Option<f64>,
+    pub runs: Vec<LoadRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelLoad {
+    pub plan: Plan,
+    pub checkpoint: String,
+    pub checkpoint_bytes: u64,
+    pub cold_cache: bool,
+    pub python_versions: Option<serde_json::Value>,
+    pub variants: Vec<Variant>,
+    pub skipped: Vec<String>,
+}
+
+pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratch: &Path) -> Result<ModelLoad> {
+    let dir = ensure_checkpoint(bins, &plan.preset, cache)?;
+    let files = safetensors_files(&dir)?;
+    let bytes: u64 = files.iter().map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+    let mut cold_cache = true;
+    let mut variants = Vec::new();
+    for mode in ["eager", "background"] {
+        let mut runs = Vec::new();
+        for i in 0..plan.runs {
+            println!("xtask: bench model load: workload --load {mode} ({}/{})", i + 1, plan.runs);
+            cold_cache &= drop_caches();
+            runs.push(serve_load(bins, &dir, mode, &scratch.join(format!("probe-{mode}-{i}.jsonl")))?);
+        }
+        variants.push(variant(format!("workload serve --load {mode}"), runs, bytes));
+    }
+    let mut skipped = Vec::new();
+    let mut python_versions = None;
+    match python {
+        Some(py) => {
+            let mut runs = Vec::new();
+            for i in 0..plan.runs {
+                println!("xtask: bench model load: python safetensors.numpy ({}/{})", i + 1, plan.runs);
+                cold_cache &= drop_caches();
+                let (run, versions) = python_load(py, &files)?;
+                python_versions = Some(versions);
+                runs.push(run);
+            }
+            variants.push(variant("python safetensors.numpy.load_file".into(), runs, bytes));
+        }
+        None => skipped
+            .push("python safetensors.numpy: no venv with safetensors (run `cargo xtask bench` to create it)".into()),
+    }
+    Ok(ModelLoad {
+        plan: plan.clone(),
+        checkpoint: dir.display().to_string(),
+        checkpoint_bytes: bytes,
+        cold_cache,
+        python_versions,
+        variants,
+        skipped,
+    })
+}
+
+fn variant(name: String, runs: Vec<LoadRun>, bytes: u64) -> Variant {
+    let col = |f: &dyn Fn(&LoadRun) -> Option<f64>| median(&runs.iter().filter_map(f).collect::<Vec<_>>());
+    let seconds = col(&|r| Some(r.seconds));
+    Variant {
+        name,
+        seconds_median: seconds,
+        gb_per_s: ratio(Some(bytes as f64 / 1e9), seconds),
+        peak_rss_over_checkpoint: ratio(col(&|r| Some(r.peak_rss_bytes as f64)), Some(bytes as f64)),
+        health_p50_ms: col(&|r| r.health_p50_ms),
+        health_p99_ms: col(&|r| r.health_p99_ms),
+        runs,
+    }
+}
+
+/// The checkpoint under `cache`, generated once (`workload gen-model`) and reused.
+fn ensure_checkpoint(bins: &Bins, preset: &str, cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("nllb-{preset}"));
+    if dir.join("config.json").is_file() && safetensors_files(&dir).is_ok_and(|f| !f.is_empty()) {
+        println!("xtask: bench model load: reusing {}", dir.display());
+        return Ok(dir);
+    }
+    let partial = cache.join(format!("nllb-{preset}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    println!("xtask: bench model load: generating a synthetic NLLB {preset} checkpoint in {} (once)", dir.display());
+    let out = Command::new(&bins.workload)
+        .args(["gen-model", "--arch", "nllb", "--preset", preset, "--out"])
+        .arg(&partial)
+        .output()
+        .context("running workload gen-model")?;
+    if !out.status.success() {
+        bail!("workload gen-model failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::rename(&partial, &dir).with_context(|| format!("moving the checkpoint to {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Empties the page cache (root): every load starts cold. False when it could not.
+fn drop_caches() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path) -> Result<LoadRun> {
+    let started = Instant::now();
+    let mut server = Proc::spawn(
+        Command::new(&bins.workload)
+            .args(["serve", "--port", "0", "--device", "cpu", "--load", mode, "--model"])
+            .arg(format!("nllb={}", dir.display()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "workload serve",
+    )?;
+    let log = Lines::read(server.child.stderr.take().context("workload stderr")?, "workload serve stderr");
+    let line = log.wait_for("listening on http://127.0.0.1:", Duration::from_secs(60))?;
+    let port: u16 = line
+        .split("listening on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {line:?}"))?;
+    let mut probe = Proc::spawn(
+        Command::new(&bins.workload)
+            .args(["probe", "--interval", "20ms", "--translate-interval", "0s", "--timeout", "5s", "--url"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--out")
+            .arg(probe_out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "workload probe",
+    )?;
+    let probe_log = Lines::read(probe.child.stderr.take().context("probe stderr")?, "workload probe stderr");
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    let load_seconds = loop {
+        if let Some(f) = server.try_wait() {
+            bail!("workload serve ended while loading ({}):\n{}", f.describe(), log.text());
+        }
+        if let Ok(models) = http_get_json(port, "/models") {
+            let m = &models[0];
+            match m["state"].as_str() {
+                Some("READY") => break m["load_seconds"].as_f64().context("READY without load_seconds")?,
+                Some("FAILED") => bail!("the model failed to load: {}", m["reason"]),
+                _ => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the model was not READY within {LOAD_TIMEOUT:?}:\n{}", log.text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ready_unix_s = realtime_ns() as f64 * 1e-9;
+    let wall_to_ready_s = started.elapsed().as_secs_f64();
+    let peak_rss_bytes = vm_hwm(server.pid()).context("reading the service's VmHWM")?;
+    probe.signal(libc::SIGINT);
+    probe.wait_success(Duration::from_secs(30), &probe_log)?;
+    server.signal(libc::SIGTERM);
+    server.wait(Duration::from_secs(30))?;
+    let health = health_while_loading(probe_out, ready_unix_s)?;
+    let lat: Vec<f64> = health.iter().filter_map(|(ok, ms)| ok.then_some(*ms)).collect();
+    Ok(LoadRun {
+        seconds: load_seconds,
+        wall_to_ready_s: Some(wall_to_ready_s),
+        peak_rss_bytes,
+        health_requests: Some(health.len()),
+        health_errors: Some(health.iter().filter(|(ok, _)| !ok).count()),
+        health_p50_ms: median(&lat),
+        health_p99_ms: percentile(&lat, 99.0),
+    })
+}
+
+/// (answered OK, latency ms) of each /health probe sent before the model was READY.
+fn health_while_loading(probe_out: &Path, ready_unix_s: f64) -> Result<Vec<(bool, f64)>> {
+    let text = std::fs::read_to_string(probe_out).with_context(|| format!("reading {}", probe_out.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["op"] != "health" || v["unix_s"].as_f64().is_none_or(|t| t > ready_unix_s) {
+            continue;
+        }
+        out.push((v["outcome"] == "ok", v["latency_ms"].as_f64().unwrap_or(f64::NAN)));
+    }
+    Ok(out)
+}
+
+fn vm_hwm(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")?;
+    Ok(kb * 1024)
+}
+
+/// GET `path` on the service; the JSON body.
+fn http_get_json(port: u16, path: &str) -> Result<serde_json::Value> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").context("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        bail!("GET {path}: chunked answers are not read here");
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+fn python_load(python: &Path, files: &[PathBuf]) -> Result<(LoadRun, serde_json::Value)> {
+    let mut proc = Proc::spawn(
+        Command::new(python)
+            .args(["-c", PYTHON_LOAD])
+            .args(files)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "python safetensors",
+    )?;
+    let mut stdout = proc.child.stdout.take().context("python stdout")?;
+    let err = Lines::read(proc.child.stderr.take().context("python stderr")?, "python stderr");
+    let mut text = String::new();
+    stdout.read_to_string(&mut text)?;
+    let done = proc.wait_success(LOAD_TIMEOUT, &err)?;
+    let v: serde_json::Value = serde_json::from_str(text.trim()).with_context(|| format!("python printed {text:?}"))?;
+    let seconds = v["seconds"].as_f64().context("python: no seconds")?;
+    let run = LoadRun {
+        seconds,
+        wall_to_ready_s: None,
+        peak_rss_bytes: done.maxrss_bytes,
+        health_requests: None,
+        health_errors: None,
+        health_p50_ms: None,
+        health_p99_ms: None,
+    };
+    Ok((run, v["versions"].clone()))
+}

@@ -1,0 +1,404 @@
+//! The results of one benchmark run: rendered as a markdown table (printed, and written
+//! with the JSON next to it as `bench/results/<UTC time>-<mode>.{md,json}` and
+//! `latest.{md,json}`).
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::{
+    latency::Latency,
+    loss::Loss,
+    machine::Machine,
+    model::ModelLoad,
+    overhead::{Overhead, ToolSummary},
+    stats::ratio,
+    stress::Tool,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub started_utc: String,
+    pub mode: String,
+    pub duration_s: f64,
+    pub machine: Machine,
+    pub overhead: Option<Overhead>,
+    pub loss: Option<Loss>,
+    pub latency: Option<Latency>,
+    pub model: Option<ModelLoad>,
+    /// Cases or tools left out, with why.
+    pub skipped: Vec<String>,
+    pub bpftrace_script: String,
+}
+
+/// Writes `<stem>.md`, `<stem>.json` and the `latest` copies into `dir`; returns the
+/// markdown path.
+pub fn write(results: &Results, dir: &Path) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let md = markdown(results);
+    let json = serde_json::to_string_pretty(results).context("serializing the results")? + "\n";
+    let stem = format!("{}-{}", results.started_utc.replace(':', "-"), results.mode);
+    for (name, text) in [
+        (format!("{stem}.md"), &md),
+        (format!("{stem}.json"), &json),
+        ("latest.md".into(), &md),
+        ("latest.json".into(), &json),
+    ] {
+        std::fs::write(dir.join(&name), text).with_context(|| format!("writing {}", dir.join(&name).display()))?;
+    }
+    Ok(dir.join(format!("{stem}.md")))
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+fn times(v: Option<f64>) -> String {
+    opt(v, |x| format!("{x:.2}×"))
+}
+
+fn secs(v: Option<f64>) -> String {
+    opt(v, |x| if x < 1.0 { format!("{:.1} ms", x * 1e3) } else { format!("{x:.2} s") })
+}
+
+fn ms(v: Option<f64>) -> String {
+    opt(v, |x| if x < 10.0 { format!("{x:.2} ms") } else { format!("{x:.0} ms") })
+}
+
+fn mib(bytes: f64) -> String {
+    if bytes >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", bytes / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes / (1u64 << 20) as f64)
+    }
+}
+
+fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(s, "# tracer benchmark: {} run, {}\n", r.mode, r.started_utc);
+    let _ = writeln!(
+        s,
+        "Machine: {} ({} cores), Linux {}, {:.1} GiB RAM, {}; load average at start {}. Commit {}. Whole run: {:.0} s.\n",
+        m.cpu_model, m.cores, m.kernel, m.mem_total_gib, m.os, m.load_avg_at_start, m.git_commit, r.duration_s
+    );
+    let versions: Vec<String> = m.versions.iter().map(|(k, v)| format!("{k}: `{v}`")).collect();
+    let _ = writeln!(s, "Versions: {}.\n", versions.join("; "));
+    if let Some(o) = &r.overhead {
+        overhead(&mut s, o);
+    }
+    if let Some(l) = &r.loss {
+        loss(&mut s, l);
+    }
+    cost_and_latency(&mut s, r);
+    if let Some(ml) = &r.model {
+        model(&mut s, ml);
+    }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(s, "## Not measured in this run\n");
+        for k in &r.skipped {
+            let _ = writeln!(s, "- {k}");
+        }
+        s.push('\n');
+    }
+    notes(&mut s, r);
+    s
+}
+
+fn overhead(s: &mut String, o: &Overhead) {
+    let p = &o.plan;
+    let _ = writeln!(s, "## 1. Overhead on the target (ratio to the bare run, median of {} runs)\n", p.rounds);
+    let _ = writeln!(
+        s,
+        "The stress program (`tracer-stress bench`) times itself: **mem** = {} × (mmap 64 KiB, touch its 16 pages, \
+         munmap); **signals** = {} × SIGUSR1 to itself (tgkill, handled); **rst** = {} × (loopback connect, accept, \
+         close with SO_LINGER 0: one RST each). Wall = its wall clock, CPU = its user+system time (kernel time in BPF \
+         programs and ptrace stops is charged here).\n",
+        count(p.mem),
+        count(p.signals),
+        count(p.rst)
+    );
+    let names: Vec<String> =
+        o.tools.first().map(|t| t.phases.iter().map(|p| p.phase.clone()).collect()).unwrap_or_default();
+    let mut head = "| tool |".to_string();
+    let mut rule = "|---|".to_string();
+    for n in names.iter().map(String::as_str).chain(["all"]) {
+        let _ = write!(head, " {n} wall | {n} CPU |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for t in &o.tools {
+        let mut row = format!("| {} |", t.tool.name());
+        if t.tool == Tool::Bare {
+            for p in &t.phases {
+                let _ = write!(row, " {} | {} |", secs(p.wall_median_s), secs(p.cpu_median_s));
+            }
+            let wall: Option<f64> = t.phases.iter().map(|p| p.wall_median_s).sum();
+            let cpu: Option<f64> = t.phases.iter().map(|p| p.cpu_median_s).sum();
+            let _ = write!(row, " {} | {} |", secs(wall), secs(cpu));
+        } else {
+            for p in &t.phases {
+                let _ = write!(row, " {} | {} |", times(p.wall_ratio), times(p.cpu_ratio));
+            }
+            let _ = write!(row, " {} | {} |", times(t.total_wall_ratio), times(t.total_cpu_ratio));
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    let _ = writeln!(s, "\nThe bare row is in seconds (median); the others are ratios to it.");
+    if let Some(bare) = o.tools.iter().find(|t| t.tool == Tool::Bare) {
+        let wall: Option<f64> = bare.phases.iter().map(|p| p.wall_median_s).sum();
+        let cpu: Option<f64> = bare.phases.iter().map(|p| p.cpu_median_s).sum();
+        if let Some(busy) = ratio(wall, cpu).filter(|r| *r > 1.3) {
+            let _ = writeln!(
+                s,
+                "**Busy machine**: untraced, the target's wall time was {busy:.1}× its CPU time (it waited for a CPU; \
+                 see the load average above): trust the CPU ratios more than the wall ratios in this run."
+            );
+        }
+    }
+    let noisy: Vec<String> = o
+        .tools
+        .iter()
+        .flat_map(|t| t.phases.iter().map(move |p| (t.tool.name(), p)))
+        .filter_map(|(tool, p)| p.wall_spread.filter(|x| *x > 1.5).map(|x| format!("{tool} {} {x:.1}×", p.phase)))
+        .collect();
+    if !noisy.is_empty() {
+        let _ = writeln!(
+            s,
+            "Noisy figures (slowest / fastest run above 1.5×; every run is in the JSON): {}.",
+            noisy.join(", ")
+        );
+    }
+    for k in &o.skipped {
+        let _ = writeln!(s, "Skipped: {k}.");
+    }
+    s.push('\n');
+}
+
+fn loss(s: &mut String, l: &Loss) {
+    let _ =
+        writeln!(s, "## 2. Loss (`tracer --pid PID --probes mmap --ring-buffer SIZE`, trace read through a pipe)\n");
+    let _ = writeln!(
+        s,
+        "| burst (calls) | ring buffer | calls/s traced (bare) | received | lost | received + lost = generated | other mmap/munmap | tracer CPU | tracer peak RSS |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|");
+    for row in &l.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} k ({:.0} k) | {} | {} | {} | {} | {:.2} s | {} |",
+            count(row.generated),
+            row.ring_buffer,
+            row.calls_per_s / 1e3,
+            row.bare_calls_per_s / 1e3,
+            count(row.received),
+            count(row.lost),
+            if row.exact {
+                "yes, exactly".to_string()
+            } else {
+                format!("**NO** (off by {})", row.generated as i64 - (row.received + row.lost) as i64)
+            },
+            row.other_mem_calls,
+            row.tracer_cpu_s,
+            mib(row.tracer_maxrss_bytes as f64)
+        );
+    }
+    s.push('\n');
+}
+
+fn cost_row(s: &mut String, t: &ToolSummary) {
+    let lost = match (t.tool, t.lost_max) {
+        (_, Some(n)) => count(n),
+        (Tool::Strace, None) => "none (it stops the target)".into(),
+        _ => "?".into(),
+    };
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} |",
+        t.tool.name(),
+        secs(t.tool_cpu_median_s),
+        opt(t.tool_maxrss_median_bytes, mib),
+        opt(t.tool_lines_median, |n| count(n as u64)),
+        lost
+    );
+}
+
+fn cost_and_latency(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "## 3. Tracer cost\n");
+    if let Some(o) = &r.overhead {
+        let _ = writeln!(
+            s,
+            "Each tool's own CPU time and peak RSS during one case-1 run (median), what it wrote, and the most \
+         events it said it lost in a run:\n"
+        );
+        let _ = writeln!(s, "| tool | its CPU | its peak RSS | lines written | lost |\n|---|---:|---:|---:|---:|");
+        for t in o.tools.iter().filter(|t| t.tool != Tool::Bare) {
+            cost_row(s, t);
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "Latency from the kernel event (`ts_ns`) to its JSON line arriving on the pipe:\n");
+    let _ = writeln!(s, "| load | events | p50 | p99 | max |\n|---|---:|---:|---:|---:|");
+    if let Some(l) = &r.latency {
+        let _ = writeln!(
+            s,
+            "| steady: {} mmap/munmap calls, one every {} µs (all probes) | {} | {} | {} | {} |",
+            count(l.calls),
+            l.pace_us,
+            count(l.samples as u64),
+            ms(l.p50_ms),
+            ms(l.p99_ms),
+            ms(l.max_ms)
+        );
+    }
+    if let Some(loss) = &r.loss {
+        for row in &loss.rows {
+            let _ = writeln!(
+                s,
+                "| burst of {} calls, {} ring (case 2) | {} | {} | {} | – |",
+                count(row.generated),
+                row.ring_buffer,
+                count(row.received),
+                ms(row.latency_p50_ms),
+                ms(row.latency_p99_ms)
+            );
+        }
+    }
+    s.push('\n');
+}
+
+fn model(s: &mut String, m: &ModelLoad) {
+    let _ = writeln!(
+        s,
+        "## 4. Model load (synthetic NLLB `{}` checkpoint, {:.2} GB f32 safetensors, CPU; {}; median of {} run(s))\n",
+        m.plan.preset,
+        m.checkpoint_bytes as f64 / 1e9,
+        if m.cold_cache {
+            "page cache dropped before each load"
+        } else {
+            "page cache NOT dropped (not root): warm loads"
+        },
+        m.plan.runs
+    );
+    let _ = writeln!(s, "| loader | seconds | GB/s | peak RSS / checkpoint | /health p50 while loading | /health p99 | /health probes (failed) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for v in &m.variants {
+        let probes = v
+            .runs
+            .iter()
+            .map(|r| r.health_requests.zip(r.health_errors))
+            .try_fold((0, 0), |(n, e), r| r.map(|(rn, re)| (n + rn, e + re)));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            v.name,
+            secs(v.seconds_median),
+            opt(v.gb_per_s, |x| format!("{x:.2}")),
+            times(v.peak_rss_over_checkpoint),
+            ms(v.health_p50_ms),
+            ms(v.health_p99_ms),
+            probes.map(|(n, e)| format!("{n} ({e})")).unwrap_or_else(|| "–".into())
+        );
+    }
+    if let Some(v) = &m.python_versions {
+        let _ = writeln!(
+            s,
+            "\nPython {}, numpy {}, safetensors {} (venv `target/bench-venv`).",
+            v["python"].as_str().unwrap_or("?"),
+            v["numpy"].as_str().unwrap_or("?"),
+            v["safetensors"].as_str().unwrap_or("?")
+        );
+    }
+    for k in &m.skipped {
+        let _ = writeln!(s, "\nSkipped: {k}.");
+    }
+    s.push('\n');
+}
+
+fn notes(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "## Notes\n");
+    let mut n = vec![
+        "Ratios, not absolute times: these are shared machines. Each tool runs in interleaved rounds (the order rotates) \
+         and every figure is a median; the bare row gives the scale."
+            .to_string(),
+        "Equivalent probes. tracer: every probe group (process, signal, oom, mmap, rss, tcp), attached with `--pid` \
+         after the program printed `ready`. bpftrace: the same tracepoints, filtered by pid, printing one line per \
+         event to a pipe the benchmark reads (script in the JSON). strace: the same syscalls (`-e trace=...`, signals are always shown), \
+         attached with `-p` (ptrace: every syscall of the target stops, traced or not). strace cannot see RSS changes \
+         or TCP resets at all."
+            .to_string(),
+        "tracer aggregates `kmem:rss_stat` in the kernel (an `rss` event when a counter moved by 8 MiB) while the \
+         bpftrace script prints every rss_stat, which fires on every page-fault batch: much of bpftrace's extra cost \
+         in **mem** is that output. An aggregating bpftrace script would be cheaper, and would lose what the \
+         per-event lines give."
+            .to_string(),
+        "Latency includes the tracer's deliberate 100 ms reorder window (records from other CPUs, and the socket \
+         states that name a reset's connection, arrive late) and its 50 ms flush tick: at a steady rate expect \
+         100-150 ms; that is the design, not a backlog. Under a burst it also includes the queue in the ring buffer \
+         and the pipe."
+            .to_string(),
+        "Loss: the stress program makes exactly N one-page mmap/munmap syscalls (raw syscalls, nothing else maps \
+         memory before its `_exit`); received counts the one-page mmap/munmap lines, lost sums the `lost` records of \
+         the mmap and munmap probes. `other mmap/munmap` must be 0."
+            .to_string(),
+    ];
+    if r.model.is_some() {
+        n.push(
+            "Model load: `workload serve` loads on its own thread while /health is probed every 20 ms (one fresh \
+             connection each, `workload probe`); seconds = `load_seconds` from /models; peak RSS = VmHWM once READY. \
+             Python: `safetensors.numpy.load_file` timed inside the interpreter (imports excluded), peak RSS of the \
+             process (interpreter included). `--load eager` and `--load background` differ only by the memory-budget \
+             check here (no memory limit: both load)."
+                .to_string(),
+        );
+    }
+    for k in n {
+        let _ = writeln!(s, "- {k}");
+    }
+}
+
+/// UTC time as `2025-01-31T12:34:56Z` (no date crate for one line).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(10_000_000), "10,000,000");
+        assert_eq!(count(999), "999");
+        assert_eq!(times(Some(1.234)), "1.23×");
+        assert_eq!(times(None), "–");
+        assert_eq!(secs(Some(0.0123)), "12.3 ms");
+        let t = utc_now();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+}
