@@ -14,7 +14,15 @@ use crate::capture::ProbeGroup;
         tracer follows a process from the kernel (eBPF tracepoints) and writes one JSON object per \
         event: memory growth (mmap/munmap/brk/mremap, RSS), OOM kills, signals, exits, and TCP resets \
         attributed to the sockets and ports the process owned, also after it died.\n\n\
-        Examples:\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n  \
+        On a terminal, `--pid` and `run` show a live timeline (memory chart, events, verdicts; \
+        q quits, space pauses, f filters, Enter shows an event, ? helps) and write the trace to \
+        a file: the one given with `--jsonl FILE`, else tracer-PID-YYYYMMDD-HHMMSS.jsonl (`run`: \
+        tracer-PROGRAM-...) in the current directory. With the live view, a command started by \
+        `run` reads /dev/null and writes its output next to the trace (NAME.output.log); q sends \
+        it SIGINT, as Ctrl-C would. The verdicts are printed when the view closes. `--no-tui`, \
+        `--jsonl -`, or standard output or input not a terminal: plain lines as before, the trace \
+        to standard output unless `--jsonl FILE`.\n\n\
+        Examples:\n  sudo tracer --pid 4711\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n  \
         tracer report trace.jsonl --format markdown --perfetto trace.perfetto.json\n\n\
         Needs root (or CAP_BPF + CAP_PERFMON) and tracefs; kprobes are not used. `report` needs neither.",
 )]
@@ -46,6 +54,35 @@ pub enum Command {
     },
     /// Explain a recorded trace: the root-cause report (no privileges needed)
     Report(ReportArgs),
+    /// Check this machine for tracing, and whether models fit (no privileges needed)
+    Doctor(DoctorArgs),
+}
+
+/// `tracer doctor [--pid PID] [--model NAME=DIR ...] [--json]`.
+#[derive(Debug, Args, Clone)]
+#[command(
+    long_about = "Checks this machine for tracing and for the workload: kernel version and config \
+        (BTF, tracefs, the tracepoints tracer needs, kprobes), privileges (root, CAP_BPF, \
+        CAP_PERFMON, RLIMIT_MEMLOCK), cgroup version and the memory limit of --pid, memory and \
+        swap, NVIDIA driver and per-GPU memory (NVML), the workload's candle build (CPU/CUDA) and \
+        whether the --model checkpoints fit. Each problem comes with its fix.\n\n\
+        Runs without root; what only root can see is `skipped`, saying so.\n\n\
+        Exit status: 0 when no check is `fail`, 1 otherwise."
+)]
+pub struct DoctorArgs {
+    /// The model server's pid: its memory cgroup and limit (default: the doctor's own)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// A checkpoint folder to size against that memory and the GPUs (repeat for several,
+    /// in load order): config.json with model.safetensors, shards with
+    /// model.safetensors.index.json, or pytorch_model.bin
+    #[arg(long = "model", value_name = "NAME=DIR", value_parser = crate::doctor::parse_model_arg)]
+    pub models: Vec<crate::doctor::ModelSpec>,
+
+    /// JSON for programs: {"checks": [{name, status, finding, fix}], "summary": {...}}
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tracer report TRACE.jsonl`.
@@ -85,9 +122,16 @@ pub struct TraceArgs {
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
-    /// Where to write the events, one JSON object per line; `-` is standard output
-    #[arg(long, default_value = "-", value_name = "FILE|-")]
-    pub jsonl: String,
+    /// Where to write the events, one JSON object per line; `-` is standard output (and
+    /// no live view). Default: with the live view, tracer-PID-YYYYMMDD-HHMMSS.jsonl in the
+    /// current directory (`run`: tracer-PROGRAM-...); without it, standard output
+    #[arg(long, value_name = "FILE|-")]
+    pub jsonl: Option<String>,
+
+    /// No live timeline on the terminal: stream plain lines (as when standard output or
+    /// input is not a terminal)
+    #[arg(long)]
+    pub no_tui: bool,
 
     /// At the end, also write a Perfetto/Chrome trace (JSON) of the session to FILE
     #[arg(long, value_name = "FILE")]
@@ -174,7 +218,8 @@ mod tests {
         match cli.command {
             Some(Command::Run { cmd, trace }) => {
                 assert_eq!(cmd, vec!["sleep", "1"]);
-                assert_eq!(trace.jsonl, "x");
+                assert_eq!(trace.jsonl.as_deref(), Some("x"));
+                assert!(!trace.no_tui);
                 assert_eq!(trace.probes.len(), 6);
             }
             other => panic!("{other:?}"),
@@ -182,6 +227,11 @@ mod tests {
         let cli = Cli::try_parse_from(["tracer", "--pid", "12", "--probes", "oom,tcp"]).unwrap();
         assert_eq!(cli.pid, Some(12));
         assert_eq!(cli.trace.probe_set().len(), 2);
+        assert_eq!(cli.trace.jsonl, None, "no default: the live view names the file, plain mode streams");
+        let cli = Cli::try_parse_from(["tracer", "--pid", "12", "--no-tui"]).unwrap();
+        assert!(cli.trace.no_tui);
+        let cli = Cli::try_parse_from(["tracer", "run", "--no-tui", "--", "true"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run { trace: TraceArgs { no_tui: true, .. }, .. })));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 pub mod capture;
 pub mod cli;
 pub mod diagnose;
+pub mod doctor;
 pub mod event;
 pub mod export;
+pub mod live;
 pub mod names;
 pub mod sample;
 pub mod session;

@@ -10,8 +10,17 @@ use tracer::{
     diagnose,
     event::{Event, EventKind},
     export::{jsonl::JsonlWriter, perfetto, reader, report},
+    live::{self, LogWriter, Plan},
     session::{self, SessionOptions},
+    tui::{self, TuiExit, TuiOptions},
 };
+
+/// A line on stderr that never panics (the terminal may be gone after a SIGHUP).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,7 +40,8 @@ fn init_logging(verbose: bool) {
     let default = if verbose { "warn,tracer=debug,tracer_ebpf=trace" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Standard error, except while the live view is up (then held and printed after it).
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter).try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,6 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::bail!("`--pid` and `report` exclude each other: `tracer report TRACE.jsonl` reads a recorded trace")
         }
         (Some(Command::Report(args)), None) => report_command(&args),
+        // Also without privileges: the doctor says what root would add.
+        (Some(Command::Doctor(_)), Some(pid)) => {
+            anyhow::bail!("`--pid` goes after `doctor`: `tracer doctor --pid {pid}`")
+        }
+        (Some(Command::Doctor(args)), None) => tracer::doctor::run(&args),
         (None, Some(pid)) => trace_pid(&cli.trace, pid),
         (None, None) => {
             anyhow::bail!("nothing to trace: give `--pid PID`, or `run -- CMD ARGS...` to start one (see `tracer --help`)")
@@ -61,10 +76,18 @@ fn capture_options(args: &TraceArgs) -> CaptureOptions {
     }
 }
 
+/// The live view or plain lines, and where the trace goes (see `live::plan`).
+fn output_plan(args: &TraceArgs, label: &str) -> Plan {
+    live::plan(args.jsonl.as_deref(), tui::should_use_tui(args.no_tui), || {
+        live::default_trace_path(std::path::Path::new(""), label)
+    })
+}
+
 fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
     if !target::process_exists(pid) {
         return Err(CaptureError::NoSuchProcess(pid).into());
     }
+    let plan = output_plan(args, &pid.to_string());
     let mut capture = Capture::load(&capture_options(args))?;
     capture.add_process(pid)?;
     if args.follow_children {
@@ -76,12 +99,22 @@ fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
         return Err(CaptureError::ExitedDuringAttach(pid).into());
     }
     let start = start_event(&capture, pid, args);
-    stream(capture, pid, None, start, args)
+    stream(capture, pid, None, start, args, &plan, None)
 }
 
 fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    let plan = output_plan(args, &live::program_label(&cmd[0]));
     let mut capture = Capture::load(&capture_options(args))?;
-    let held = target::HeldCommand::spawn(cmd)?;
+    // The live view owns the terminal: the command's output goes to a file next to the trace.
+    let output_log = if plan.tui { plan.trace_file().map(live::output_log_path) } else { None };
+    let redirect = match &output_log {
+        Some(log) => Some(target::Redirect::to_log(log).with_context(|| {
+            format!("cannot write the command's output to {} (next to the trace; --no-tui leaves it on the terminal)", log.display())
+        })?),
+        None => None,
+    };
+    let held = target::HeldCommand::spawn_with(cmd, redirect.as_ref())?;
+    drop(redirect);
     let pid = held.pid;
     capture.add_process(pid)?;
     let mut start = start_event(&capture, pid, args);
@@ -89,7 +122,7 @@ fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
         *target_cmdline = cmd.join(" ");
     }
     let child = held.release(&cmd[0])?;
-    stream(capture, pid, Some(child), start, args)
+    stream(capture, pid, Some(child), start, args, &plan, output_log.as_deref())
 }
 
 fn stream(
@@ -98,8 +131,11 @@ fn stream(
     child: Option<target::StartedCommand>,
     start: Event,
     args: &TraceArgs,
+    plan: &Plan,
+    output_log: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let mut out = JsonlWriter::create(&args.jsonl).with_context(|| format!("cannot write the trace to {}", args.jsonl))?;
+    let jsonl = plan.jsonl_arg();
+    let mut out = JsonlWriter::create(&jsonl).with_context(|| format!("cannot write the trace to {jsonl}"))?;
     // Fail now rather than after the trace: the Perfetto file is written at the end.
     if let Some(path) = &args.perfetto {
         std::fs::File::create(path).with_context(|| {
@@ -114,37 +150,54 @@ fn stream(
         follow_children: args.follow_children,
     };
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
-        eprintln!("tracer: tracing pid {pid} ({target_cmdline}) with {} probes; Ctrl-C stops", probes.len());
+        let stops = if plan.tui { "the live view starts (q quits)" } else { "Ctrl-C stops" };
+        eprintln!("tracer: tracing pid {pid} ({target_cmdline}) with {} probes; {stops}", probes.len());
     }
-    let summary = runtime.block_on(session::run(capture, pid, child, start, &opts, &mut out))?;
-    eprintln!(
-        "tracer: {} events from pid {pid}, {} lost, stopped: {}",
-        summary.events,
-        summary.lost,
-        summary.reason.as_str()
-    );
+    // With the live view, everything below is printed after the terminal is restored.
+    let (summary, tui_exit) = if plan.tui {
+        let outcome =
+            runtime.block_on(live::run_with_tui(capture, pid, child, start, &opts, &mut out, TuiOptions::default()));
+        (outcome.session, Some(outcome.tui))
+    } else {
+        (runtime.block_on(session::run(capture, pid, child, start, &opts, &mut out)), None)
+    };
+    let summary = summary?;
+    say!("tracer: {} events from pid {pid}, {} lost, stopped: {}", summary.events, summary.lost, summary.reason.as_str());
     let events = summary.timeline.events();
     if summary.timeline.dropped() > 0 {
-        eprintln!(
+        say!(
             "tracer: {} memory syscalls were left out of the in-memory timeline (diagnosis, --perfetto); the JSON-lines trace has them all",
             summary.timeline.dropped()
         );
     }
     if summary.verdicts.is_empty() {
         for line in report::summary_lines(events, &[]) {
-            eprintln!("tracer: {line}");
+            say!("tracer: {line}");
         }
     }
     for (i, v) in summary.verdicts.iter().enumerate() {
-        eprint!("tracer: verdict {}/{}: {}", i + 1, summary.verdicts.len(), diagnose::describe(v));
+        let _ = write!(std::io::stderr(), "tracer: verdict {}/{}: {}", i + 1, summary.verdicts.len(), diagnose::describe(v));
     }
     if let Some(path) = &args.perfetto {
         let mut trace = perfetto::build(events, &summary.verdicts);
         trace.other_data.insert("timeline_dropped_events".into(), summary.timeline.dropped().into());
         perfetto::write_file(path, &trace)?;
-        eprintln!("tracer: Perfetto trace written to {} (open it in ui.perfetto.dev)", path.display());
+        say!("tracer: Perfetto trace written to {} (open it in ui.perfetto.dev)", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    if let (true, Some(path)) = (plan.tui || plan.named_by_us, plan.trace_file()) {
+        say!("tracer: trace written to {} (`tracer report {}` explains it again)", path.display(), path.display());
+    }
+    if let Some(log) = output_log {
+        say!("tracer: the command's stdout and stderr are in {}", log.display());
+    }
+    match tui_exit {
+        Some(Err(e)) => Err(e.context("the live view failed")),
+        Some(Ok(TuiExit::Signal(sig))) => {
+            say!("tracer: {sig} closed the live view");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Most unreadable lines named one by one; the rest are counted.

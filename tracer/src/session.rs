@@ -1,5 +1,6 @@
-//! One tracing session: attach to the target, stream events in time order to the sink,
-//! stop on Ctrl-C, duration, or the target's exit plus a grace period.
+//! One tracing session: attach to the target, stream events in time order to the sink
+//! (and to the live view, when one is up), stop on Ctrl-C, duration, the target's exit
+//! plus a grace period, or the user quitting the live view.
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -10,6 +11,7 @@ use crate::{
     event::{Event, EventKind},
     diagnose::{self, Verdict},
     export::{jsonl::JsonlWriter, timeline::Timeline},
+    live::{self, LiveFeed},
     sample::Sampler,
 };
 
@@ -63,12 +65,29 @@ fn wall_now() -> u64 {
 /// Runs until a stop condition; `child` is the process started by `tracer run`, reaped
 /// here so that its exit is seen.
 pub async fn run(
+    capture: Capture,
+    target_pid: u32,
+    child: Option<StartedCommand>,
+    start: Event,
+    opts: &SessionOptions,
+    out: &mut JsonlWriter,
+) -> anyhow::Result<Summary> {
+    run_live(capture, target_pid, child, start, opts, out, None).await
+}
+
+/// [`run`], also feeding the live view: every released event, the verdicts as they
+/// change; the session stops (as on Ctrl-C) when the view closes, and when the user quit
+/// it with a key, a command started by `tracer run` that still runs gets SIGINT, as
+/// Ctrl-C would give it on a terminal without the view. The caller sends the end
+/// ([`LiveFeed::finish`]).
+pub async fn run_live(
     mut capture: Capture,
     target_pid: u32,
     mut child: Option<StartedCommand>,
     start: Event,
     opts: &SessionOptions,
     out: &mut JsonlWriter,
+    mut live: Option<&mut LiveFeed>,
 ) -> anyhow::Result<Summary> {
     let ring_fd = capture.ring_fd().try_clone_to_owned().context("duplicating the ring buffer fd")?;
     // SAFETY: the fd is ours (a dup) and lives exactly as long as the AsyncFd.
@@ -98,8 +117,12 @@ pub async fn run(
             }
         }
     };
+    let mut quit = live.as_deref_mut().and_then(LiveFeed::take_quit);
     timeline.push(&start);
     write(&start, out);
+    if let Some(l) = live.as_deref_mut() {
+        l.event(&start);
+    }
 
     let reason = loop {
         tokio::select! {
@@ -127,8 +150,14 @@ pub async fn run(
                 }
                 release(&mut capture, &mut pending, wall_now().saturating_sub(REORDER_WINDOW.as_nanos() as u64), |ev| {
                     timeline.push(ev);
+                    if let Some(l) = live.as_deref_mut() {
+                        l.event(ev);
+                    }
                     if !write(ev, out) { output_closed = true; }
                 });
+                if let Some(l) = live.as_deref_mut() {
+                    l.tick(&timeline);
+                }
                 // A live reader (a terminal, a pipe) sees events within a tick.
                 if out.flush().is_err() {
                     output_closed = true;
@@ -145,6 +174,27 @@ pub async fn run(
             }
             _ = tokio::signal::ctrl_c() => break StopReason::Interrupted,
             _ = sigterm.recv() => break StopReason::Interrupted,
+            by_key = live::quit_requested(&mut quit) => {
+                if let Some(c) = child.as_mut().filter(|_| by_key) {
+                    if c.try_wait().is_none() {
+                        // Ctrl-C reaches the whole foreground group: the command and what it
+                        // started (children first, then our own child, not reaped: its pid
+                        // is still ours).
+                        for p in target::descendants(c.pid).into_iter().chain([c.pid]) {
+                            // SAFETY: plain syscall.
+                            unsafe { libc::kill(p as i32, libc::SIGINT) };
+                        }
+                        // A moment for it to go, so that its exit is in the trace.
+                        for _ in 0..50 {
+                            if c.try_wait().is_some() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                break StopReason::Interrupted;
+            }
         }
     };
 
@@ -153,6 +203,9 @@ pub async fn run(
     capture.poll_lost(wall_now(), &mut pending);
     release(&mut capture, &mut pending, u64::MAX, |ev| {
         timeline.push(ev);
+        if let Some(l) = live.as_deref_mut() {
+            l.event(ev);
+        }
         write(ev, out);
     });
     let events = out.written.saturating_sub(1);
@@ -177,6 +230,9 @@ pub async fn run(
         }
     }
     write(&end, out);
+    if let Some(l) = live {
+        l.event(&end);
+    }
     if let Err(e) = out.flush() {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             return Err(e).context("flushing the trace");

@@ -108,6 +108,12 @@ const PROGRAMS: &[(&str, &str, &str, ProbeGroup)] = &[
     ("sys_exit_mremap", "syscalls", "sys_exit_mremap", ProbeGroup::Mmap),
 ];
 
+/// Every tracepoint tracer attaches, as `(category, name, group)`: what `tracer doctor`
+/// checks the running kernel for.
+pub fn tracepoints() -> impl Iterator<Item = (&'static str, &'static str, ProbeGroup)> {
+    PROGRAMS.iter().map(|&(_, category, name, group)| (category, name, group))
+}
+
 #[derive(Clone, Debug)]
 pub struct CaptureOptions {
     pub follow_children: bool,

@@ -156,8 +156,30 @@ impl StartedCommand {
     }
 }
 
+/// Standard streams for a started command other than the tracer's own: stdin from
+/// `stdin`, stdout and stderr both to `output` (the live view owns the terminal).
+pub struct Redirect {
+    pub stdin: std::fs::File,
+    pub output: std::fs::File,
+}
+
+impl Redirect {
+    /// Stdin from /dev/null, stdout and stderr to `log` (created or truncated).
+    pub fn to_log(log: &std::path::Path) -> std::io::Result<Redirect> {
+        Ok(Redirect { stdin: std::fs::File::open("/dev/null")?, output: std::fs::File::create(log)? })
+    }
+}
+
 impl HeldCommand {
+    /// Forks `argv` with the tracer's standard streams, held before exec.
     pub fn spawn(argv: &[String]) -> Result<HeldCommand, CaptureError> {
+        HeldCommand::spawn_with(argv, None)
+    }
+
+    /// [`HeldCommand::spawn`], with the standard streams redirected when `redirect` says.
+    pub fn spawn_with(argv: &[String], redirect: Option<&Redirect>) -> Result<HeldCommand, CaptureError> {
+        use std::os::fd::AsRawFd as _;
+        let streams = redirect.map(|r| (r.stdin.as_raw_fd(), r.output.as_raw_fd()));
         let program = argv.first().ok_or(CaptureError::EmptyCommand)?;
         let path = resolve_program(program)
             .ok_or_else(|| CaptureError::Spawn(program.clone(), std::io::Error::from_raw_os_error(libc::ENOENT)))?;
@@ -183,6 +205,14 @@ impl HeldCommand {
                 let mut b = [0u8; 1];
                 if libc::read(go_r, b.as_mut_ptr().cast(), 1) != 1 {
                     libc::_exit(126);
+                }
+                // dup2 clears close-on-exec on the copies; the originals close at exec.
+                if let Some((input, output)) = streams {
+                    if libc::dup2(input, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(output, 2) < 0 {
+                        let errno = *libc::__errno_location();
+                        libc::write(err_w, (&errno as *const i32).cast(), 4);
+                        libc::_exit(127);
+                    }
                 }
                 libc::execv(c_path.as_ptr(), c_argv.as_ptr());
                 let errno = *libc::__errno_location();
@@ -267,6 +297,20 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7, "status {status}");
+    }
+
+    #[test]
+    fn a_redirected_command_reads_dev_null_and_writes_both_streams_to_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.output.log");
+        let redirect = Redirect::to_log(&log).unwrap();
+        let script = "read line; echo \"in:[$line]\"; echo out; echo err >&2; exit 3";
+        let held = HeldCommand::spawn_with(&["sh".into(), "-c".into(), script.into()], Some(&redirect)).unwrap();
+        drop(redirect);
+        let mut started = held.release("sh").unwrap();
+        let status = started_wait_blocking(&mut started);
+        assert_eq!(libc::WEXITSTATUS(status), 3);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "in:[]\nout\nerr\n");
     }
 
     #[test]

@@ -34,7 +34,8 @@ impl Tracefs {
         Err(CaptureError::NoTracefs)
     }
 
-    fn locate() -> Option<Tracefs> {
+    /// The mounted tracefs whose `events` this process can see; never mounts.
+    pub fn locate() -> Option<Tracefs> {
         CANDIDATES
             .iter()
             .map(Path::new)

@@ -52,6 +52,17 @@ impl GpuSampler {
         self.nvml.is_some()
     }
 
+    /// The driver version and the CUDA version it supports (`"550.54.15"`, `"12.4"`), when
+    /// a driver was found.
+    pub fn driver_version(&self) -> Option<(String, Option<String>)> {
+        let nvml = self.nvml.as_ref()?;
+        let driver = nvml.sys_driver_version().ok()?;
+        let cuda = nvml.sys_cuda_driver_version().ok().map(|v| {
+            format!("{}.{}", nvml_wrapper::cuda_driver_version_major(v), nvml_wrapper::cuda_driver_version_minor(v))
+        });
+        Some((driver, cuda))
+    }
+
     /// One sample per GPU into `out`; nothing without a driver. A device that fails to
     /// answer is left out of this sample.
     pub fn sample(&mut self, pids: &[u32], out: &mut Vec<GpuSample>) {

@@ -154,6 +154,8 @@ pub struct App {
     rate: Rate,
     pub rss_now: Option<u64>,
     pub memcg_now: Option<(u64, Option<u64>)>,
+    /// The memory cgroup of the last sample: the memcg series follows one cgroup.
+    memcg_path: Option<String>,
     pub gpu_now: Option<GpuNow>,
     rss_members: [Option<i64>; 3],
     rss_from_events: bool,
@@ -190,6 +192,7 @@ impl App {
             rate: Rate::new(2_000_000_000),
             rss_now: None,
             memcg_now: None,
+            memcg_path: None,
             gpu_now: None,
             rss_members: [None; 3],
             rss_from_events: false,
@@ -327,6 +330,13 @@ impl App {
                     }
                 }
                 if let Some(c) = cgroup {
+                    // A target that joins its cgroup after the trace started (`tracer run`
+                    // of a command that moves itself) was first sampled in the parent's:
+                    // the series starts again in the new one.
+                    if self.memcg_path.as_ref().is_some_and(|p| *p != c.path) {
+                        self.live.memcg = Series::new(self.limits.points);
+                    }
+                    self.memcg_path = Some(c.path.clone());
                     self.memcg_now = Some((c.usage_bytes, c.limit_bytes));
                     self.live.memcg.push(x, c.usage_bytes as f64);
                     self.live.limit = c.limit_bytes;
@@ -545,6 +555,25 @@ mod tests {
         assert_eq!(v.gpu.max_y(), (3 * GIB) as f64);
         let labels: Vec<String> = v.markers.iter().map(|m| m.label()).collect();
         assert_eq!(labels, ["SIGKILL", "OOM", "exit", "RST×2"]);
+    }
+
+    #[test]
+    fn the_memcg_series_starts_again_when_the_target_moves_to_another_cgroup() {
+        let mut r = Rec::new();
+        r.sample(100, 2 * MIB, 5 * GIB, None, None);
+        let mut moved = r.ev[1].clone();
+        if let EventKind::Sample { cgroup: Some(c), .. } = &mut moved.kind {
+            c.path = "/sys/fs/cgroup/workload/small".into();
+            c.usage_bytes = 30 * MIB;
+            c.limit_bytes = Some(64 * MIB);
+        }
+        moved.ts_ns = ts(200);
+        r.ev.push(moved);
+        let app = fed(&r.ev);
+        let v = app.view();
+        assert_eq!(v.memcg.points(), &[(0.2, (30 * MIB) as f64)], "the parent's usage is not charted");
+        assert_eq!(v.limit, Some(64 * MIB));
+        assert_eq!(app.memcg_now, Some((30 * MIB, Some(64 * MIB))));
     }
 
     #[test]

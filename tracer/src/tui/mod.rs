@@ -22,4 +22,4 @@ pub mod ui;
 
 pub use app::{Action, App, Limits, TargetState};
 pub use detail::Filter;
-pub use term::{event_loop, restore, run_tui, should_use_tui, TerminalGuard, TuiExit, TuiOptions, TuiUpdate};
+pub use term::{event_loop, restore, run_tui, should_use_tui, tui_allowed, TerminalGuard, TuiExit, TuiOptions, TuiUpdate};

@@ -75,7 +75,13 @@ impl Default for TuiOptions {
 
 /// Whether to show the TUI: not asked off, and both ends of the terminal are one.
 pub fn should_use_tui(no_tui: bool) -> bool {
-    !no_tui && io::stdout().is_terminal() && io::stdin().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+    tui_allowed(no_tui, io::stdout().is_terminal(), io::stdin().is_terminal(), std::env::var_os("TERM").as_deref())
+}
+
+/// [`should_use_tui`] on given facts: not asked off, stdout and stdin terminals, and
+/// `TERM` not `dumb`.
+pub fn tui_allowed(no_tui: bool, stdout_tty: bool, stdin_tty: bool, term: Option<&std::ffi::OsStr>) -> bool {
+    !no_tui && stdout_tty && stdin_tty && term.is_none_or(|t| t != "dumb")
 }
 
 /// Set while the terminal is in TUI mode: the panic hook and the guard restore it once.

@@ -1,0 +1,348 @@
+//! A model folder as `workload` loads it, read from headers only: `config.json`'s
+//! `model_type`, then `model.safetensors`, the shards of `model.safetensors.index.json`,
+//! or `pytorch_model.bin` (sized from the file: its pickle is not read here). No weight
+//! is paged in, so checking a 10 GiB checkpoint costs a few kilobytes of reads.
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use safetensors::tensor::Metadata;
+use thiserror::Error;
+
+/// `--model NAME=DIR` (or just `DIR`, named after its folder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+pub fn parse_model_spec(s: &str) -> Result<ModelSpec, String> {
+    let (name, dir) = match s.split_once('=') {
+        Some((name, dir)) => (name.trim().to_string(), dir.trim()),
+        None => {
+            let name = Path::new(s.trim()).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (name, s.trim())
+        }
+    };
+    if dir.is_empty() || name.is_empty() {
+        return Err(format!("{s:?}: give a model as NAME=DIR, e.g. --model aya=/models/aya"));
+    }
+    Ok(ModelSpec { name, dir: PathBuf::from(dir) })
+}
+
+/// How the weights are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// One file, or `files` shards listed by model.safetensors.index.json.
+    Safetensors { files: usize },
+    /// A PyTorch pickle: sized from the file, assuming f32 storage.
+    Pytorch,
+}
+
+/// A checkpoint's tensors, as its headers describe them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventory {
+    pub model_type: Option<String>,
+    pub format: WeightFormat,
+    /// Tensors in the headers (0 for a pickle: not read).
+    pub tensors: usize,
+    /// Elements over all tensors (for a pickle: file size / 4).
+    pub elements: u64,
+    /// Bytes as stored.
+    pub stored_bytes: u64,
+    /// Stored dtypes (`BF16`, `F32`...); `F32?` for a pickle.
+    pub dtypes: Vec<String>,
+}
+
+impl Inventory {
+    /// Bytes once converted to a dtype of `elem_bytes` per element (4: f32, 2: bf16),
+    /// which is what loading allocates.
+    pub fn bytes_at(&self, elem_bytes: u64) -> u64 {
+        self.elements.saturating_mul(elem_bytes)
+    }
+
+    /// Whether the sizes are estimates (a pickle).
+    pub fn estimated(&self) -> bool {
+        self.format == WeightFormat::Pytorch
+    }
+}
+
+/// Why a model folder cannot be sized; each says what to do.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("{0}: no such folder")]
+    NoFolder(PathBuf),
+    #[error("{0}: not a folder")]
+    NotAFolder(PathBuf),
+    #[error("{0}: missing")]
+    NoConfig(PathBuf),
+    #[error("{path}: cannot read: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{path}: invalid config: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("{0}: no weights (model.safetensors, model.safetensors.index.json with its shards, or pytorch_model.bin)")]
+    NoWeights(PathBuf),
+    #[error("{path}: invalid shard index: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    #[error("{path}: corrupt safetensors header: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl CheckpointError {
+    pub fn fix(&self) -> String {
+        match self {
+            CheckpointError::NoFolder(_) | CheckpointError::NotAFolder(_) => {
+                "give --model NAME=DIR with the folder that holds config.json and the weights".into()
+            }
+            CheckpointError::NoConfig(_) | CheckpointError::BadConfig { .. } => {
+                "a Hugging Face model folder needs config.json with its model_type (workload gen-model writes one)"
+                    .into()
+            }
+            CheckpointError::Io { .. } => "check the files' permissions (the server must read them too)".into(),
+            CheckpointError::NoWeights(_) => {
+                "download the weights into the folder, or write synthetic ones with `workload gen-model`".into()
+            }
+            CheckpointError::BadIndex { .. } | CheckpointError::Corrupt { .. } => {
+                "download the checkpoint again (an interrupted download leaves truncated files)".into()
+            }
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |e| CheckpointError::Io { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Reads a model folder's config and weight headers.
+pub fn open(dir: &Path) -> Result<Inventory, CheckpointError> {
+    if !dir.exists() {
+        return Err(CheckpointError::NoFolder(dir.to_path_buf()));
+    }
+    if !dir.is_dir() {
+        return Err(CheckpointError::NotAFolder(dir.to_path_buf()));
+    }
+    let config = dir.join("config.json");
+    let text = match std::fs::read(&config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CheckpointError::NoConfig(config)),
+        Err(e) => return Err(io(&config)(e)),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| CheckpointError::BadConfig { path: config.clone(), reason: e.to_string() })?;
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).map(str::to_string);
+
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let pickle = dir.join("pytorch_model.bin");
+    let files = if single.is_file() {
+        vec![single]
+    } else if index.is_file() {
+        shards(dir, &index)?
+    } else if pickle.is_file() {
+        let size = std::fs::metadata(&pickle).map_err(io(&pickle))?.len();
+        return Ok(Inventory {
+            model_type,
+            format: WeightFormat::Pytorch,
+            tensors: 0,
+            elements: size / 4,
+            stored_bytes: size,
+            dtypes: vec!["F32?".into()],
+        });
+    } else {
+        return Err(CheckpointError::NoWeights(dir.to_path_buf()));
+    };
+    let mut inv = Inventory {
+        model_type,
+        format: WeightFormat::Safetensors { files: files.len() },
+        tensors: 0,
+        elements: 0,
+        stored_bytes: 0,
+        dtypes: Vec::new(),
+    };
+    let mut dtypes = BTreeSet::new();
+    for f in &files {
+        let header = read_header(f)?;
+        for (_, info) in header.tensors() {
+            let elements: u64 = info.shape.iter().map(|&d| d as u64).product();
+            inv.tensors += 1;
+            inv.elements += elements;
+            inv.stored_bytes += (info.data_offsets.1 - info.data_offsets.0) as u64;
+            dtypes.insert(info.dtype.to_string());
+        }
+    }
+    inv.dtypes = dtypes.into_iter().collect();
+    Ok(inv)
+}
+
+/// The shard files of an index (`weight_map`: tensor -> file), each once, all present.
+fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let bad = |reason: String| CheckpointError::BadIndex { path: index.to_path_buf(), reason };
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index).map_err(io(index))?).map_err(|e| bad(e.to_string()))?;
+    let map =
+        json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no \"weight_map\" object".into()))?;
+    let mut names = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("{tensor}: the shard name is not a string")))?;
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(format!("{tensor}: shard {file:?} is not a file in the model folder")));
+        }
+        names.insert(file.to_string());
+    }
+    if names.is_empty() {
+        return Err(bad("the weight map is empty".into()));
+    }
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+        return Err(bad(format!("shard {} is missing", missing.display())));
+    }
+    Ok(paths)
+}
+
+/// Largest header the safetensors format allows.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A safetensors file's header (`u64` length, then JSON), checked against the file's
+/// length so that a truncated download is caught without reading the data.
+pub fn read_header(path: &Path) -> Result<Metadata, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
+    let mut f = File::open(path).map_err(io(path))?;
+    let file_len = f.metadata().map_err(io(path))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| corrupt(format!("{file_len} bytes: too short for a header")))?;
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER || 8 + n > file_len {
+        return Err(corrupt(format!("header length {n} does not fit a {file_len}-byte file")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io(path))?;
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+    let expected = 8 + n + meta.data_len() as u64;
+    if expected != file_len {
+        return Err(corrupt(format!("the header describes {expected} bytes but the file has {file_len} (truncated?)")));
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use safetensors::{tensor::TensorView, Dtype};
+
+    /// Writes a safetensors file with zero-filled tensors of `(name, dtype, shape)`.
+    pub(crate) fn write_safetensors(path: &Path, tensors: &[(&str, Dtype, &[usize])]) {
+        let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, d, s)| {
+                let bytes = s.iter().product::<usize>() * d.bitsize() / 8;
+                (n.to_string(), *d, s.to_vec(), vec![0u8; bytes])
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> =
+            data.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, path).unwrap();
+    }
+
+    fn folder(model_type: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), format!(r#"{{"model_type": "{model_type}"}}"#)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn model_specs_parse_with_and_without_a_name() {
+        assert_eq!(
+            parse_model_spec("aya=/models/aya").unwrap(),
+            ModelSpec { name: "aya".into(), dir: "/models/aya".into() }
+        );
+        assert_eq!(parse_model_spec("/models/nllb/").unwrap().name, "nllb");
+        assert!(parse_model_spec("aya=").is_err());
+        assert!(parse_model_spec("=/x").is_err());
+        assert!(parse_model_spec("").is_err());
+    }
+
+    #[test]
+    fn single_file_counts_elements_and_stored_bytes() {
+        let dir = folder("m2m_100");
+        write_safetensors(
+            &dir.path().join("model.safetensors"),
+            &[("a", Dtype::F32, &[4, 8]), ("b", Dtype::BF16, &[10]), ("c", Dtype::F32, &[3])],
+        );
+        let inv = open(dir.path()).unwrap();
+        assert_eq!(inv.model_type.as_deref(), Some("m2m_100"));
+        assert_eq!(inv.format, WeightFormat::Safetensors { files: 1 });
+        assert_eq!((inv.tensors, inv.elements), (3, 45));
+        assert_eq!(inv.stored_bytes, 35 * 4 + 10 * 2);
+        assert_eq!((inv.bytes_at(4), inv.bytes_at(2)), (180, 90));
+        assert_eq!(inv.dtypes, vec!["BF16".to_string(), "F32".to_string()]);
+        assert!(!inv.estimated());
+    }
+
+    #[test]
+    fn shards_are_read_once_each_and_a_missing_shard_is_named() {
+        let dir = folder("cohere");
+        write_safetensors(&dir.path().join("model-00001-of-00002.safetensors"), &[("a", Dtype::BF16, &[3])]);
+        write_safetensors(
+            &dir.path().join("model-00002-of-00002.safetensors"),
+            &[("b", Dtype::BF16, &[5]), ("c", Dtype::BF16, &[2])],
+        );
+        let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}}"#;
+        std::fs::write(dir.path().join("model.safetensors.index.json"), index).unwrap();
+        let inv = open(dir.path()).unwrap();
+        assert_eq!(inv.format, WeightFormat::Safetensors { files: 2 });
+        assert_eq!((inv.tensors, inv.elements, inv.stored_bytes), (3, 10, 20));
+
+        std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+        let err = open(dir.path()).unwrap_err();
+        assert!(matches!(err, CheckpointError::BadIndex { .. }), "{err}");
+        assert!(err.to_string().contains("model-00002-of-00002.safetensors is missing"), "{err}");
+        std::fs::write(dir.path().join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../x"}}"#).unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::BadIndex { .. })));
+    }
+
+    #[test]
+    fn a_pickle_is_sized_from_its_file_as_f32() {
+        let dir = folder("m2m_100");
+        std::fs::write(dir.path().join("pytorch_model.bin"), vec![0u8; 4000]).unwrap();
+        let inv = open(dir.path()).unwrap();
+        assert!(inv.estimated());
+        assert_eq!((inv.elements, inv.bytes_at(2), inv.stored_bytes), (1000, 2000, 4000));
+    }
+
+    #[test]
+    fn a_truncated_file_is_corrupt_not_a_panic() {
+        let dir = folder("cohere");
+        let path = dir.path().join("model.safetensors");
+        write_safetensors(&path, &[("a", Dtype::F32, &[1000])]);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        let err = open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        std::fs::write(&path, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::Corrupt { .. })));
+        std::fs::write(&path, b"abc").unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::Corrupt { .. })));
+        std::fs::write(&path, b"\x04\x00\x00\x00\x00\x00\x00\x00nope").unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn folders_without_config_or_weights_say_what_is_missing() {
+        let err = open(Path::new("/nonexistent/model")).unwrap_err();
+        assert!(matches!(err, CheckpointError::NoFolder(_)));
+        assert!(err.fix().contains("NAME=DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::NoConfig(_))));
+        std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+        assert!(matches!(open(dir.path()), Err(CheckpointError::BadConfig { .. })));
+        let dir = folder("cohere");
+        let err = open(dir.path()).unwrap_err();
+        assert!(matches!(err, CheckpointError::NoWeights(_)));
+        assert!(err.fix().contains("gen-model"));
+        let file = dir.path().join("config.json");
+        assert!(matches!(open(&file), Err(CheckpointError::NotAFolder(_))));
+    }
+}
