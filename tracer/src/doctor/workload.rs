@@ -50,7 +50,8 @@ impl Build {
         let (found, searched) = locate(exe_dir.as_deref(), path_var.as_deref());
         let Some(path) = found else { return Build { searched, ..Build::default() } };
         let version = run_version(&path);
-        let cuda = file_contains(&path, CUDA_MARKER).ok();
+        // Its own answer first; the bytes of the binary when it cannot run here.
+        let cuda = build_info_cuda(&path).or_else(|| file_contains(&path, CUDA_MARKER).ok());
         Build { searched, path: Some(path), version, cuda }
     }
 }
@@ -79,8 +80,20 @@ fn is_executable(p: &Path) -> bool {
 
 /// `workload --version`, waited for at most 5 s.
 fn run_version(path: &Path) -> Option<String> {
+    run_quietly(path, "--version")
+}
+
+/// The `cuda` field of `workload build-info`; None from a binary without the subcommand
+/// or one that cannot start (a CUDA build on a machine without the CUDA libraries).
+fn build_info_cuda(path: &Path) -> Option<bool> {
+    let info: serde_json::Value = serde_json::from_str(&run_quietly(path, "build-info")?).ok()?;
+    info["cuda"].as_bool()
+}
+
+/// The stdout of `path arg`, waited for at most 5 s.
+fn run_quietly(path: &Path, arg: &str) -> Option<String> {
     let mut child = Command::new(path)
-        .arg("--version")
+        .arg(arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
