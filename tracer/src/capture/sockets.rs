@@ -10,6 +10,8 @@ struct OwnedSocket {
     closed: Option<u64>,
     /// (local, remote) once both ports are known.
     tuple: Option<(SocketAddr, SocketAddr)>,
+    /// The local port once bound (a listener has no remote).
+    local_port: Option<u16>,
 }
 
 #[derive(Default, Debug)]
@@ -63,6 +65,7 @@ impl SocketOwners {
                 since: previous.map_or(ts_ns, |s| s.since),
                 closed,
                 tuple: known.or(previous.and_then(|s| s.tuple)),
+                local_port: (local.port() != 0).then_some(local.port()).or(previous.and_then(|s| s.local_port)),
             };
             self.by_socket.insert(skaddr, socket);
         }
@@ -91,9 +94,12 @@ impl SocketOwners {
                 let in_time = s.since <= ts_ns && s.closed.is_none_or(|c| ts_ns <= c + CLOSED_SOCKET_GRACE_NS);
                 // By ports: an IPv4-mapped socket may be written as v4 by one tracepoint
                 // and v6 by another, its ports are the same.
-                let same_connection = s.tuple.is_none_or(|(l, r)| {
-                    (l.port(), r.port()) == (local.port(), remote.port()) || local.port() == 0 || remote.port() == 0
-                });
+                let same_connection = match (s.tuple, s.local_port) {
+                    _ if local.port() == 0 => true,
+                    (Some((l, r)), _) => (l.port(), r.port()) == (local.port(), remote.port()) || remote.port() == 0,
+                    (None, Some(p)) => p == local.port(),
+                    (None, None) => true,
+                };
                 if in_time && same_connection {
                     return Some((s.owner, Attribution::Socket));
                 }
@@ -145,6 +151,14 @@ mod tests {
             owners.attribute(3, 0xcc, addr("127.0.0.1:8000"), addr("127.0.0.1:40000"), true),
             Some((7, Attribution::Socket))
         );
+    }
+
+    #[test]
+    fn a_dead_listener_address_reused_by_a_client_socket_is_not_ours() {
+        let mut owners = SocketOwners::default();
+        owners.observe(1, 7, 0xdd, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_LISTEN");
+        owners.observe(2, 7, 0xdd, addr("127.0.0.1:8000"), addr("0.0.0.0:0"), "TCP_CLOSE");
+        assert_eq!(owners.attribute(3, 0xdd, addr("127.0.0.1:50636"), addr("127.0.0.1:8000"), false), None);
     }
 
     #[test]
