@@ -7,27 +7,8 @@ use std::{
 use super::{CgroupPeak, GpuPeak, ProcessPeak, Report, SystemLow};
 use crate::diagnose::Verdict;
 
-/// A byte size in binary units: `512 B`, `1.50 KiB`, `12.0 MiB`, `659 MiB`, `2.00 GiB`.
-pub fn format_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while (v >= 1024.0 || (v >= 999.5 && v.round() >= 1024.0)) && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    let u = UNITS[unit];
-    if v < 10.0 {
-        format!("{v:.2} {u}")
-    } else if v < 100.0 {
-        format!("{v:.1} {u}")
-    } else {
-        format!("{v:.0} {u}")
-    }
-}
+/// Sizes read the same in the verdicts and around them.
+pub use crate::diagnose::format_bytes;
 
 /// Characters of the command line in the title.
 pub(super) const TITLE_CMDLINE: usize = 100;
