@@ -3,8 +3,8 @@
 //! Every fixture cleans up in `Drop`, so a failing assertion leaves nothing behind.
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
+    path::PathBuf,
+    process::{ChildStdout, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -41,6 +41,30 @@ pub fn workload_bin() -> PathBuf {
     let path = std::env::var_os("WORKLOAD_BIN").map(PathBuf::from).unwrap_or_else(|| build_dir().join("workload"));
     assert!(path.exists(), "{} not found: build it with `cargo build -p workload` (or run `cargo xtask test`)", path.display());
     path
+}
+
+/// Stops a test that needs root with the command that gives it, instead of a confusing
+/// failure deeper in.
+pub fn require_root(what: &str) {
+    assert!(is_root(), "{what}: run the end-to-end tests as root (`sudo cargo xtask test`)");
+}
+
+/// The stress program's path as an argument.
+pub fn stress() -> String {
+    stress_bin().display().to_string()
+}
+
+/// `tracer run --grace GRACE -- tracer-stress ARGS` for a stress command that prints
+/// `listening PORT`; returns the run, the command's stdout and the port.
+pub fn start_stress_server(args: &[&str], grace: &str) -> (TracerRun, BufReader<ChildStdout>, u16) {
+    let s = stress();
+    let mut full = vec!["run", "--grace", grace, "--", s.as_str()];
+    full.extend_from_slice(args);
+    let mut run = TracerRun::start(&full);
+    let mut out = run.stdout.take().expect("stdout");
+    let line = wait_for_line(&mut out, "listening ");
+    let port = line["listening ".len()..].parse().expect("port");
+    (run, out, port)
 }
 
 pub fn is_root() -> bool {

@@ -8,17 +8,11 @@ use std::{
 };
 
 use tracer::event::{Direction, Event, EventKind};
-use tracer_tests::{is_root, stress_bin, wait_for_line, ChildGuard, Memcg, TempDir, TracerRun};
+use tracer_tests::{is_root, require_root, start_stress_server, stress, stress_bin, wait_for_line, ChildGuard, Memcg, TempDir, TracerRun};
 
 const T: Duration = Duration::from_secs(60);
 
-fn require_root() {
-    assert!(is_root(), "end-to-end capture tests load eBPF programs: run them as root (`sudo cargo xtask test`)");
-}
 
-fn stress() -> String {
-    stress_bin().display().to_string()
-}
 
 fn resets(events: &[Event]) -> Vec<&Event> {
     events.iter().filter(|e| matches!(e.kind, EventKind::TcpReset { .. })).collect()
@@ -33,7 +27,7 @@ fn reason(e: &Event) -> Option<&str> {
 
 #[test]
 fn oom_kill_in_memcg_is_traced_signal_victim_exit_after_rss_growth() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let cg = Memcg::new("oom", 64 << 20).expect("memory cgroup");
     let cgroup = cg.path.display().to_string();
     let run = TracerRun::start(&["run", "--rss-threshold", "1MiB", "--grace", "500ms", "--", &stress(), "alloc", "--cgroup", &cgroup]);
@@ -72,7 +66,7 @@ fn oom_kill_in_memcg_is_traced_signal_victim_exit_after_rss_growth() {
 
 #[test]
 fn sigterm_then_sigkill_from_another_process_name_the_sender() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let mut run = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "ignore-term"]);
     let mut out = run.stdout.take().expect("stdout");
     wait_for_line(&mut out, "ready");
@@ -111,7 +105,7 @@ fn sigterm_then_sigkill_from_another_process_name_the_sender() {
 
 #[test]
 fn exit_code_and_crash_signal_are_reported() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "exit", "3"]).finish(T);
     let pid = trace.target_pid();
     assert!(
@@ -134,7 +128,7 @@ fn exit_code_and_crash_signal_are_reported() {
 
 #[test]
 fn file_mapping_has_its_path_and_file_rss_grows() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let dir = TempDir::new("mmap");
     let file = dir.0.join("weights.bin");
     std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
@@ -161,7 +155,7 @@ fn file_mapping_has_its_path_and_file_rss_grows() {
 
 #[test]
 fn connect_without_listener_is_reset_no_socket_attributed_to_the_client() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     // A port with nobody listening: bind, note it, close.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "connect", &port.to_string()]).finish(T);
@@ -180,23 +174,11 @@ fn connect_without_listener_is_reset_no_socket_attributed_to_the_client() {
     );
 }
 
-/// Starts `tracer run -- tracer-stress ARGS` and returns it with the port from `listening PORT`.
-fn start_server<'a>(args: &[&'a str], grace: &'a str) -> (TracerRun, std::io::BufReader<std::process::ChildStdout>, u16) {
-    let mut full = vec!["run", "--grace", grace, "--"];
-    let s = stress();
-    full.push(&s);
-    full.extend_from_slice(args);
-    let mut run = TracerRun::start(&full);
-    let mut out = run.stdout.take().expect("stdout");
-    let line = wait_for_line(&mut out, "listening ");
-    let port = line["listening ".len()..].parse().expect("port");
-    (run, out, port)
-}
 
 #[test]
 fn close_with_unread_data_sends_abort_on_close() {
-    require_root();
-    let (run, _out, port) = start_server(&["serve-unread"], "300ms");
+    require_root("end-to-end capture tests load eBPF programs");
+    let (run, _out, port) = start_stress_server(&["serve-unread"], "300ms");
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"unread request").unwrap();
     let mut buf = [0u8; 16];
@@ -215,7 +197,7 @@ fn close_with_unread_data_sends_abort_on_close() {
 
 #[test]
 fn so_linger_zero_close_resets_the_connection() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -248,8 +230,8 @@ fn so_linger_zero_close_resets_the_connection() {
 
 #[test]
 fn server_killed_with_clients_connected_its_later_resets_are_attributed_to_it() {
-    require_root();
-    let (run, mut out, port) = start_server(&["serve-idle", "3"], "3s");
+    require_root("end-to-end capture tests load eBPF programs");
+    let (run, mut out, port) = start_stress_server(&["serve-idle", "3"], "3s");
     let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     wait_for_line(&mut out, "accepted");
     let server_pid = run.traced_child();
@@ -322,7 +304,7 @@ fn mmap_burst(calls: u64, ring: &str) -> (u64, u64) {
 
 #[test]
 fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     const CALLS: u64 = 1_000_000;
     let (seen, lost) = mmap_burst(CALLS, "16MiB");
     assert_eq!(seen + lost, CALLS, "seen {seen} + lost {lost} != {CALLS}");
@@ -330,7 +312,7 @@ fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
 
 #[test]
 fn overflowing_a_small_ring_buffer_is_counted_exactly_as_lost() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     const CALLS: u64 = 200_000;
     let (seen, lost) = mmap_burst(CALLS, "8KiB");
     assert!(lost > 0, "an 8 KiB ring should overflow in a burst of {CALLS}");
@@ -339,7 +321,7 @@ fn overflowing_a_small_ring_buffer_is_counted_exactly_as_lost() {
 
 #[test]
 fn server_attached_with_pid_after_listen_owns_its_accepted_connections() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let mut server = Command::new(stress_bin()).arg("serve-unread").stdout(Stdio::piped()).spawn().unwrap();
     let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
     let server = ChildGuard(server);
@@ -379,7 +361,7 @@ fn process_fork(trace: &tracer_tests::Trace, traced: bool) -> u32 {
 
 #[test]
 fn follow_children_traces_forked_processes_and_only_then() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let script = format!("{} exit 3; true", stress());
     let trace = TracerRun::start(&["run", "--follow-children", "--grace", "300ms", "--", "sh", "-c", &script]).finish(T);
     let dump = trace.dump();
@@ -398,7 +380,7 @@ fn follow_children_traces_forked_processes_and_only_then() {
 
 #[test]
 fn ctrl_c_and_duration_stop_the_trace_and_flush_it() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     let mut run = TracerRun::start(&["run", "--", "sleep", "30"]);
     run.wait_attached(T);
     let _ = run.stdout.take();
@@ -436,7 +418,7 @@ fn bad_input_gets_one_clear_sentence_and_a_failure_status() {
 
 #[test]
 fn without_privileges_the_error_names_the_capabilities_to_grant() {
-    require_root();
+    require_root("end-to-end capture tests load eBPF programs");
     // A copy nobody can execute wherever the checkout lives (CI may clone under /root).
     let dir = TempDir::new("unprivileged");
     let bin = dir.0.join("tracer");

@@ -9,17 +9,11 @@ use std::{
 };
 
 use tracer::diagnose::{Cause, Verdict};
-use tracer_tests::{is_root, stress_bin, wait_for_line, ChildGuard, Memcg, Trace, TracerRun};
+use tracer_tests::{require_root, start_stress_server, stress, wait_for_line, ChildGuard, Memcg, Trace, TracerRun};
 
 const T: Duration = Duration::from_secs(60);
 
-fn require_root() {
-    assert!(is_root(), "end-to-end diagnosis tests load eBPF programs: run them as root (`sudo cargo xtask test`)");
-}
 
-fn stress() -> String {
-    stress_bin().display().to_string()
-}
 
 fn show(trace: &Trace) -> String {
     let verdicts: Vec<String> = trace.verdicts.iter().map(tracer::diagnose::describe).collect();
@@ -35,21 +29,10 @@ fn verdict<'a>(trace: &'a Trace, cause: Cause, pid: u32) -> &'a Verdict {
     found[0]
 }
 
-/// Starts `tracer run -- tracer-stress ARGS` and returns it with the port it listens on.
-fn start_server(args: &[&str], grace: &str) -> (TracerRun, std::io::BufReader<std::process::ChildStdout>, u16) {
-    let s = stress();
-    let mut full = vec!["run", "--grace", grace, "--", s.as_str()];
-    full.extend_from_slice(args);
-    let mut run = TracerRun::start(&full);
-    let mut out = run.stdout.take().expect("stdout");
-    let line = wait_for_line(&mut out, "listening ");
-    let port = line["listening ".len()..].parse().expect("port");
-    (run, out, port)
-}
 
 #[test]
 fn oom_kill_in_a_memcg_is_the_verdict_with_the_limit_that_was_hit() {
-    require_root();
+    require_root("end-to-end diagnosis tests load eBPF programs");
     let cg = Memcg::new("diag-oom", 64 << 20).expect("memory cgroup");
     let cgroup = cg.path.display().to_string();
     let trace = TracerRun::start(&["run", "--grace", "500ms", "--", &stress(), "alloc", "--cgroup", &cgroup]).finish(T);
@@ -65,8 +48,8 @@ fn oom_kill_in_a_memcg_is_the_verdict_with_the_limit_that_was_hit() {
 
 #[test]
 fn sigkill_from_another_process_names_the_sender_and_explains_the_resets() {
-    require_root();
-    let (run, mut out, port) = start_server(&["serve-idle", "3"], "2s");
+    require_root("end-to-end diagnosis tests load eBPF programs");
+    let (run, mut out, port) = start_stress_server(&["serve-idle", "3"], "2s");
     let mut clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     wait_for_line(&mut out, "accepted");
     let server = run.traced_child();
@@ -88,7 +71,7 @@ fn sigkill_from_another_process_names_the_sender_and_explains_the_resets() {
 
 #[test]
 fn sigsegv_is_a_crash_even_without_resets() {
-    require_root();
+    require_root("end-to-end diagnosis tests load eBPF programs");
     let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "segv"]).finish(T);
     let pid = trace.target_pid();
     let v = verdict(&trace, Cause::Crashed, pid);
@@ -98,8 +81,8 @@ fn sigsegv_is_a_crash_even_without_resets() {
 
 #[test]
 fn exit_code_3_with_a_client_connected_is_the_cause_of_its_reset() {
-    require_root();
-    let (run, _out, port) = start_server(&["serve-exit", "3"], "300ms");
+    require_root("end-to-end diagnosis tests load eBPF programs");
+    let (run, _out, port) = start_stress_server(&["serve-exit", "3"], "300ms");
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"request nobody reads").unwrap();
     let mut buf = [0u8; 8];
@@ -114,8 +97,8 @@ fn exit_code_3_with_a_client_connected_is_the_cause_of_its_reset() {
 
 #[test]
 fn close_with_unread_data_is_abort_on_close_by_the_live_server() {
-    require_root();
-    let (run, _out, port) = start_server(&["serve-unread"], "300ms");
+    require_root("end-to-end diagnosis tests load eBPF programs");
+    let (run, _out, port) = start_stress_server(&["serve-unread"], "300ms");
     let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     client.write_all(b"unread request").unwrap();
     let mut buf = [0u8; 16];
@@ -129,7 +112,7 @@ fn close_with_unread_data_is_abort_on_close_by_the_live_server() {
 
 #[test]
 fn so_linger_zero_is_named_for_the_client_that_set_it() {
-    require_root();
+    require_root("end-to-end diagnosis tests load eBPF programs");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let peer = std::thread::spawn(move || {
@@ -146,7 +129,7 @@ fn so_linger_zero_is_named_for_the_client_that_set_it() {
 
 #[test]
 fn connect_to_a_port_nobody_listens_on_is_refused() {
-    require_root();
+    require_root("end-to-end diagnosis tests load eBPF programs");
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let trace = TracerRun::start(&["run", "--grace", "300ms", "--", &stress(), "connect", &port.to_string()]).finish(T);
     let client = trace.target_pid();

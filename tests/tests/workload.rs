@@ -8,16 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tracer_tests::{is_root, workload_bin, ChildGuard, Memcg, TempDir};
+use tracer_tests::{require_root, workload_bin, ChildGuard, Memcg, TempDir};
 use workload::checkpoint::Arch;
 use workload::probe::ProbeSummary;
 use workload::synth::{self, shapes, GenSpec, Preset, StorageDtype};
 
 const LIMIT: u64 = 256 << 20;
 
-fn require_root() {
-    assert!(is_root(), "workload scenarios create memory cgroups: run them as root (`sudo cargo xtask test`)");
-}
 
 /// NLLB small (37 MiB) fits the cgroup; an Aya of 600 MiB does not.
 fn models(tmp: &Path) -> (PathBuf, PathBuf) {
@@ -88,7 +85,7 @@ fn stop_probe(mut probe: Child, out: &Path) -> (ProbeSummary, String) {
 
 #[test]
 fn eager_loading_in_a_small_memcg_is_oom_killed_and_the_probe_sees_the_resets() {
-    require_root();
+    require_root("workload scenarios create memory cgroups");
     let tmp = TempDir::new("workload-eager");
     let (nllb, aya) = models(&tmp.0);
     let cg = Memcg::new("workload-eager", LIMIT).expect("memory cgroup");
@@ -123,7 +120,7 @@ fn eager_loading_in_a_small_memcg_is_oom_killed_and_the_probe_sees_the_resets() 
 
 #[test]
 fn background_loading_in_the_same_memcg_refuses_the_big_model_and_stays_up() {
-    require_root();
+    require_root("workload scenarios create memory cgroups");
     let tmp = TempDir::new("workload-background");
     let (nllb, aya) = models(&tmp.0);
     let cg = Memcg::new("workload-background", LIMIT).expect("memory cgroup");
