@@ -81,6 +81,10 @@ fn run(args: &[String]) -> Result<()> {
                 sum += unsafe { std::ptr::read_volatile((ptr as *const u8).add(off)) } as u64;
             }
             say(&format!("touched {} pages (sum {sum})", len / 4096));
+            // Keep it mapped a moment, as a loaded model stays mapped: the tracer names the
+            // file from /proc/PID/maps when it decodes the record, which a process that
+            // exits at once can beat on a loaded machine.
+            std::thread::sleep(Duration::from_millis(500));
             Ok(())
         }
         Some("mmap-burst") => {
