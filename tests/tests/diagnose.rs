@@ -21,7 +21,7 @@ fn show(trace: &Trace) -> String {
 }
 
 /// The one verdict with `cause`, which must be about `pid`.
-fn verdict<'a>(trace: &'a Trace, cause: Cause, pid: u32) -> &'a Verdict {
+fn verdict(trace: &Trace, cause: Cause, pid: u32) -> &Verdict {
     let found: Vec<&Verdict> = trace.verdicts.iter().filter(|v| v.cause == cause).collect();
     assert_eq!(found.len(), 1, "expected one {cause:?} verdict\n{}", show(trace));
     assert_eq!(found[0].pid, Some(pid), "{cause:?} verdict about the wrong process\n{}", show(trace));
