@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
@@ -233,51 +233,24 @@ fn cmd_again(dir: &tempfile::TempDir, args: &[&str]) -> Output {
     c.arg("doctor").args(args).env_remove("TRACER_LOG").current_dir(dir.path()).output().unwrap()
 }
 
-/// A memory cgroup (v1, or v2 with the memory controller) holding a `sleep`; the
+/// A memory cgroup holding a `sleep`, from the scenario crate's guard (v1 or v2): the
 /// process is killed and the cgroup removed on drop, even after a failed assertion.
-struct Memcg {
-    dir: PathBuf,
-    child: Option<std::process::Child>,
+struct SleepInMemcg {
+    cg: scenario::Memcg,
+    child: scenario::ChildGuard,
 }
 
-impl Memcg {
+impl SleepInMemcg {
     /// None when there is no memory controller to make one in.
-    fn create(limit: u64) -> Option<Memcg> {
-        let name = format!("tracer-doctor-test-{}", std::process::id());
-        let (dir, limit_file) = if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
-            (Path::new("/sys/fs/cgroup/memory").join(&name), "memory.limit_in_bytes")
-        } else if std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").is_ok_and(|c| c.contains("memory")) {
-            (Path::new("/sys/fs/cgroup").join(&name), "memory.max")
-        } else {
-            return None;
-        };
-        std::fs::create_dir(&dir).unwrap();
-        let mut cg = Memcg { dir, child: None };
-        std::fs::write(cg.dir.join(limit_file), limit.to_string()).unwrap();
-        let child = Command::new("sleep").arg("60").spawn().unwrap();
-        std::fs::write(cg.dir.join("cgroup.procs"), child.id().to_string()).unwrap();
-        cg.child = Some(child);
-        Some(cg)
+    fn create(limit: u64) -> Option<SleepInMemcg> {
+        let cg = scenario::Memcg::new("doctor-test", limit).ok()?;
+        let child = scenario::ChildGuard(Command::new("sleep").arg("60").spawn().unwrap());
+        std::fs::write(cg.path.join("cgroup.procs"), child.pid().to_string()).unwrap();
+        Some(SleepInMemcg { cg, child })
     }
 
     fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-}
-
-impl Drop for Memcg {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        eprintln!("warning: could not remove {}", self.dir.display());
+        self.child.pid()
     }
 }
 
@@ -287,7 +260,7 @@ fn pid_in_a_memcg_reports_its_limit_and_which_models_fit_it() {
         eprintln!("skipped: needs root to create a memory cgroup");
         return;
     }
-    let Some(cg) = Memcg::create(48 << 20) else {
+    let Some(cg) = SleepInMemcg::create(48 << 20) else {
         eprintln!("skipped: no memory controller to create a cgroup in");
         return;
     };
@@ -310,7 +283,7 @@ fn pid_in_a_memcg_reports_its_limit_and_which_models_fit_it() {
     assert!(p["finding"].as_str().unwrap().starts_with(&format!("pid {pid} (sleep)")), "{p}");
     let m = row(&v, "memory_cgroup");
     let finding = m["finding"].as_str().unwrap();
-    assert!(finding.contains(&cg.dir.display().to_string()), "{m}");
+    assert!(finding.contains(&cg.cg.path.display().to_string()), "{m}");
     assert!(finding.contains("limit 48.0 MiB"), "{m}");
 
     let s = row(&v, "model.small");

@@ -390,29 +390,6 @@ mod tests {
         assert_eq!((s.usage_bytes, s.limit_bytes, s.peak_bytes), (3 << 20, Some(4 << 20), Some(2 << 20)));
     }
 
-    /// A child memcg under the v1 hierarchy with a `sleep` in it; removed on drop, with
-    /// the process killed first, even when an assertion failed.
-    struct V1Memcg {
-        dir: std::path::PathBuf,
-        child: Option<std::process::Child>,
-    }
-
-    impl Drop for V1Memcg {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            for _ in 0..100 {
-                if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            eprintln!("warning: could not remove {}", self.dir.display());
-        }
-    }
-
     #[test]
     fn real_v1_memcg_of_a_moved_process_is_found_with_its_limit() {
         let v1 = Path::new("/sys/fs/cgroup/memory");
@@ -421,13 +398,12 @@ mod tests {
             eprintln!("skipped: needs root and a cgroup v1 memory hierarchy at {}", v1.display());
             return;
         }
-        let dir = v1.join(format!("tracer-sample-test-{}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap();
-        let mut cg = V1Memcg { dir: dir.clone(), child: None };
-        std::fs::write(dir.join("memory.limit_in_bytes"), (48u64 << 20).to_string()).unwrap();
-        let child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id();
-        cg.child = Some(child);
+        // Guards from the scenario crate: the process is killed and the cgroup removed
+        // on drop, even when an assertion failed.
+        let cg = scenario::Memcg::new("sample-test", 48 << 20).unwrap();
+        let dir = cg.path.clone();
+        let mut child = scenario::ChildGuard(std::process::Command::new("sleep").arg("30").spawn().unwrap());
+        let pid = child.pid();
 
         // Located before the move: the sampler follows it.
         let mut s = CgroupSampler::new(pid);
@@ -441,10 +417,8 @@ mod tests {
         assert_eq!(s.path(), Some(dir.display().to_string().as_str()));
 
         // The process exits: the last cgroup is still read.
-        if let Some(mut c) = cg.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let after = s.sample().unwrap();
         assert_eq!(after.path, sample.path);
         assert_eq!(after.limit_bytes, Some(48 << 20));
