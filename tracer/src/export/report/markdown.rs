@@ -80,16 +80,7 @@ pub fn render_markdown(r: &Report) -> String {
             .collect();
         md_table(&mut out, &["process", "peak RSS", "at", "first seen", "members at peak"], &rows);
     }
-    let mut facts: Vec<Vec<String>> = Vec::new();
-    if let Some(c) = &m.cgroup {
-        facts.push(vec![format!("memory cgroup `{}` (v{})", c.path, c.version), r.cgroup_line(c)]);
-    }
-    for g in &m.gpus {
-        facts.push(vec![format!("GPU {} ({})", g.index, g.name), r.gpu_line(g)]);
-    }
-    if let Some(low) = &m.mem_available_min {
-        facts.push(vec!["MemAvailable".into(), r.mem_available_line(low)]);
-    }
+    let facts = r.memory_facts(|c| format!("memory cgroup `{}` (v{})", c.path, c.version));
     if !facts.is_empty() {
         out.push('\n');
         md_table(&mut out, &["what", "peak / low"], &facts);

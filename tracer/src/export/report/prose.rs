@@ -73,6 +73,23 @@ pub(super) fn list_or_none(items: &[String]) -> String {
 }
 
 impl Report {
+    /// (what, peak or low) for the memory cgroup, each GPU and MemAvailable, in that
+    /// order; `cgroup` names the cgroup in the rendering's own markup.
+    pub fn memory_facts(&self, cgroup: impl Fn(&CgroupPeak) -> String) -> Vec<Vec<String>> {
+        let m = &self.memory;
+        let mut facts = Vec::new();
+        if let Some(c) = &m.cgroup {
+            facts.push(vec![cgroup(c), self.cgroup_line(c)]);
+        }
+        for g in &m.gpus {
+            facts.push(vec![format!("GPU {} ({})", g.index, g.name), self.gpu_line(g)]);
+        }
+        if let Some(low) = &m.mem_available_min {
+            facts.push(vec!["MemAvailable".into(), self.mem_available_line(low)]);
+        }
+        facts
+    }
+
     /// The title: what was traced.
     pub fn title(&self) -> String {
         let t = &self.target;

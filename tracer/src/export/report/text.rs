@@ -92,20 +92,8 @@ pub fn render_text(r: &Report) -> String {
             m.processes.iter().map(|p| vec![who(Some(p.pid), Some(&p.comm)), r.process_peak_line(p)]).collect();
         columns(&mut out, "  ", &rows);
     }
-    let mut facts: Vec<Vec<String>> = Vec::new();
-    if let Some(c) = &m.cgroup {
-        facts.push(vec![format!("Memory cgroup {} (v{})", c.path, c.version), r.cgroup_line(c)]);
-    }
-    for g in &m.gpus {
-        facts.push(vec![format!("GPU {} ({})", g.index, g.name), r.gpu_line(g)]);
-    }
-    if let Some(low) = &m.mem_available_min {
-        facts.push(vec!["MemAvailable".into(), r.mem_available_line(low)]);
-    }
-    if !facts.is_empty() {
-        for f in &facts {
-            let _ = writeln!(out, "{}: {}", f[0], f[1]);
-        }
+    for f in r.memory_facts(|c| format!("Memory cgroup {} (v{})", c.path, c.version)) {
+        let _ = writeln!(out, "{}: {}", f[0], f[1]);
     }
     if !m.file_mappings.is_empty() {
         out.push_str("Largest file mappings:\n");
