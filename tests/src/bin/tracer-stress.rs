@@ -169,20 +169,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("linger-client") => {
             let port: u16 = arg(args, 1, "PORT")?;
             let stream = TcpStream::connect(("127.0.0.1", port))?;
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-            // SAFETY: valid socket and option struct.
-            let rc = unsafe {
-                libc::setsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as u32,
-                )
-            };
-            if rc != 0 {
-                bail!("SO_LINGER: {}", std::io::Error::last_os_error());
-            }
+            set_linger_zero(&stream)?;
             say("connected");
             drop(stream);
             Ok(())
@@ -197,7 +184,6 @@ mod bench {
     use std::{
         io::BufRead,
         net::{TcpListener, TcpStream},
-        os::fd::AsRawFd,
         sync::atomic::{AtomicU64, Ordering},
         time::{Duration, Instant},
     };
@@ -349,23 +335,10 @@ mod bench {
 
     fn rst(n: u64, listener: &TcpListener, pace: Option<Duration>) -> Result<u64> {
         let addr = listener.local_addr()?;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         for i in 0..n {
             let client = TcpStream::connect(addr).with_context(|| format!("rst cycle {i}: connect"))?;
             let (server, _) = listener.accept().with_context(|| format!("rst cycle {i}: accept"))?;
-            // SAFETY: valid socket and option struct.
-            let rc = unsafe {
-                libc::setsockopt(
-                    client.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as u32,
-                )
-            };
-            if rc != 0 {
-                bail!("SO_LINGER: {}", std::io::Error::last_os_error());
-            }
+            super::set_linger_zero(&client)?;
             drop(client); // SO_LINGER 0: the close sends a RST to `server`
             drop(server);
             pause(pace);
@@ -393,4 +366,23 @@ mod bench {
         }
         n
     }
+}
+
+/// SO_LINGER {on, 0}: closing the socket then sends a RST instead of a FIN.
+fn set_linger_zero(stream: &TcpStream) -> Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket and option struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
