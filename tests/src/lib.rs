@@ -152,7 +152,7 @@ impl TracerRun {
 
     /// The command a `tracer run` started (its only child).
     pub fn traced_child(&self) -> u32 {
-        let children = tracer::capture::target::descendants(self.pid());
+        let children = tracer::process::descendants(self.pid());
         *children.first().unwrap_or_else(|| panic!("tracer {} has no child; stderr:\n{}", self.pid(), self.stderr()))
     }
 

@@ -9,11 +9,29 @@
 /// An offset that is not known on this kernel (field absent from the format file).
 pub const UNKNOWN_OFFSET: u16 = u16::MAX;
 
-/// Which tracepoint (or syscall family) produced a record. Also the index of the
-/// per-kind lost counter, so that loss is accounted per kind.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Probe {
+/// Declares [`Probe`], [`PROBE_COUNT`] and [`Probe::ALL`] from one list, so that the
+/// three cannot drift apart. Values are the indices 0, 1, 2... in order.
+macro_rules! probes {
+    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+        /// Which tracepoint (or syscall family) produced a record. Also the index of the
+        /// per-kind lost counter, so that loss is accounted per kind. What user space knows
+        /// about each one (its programs, tracepoints, group, label) is in its probe table.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Probe {
+            $($(#[$doc])* $name = $value,)*
+        }
+
+        /// Number of [`Probe`] values; size of the lost-counter array.
+        pub const PROBE_COUNT: u32 = [$($value),*].len() as u32;
+
+        impl Probe {
+            pub const ALL: [Probe; PROBE_COUNT as usize] = [$(Probe::$name),*];
+        }
+    };
+}
+
+probes! {
     TaskNewtask = 0,
     ProcessExec = 1,
     ProcessExit = 2,
@@ -30,29 +48,9 @@ pub enum Probe {
     Mremap = 13,
 }
 
-/// Number of [`Probe`] values; size of the lost-counter array.
-pub const PROBE_COUNT: u32 = 14;
-
 impl Probe {
-    pub const ALL: [Probe; PROBE_COUNT as usize] = [
-        Probe::TaskNewtask,
-        Probe::ProcessExec,
-        Probe::ProcessExit,
-        Probe::SignalGenerate,
-        Probe::SignalDeliver,
-        Probe::MarkVictim,
-        Probe::RssStat,
-        Probe::TcpSendReset,
-        Probe::TcpReceiveReset,
-        Probe::InetSockSetState,
-        Probe::Mmap,
-        Probe::Munmap,
-        Probe::Brk,
-        Probe::Mremap,
-    ];
-
     pub fn from_u32(v: u32) -> Option<Probe> {
-        Probe::ALL.get(v as usize).copied()
+        Probe::ALL.get(v as usize).copied().filter(|p| *p as u32 == v)
     }
 }
 

@@ -1,9 +1,11 @@
-//! Command line.
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+//! The command line: the top-level parser and its subcommands. Each subcommand owns its
+//! options type, next to the code that runs it.
+use clap::{Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::capture::ProbeGroup;
+use crate::{
+    commands::{report::ReportArgs, trace::TraceArgs},
+    doctor::DoctorArgs,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,158 +60,16 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
-/// `tracer doctor [--pid PID] [--model NAME=DIR ...] [--json]`.
-#[derive(Debug, Args, Clone)]
-#[command(
-    long_about = "Checks this machine for tracing and for the workload: kernel version and config \
-        (BTF, tracefs, the tracepoints tracer needs, kprobes), privileges (root, CAP_BPF, \
-        CAP_PERFMON, RLIMIT_MEMLOCK), cgroup version and the memory limit of --pid, memory and \
-        swap, NVIDIA driver and per-GPU memory (NVML), the workload's candle build (CPU/CUDA) and \
-        whether the --model checkpoints fit. Each problem comes with its fix.\n\n\
-        Runs without root; what only root can see is `skipped`, saying so.\n\n\
-        Exit status: 0 when no check is `fail`, 1 otherwise."
-)]
-pub struct DoctorArgs {
-    /// The model server's pid: its memory cgroup and limit (default: the doctor's own)
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-
-    /// A checkpoint folder to size against that memory and the GPUs (repeat for several,
-    /// in load order): config.json with model.safetensors, shards with
-    /// model.safetensors.index.json, or pytorch_model.bin
-    #[arg(long = "model", value_name = "NAME=DIR", value_parser = crate::doctor::parse_model_arg)]
-    pub models: Vec<crate::doctor::ModelSpec>,
-
-    /// JSON for programs: {"checks": [{name, status, finding, fix}], "summary": {...}}
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `tracer report TRACE.jsonl`.
-#[derive(Debug, Args, Clone)]
-pub struct ReportArgs {
-    /// A trace written by `tracer --jsonl FILE`
-    #[arg(value_name = "TRACE.jsonl")]
-    pub trace: PathBuf,
-
-    /// text for a terminal, markdown for an incident ticket, json for programs
-    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-    pub format: ReportFormat,
-
-    /// Also write a Perfetto/Chrome trace (JSON) to FILE: open it in ui.perfetto.dev
-    #[arg(long, value_name = "FILE")]
-    pub perfetto: Option<PathBuf>,
-
-    /// Write the report to FILE instead of standard output
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Text,
-    Markdown,
-    Json,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct TraceArgs {
-    /// Also trace processes the target forks (threads are always traced)
-    #[arg(long)]
-    pub follow_children: bool,
-
-    /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub duration: Option<Duration>,
-
-    /// Where to write the events, one JSON object per line; `-` is standard output (and
-    /// no live view). Default: with the live view, tracer-PID-YYYYMMDD-HHMMSS.jsonl in the
-    /// current directory (`run`: tracer-PROGRAM-...); without it, standard output
-    #[arg(long, value_name = "FILE|-")]
-    pub jsonl: Option<String>,
-
-    /// No live timeline on the terminal: stream plain lines (as when standard output or
-    /// input is not a terminal)
-    #[arg(long)]
-    pub no_tui: bool,
-
-    /// At the end, also write a Perfetto/Chrome trace (JSON) of the session to FILE
-    #[arg(long, value_name = "FILE")]
-    pub perfetto: Option<PathBuf>,
-
-    /// After the target exits, keep tracing this long for the resets that follow its death
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub grace: Duration,
-
-    /// Probe groups to attach, comma separated; `process` is always on
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = ProbeGroup::ALL)]
-    pub probes: Vec<ProbeGroup>,
-
-    /// Emit an rss event when a memory counter moved by this much (e.g. 8MiB, 512KiB, 1048576)
-    #[arg(long, default_value = "8MiB", value_parser = parse_bytes, value_name = "BYTES")]
-    pub rss_threshold: u64,
-
-    /// Size of the kernel ring buffer (power of two, e.g. 16MiB); larger loses less in bursts
-    #[arg(long, default_value = "16MiB", value_parser = parse_ring_size, value_name = "BYTES")]
-    pub ring_buffer: u64,
-
-    /// Write a `sample` event this often (e.g. 100ms, 1s; 0 disables, 50ms is the finest):
-    /// RSS, VmSize, VmHWM, threads and open fds of each traced process, the memory cgroup's
-    /// usage, limit, peak and OOM kills, GPU memory (NVML, when a driver is present) and the
-    /// system's available memory and pressure. The tracer reads them from /proc and /sys
-    /// itself: it costs the target nothing
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub sample_interval: Duration,
-}
-
-impl TraceArgs {
-    pub fn probe_set(&self) -> BTreeSet<ProbeGroup> {
-        self.probes.iter().copied().collect()
-    }
-}
-
-/// `8MiB`, `512KiB`, `1GiB`, `4096`, `2M`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits_end);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size: use e.g. 8MiB, 512KiB or 4096"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}: use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-}
-
-fn parse_ring_size(s: &str) -> Result<u64, String> {
-    let n = parse_bytes(s)?;
-    if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
-        return Err(format!("ring buffer size {s:?} must be a power of two between 4KiB and 1GiB"));
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::report::ReportFormat;
     use clap::CommandFactory;
+    use std::{path::PathBuf, time::Duration};
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn sizes_parse_with_units_and_reject_nonsense() {
-        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("2k"), Ok(2048));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("3XB").is_err());
-        assert!(parse_ring_size("3MiB").is_err());
     }
 
     #[test]
@@ -254,5 +114,43 @@ mod tests {
         assert_eq!(cli.trace.perfetto, Some(PathBuf::from("p.json")));
         let cli = Cli::try_parse_from(["tracer", "run", "--perfetto", "p.json", "--", "true"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Run { trace: TraceArgs { perfetto: Some(_), .. }, .. })));
+    }
+
+    #[test]
+    fn doctor_command_takes_pid_models_and_json() {
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "doctor",
+            "--pid",
+            "42",
+            "--model",
+            "aya=/m/aya",
+            "--model",
+            "/m/nllb",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Doctor(args)) = cli.command else { panic!("{:?}", cli.command) };
+        assert_eq!(args.pid, Some(42));
+        assert!(args.json);
+        let names: Vec<&str> = args.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["aya", "nllb"]);
+        assert_eq!(cli.pid, None, "--pid after doctor is the doctor's");
+        let plain = Cli::try_parse_from(["tracer", "doctor"]).unwrap();
+        assert!(matches!(plain.command, Some(Command::Doctor(DoctorArgs { pid: None, json: false, .. }))));
+        assert!(Cli::try_parse_from(["tracer", "doctor", "--model", "aya="]).is_err());
+    }
+
+    #[test]
+    fn sample_interval_option_defaults_to_100ms_and_0_disables() {
+        let cli = Cli::try_parse_from(["tracer", "--pid", "1"]).unwrap();
+        assert_eq!(cli.trace.sample_interval, Duration::from_millis(100));
+        let cli = Cli::try_parse_from(["tracer", "--pid", "1", "--sample-interval", "0"]).unwrap();
+        assert!(cli.trace.sample_interval.is_zero());
+        let cli = Cli::try_parse_from(["tracer", "run", "--sample-interval", "1s", "--", "true"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Run { trace, .. }) if trace.sample_interval == Duration::from_secs(1))
+        );
+        assert!(Cli::try_parse_from(["tracer", "--pid", "1", "--sample-interval", "often"]).is_err());
     }
 }

@@ -4,12 +4,20 @@
 //! Nothing downstream of [`event`] knows about eBPF.
 pub mod capture;
 pub mod cli;
+pub mod clock;
+pub mod commands;
 pub mod diagnose;
 pub mod doctor;
-pub mod event;
 pub mod export;
-pub mod live;
 pub mod names;
+pub mod process;
 pub mod sample;
+pub mod timeline;
 pub mod session;
+pub mod sink;
 pub mod tui;
+pub mod units;
+
+/// The event model lives in its own crate (no eBPF, no tokio) so that every consumer of
+/// traces, the benchmarks included, reads the same types.
+pub use tracer_event as event;

@@ -6,15 +6,11 @@
 //! MemAvailable, and refuses the load with the numbers instead of dying.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Extra room a load needs beyond its weights: activations, the KV cache of the first
-/// requests and allocator slack. Generous on purpose: a refused load is recoverable,
-/// an OOM kill is not.
-pub const WORKING_MEMORY_FRACTION: f64 = 0.10;
+use host::bytes::human_bytes;
 
-/// cgroup v1 reports "no limit" as a huge page-aligned number, not as "max".
-const V1_UNLIMITED_FLOOR: u64 = 1 << 60;
+pub use host::load::{needed_for, WORKING_MEMORY_FRACTION};
 
 /// The memory limit and usage of one cgroup.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -130,147 +126,19 @@ impl MemoryBudget {
     }
 }
 
-/// Bytes a load of `weights` bytes needs, working memory included.
-pub fn needed_for(weights: u64) -> u64 {
-    weights + (weights as f64 * WORKING_MEMORY_FRACTION) as u64
-}
 
 /// The memory cgroup with the least room among `pid`'s cgroup and its ancestors: a
-/// parent's limit applies to every child below it.
+/// parent's limit applies to every child below it. Located and read by
+/// [`host::memcg`], as the tracer and its doctor do: a refusal names the limit their
+/// reports show.
 pub fn tightest_cgroup(pid: u32) -> Option<CgroupMemory> {
-    let cgroup_file = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    let (version, mount, path) = memory_cgroup_path(&cgroup_file, &mountinfo)?;
-    let mut dir = mount.join(path.trim_start_matches('/'));
-    let mut tightest: Option<CgroupMemory> = None;
-    loop {
-        if let Some(cg) = read_cgroup_memory(version, &dir) {
-            if tightest.as_ref().is_none_or(|t| cg.free() < t.free()) {
-                tightest = Some(cg);
-            }
-        }
-        if dir == mount || !dir.pop() || !dir.starts_with(&mount) {
-            break;
-        }
-    }
-    tightest
-}
-
-/// (version, mount point of the hierarchy, path of the process's cgroup in it) for the
-/// memory controller. v1 wins on hybrid systems: that is where the memory limit lives.
-pub fn memory_cgroup_path(cgroup_file: &str, mountinfo: &str) -> Option<(u8, PathBuf, String)> {
-    let mut v2_path = None;
-    for line in cgroup_file.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "memory") {
-            let mount = mount_point(mountinfo, |fstype, opts| fstype == "cgroup" && opts.split(',').any(|o| o == "memory"))?;
-            return Some((1, mount, path.to_string()));
-        }
-        if controllers.is_empty() {
-            v2_path = Some(path.to_string());
-        }
-    }
-    let path = v2_path?;
-    let mount = mount_point(mountinfo, |fstype, _| fstype == "cgroup2")?;
-    // A hybrid system mounts v2 without the memory controller; then there is no limit.
-    let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
-    controllers.split_whitespace().any(|c| c == "memory").then_some((2, mount, path))
-}
-
-fn mount_point(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // Fields: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-        let (left, right) = line.split_once(" - ")?;
-        let mount = left.split_whitespace().nth(4)?;
-        let mut right = right.split_whitespace();
-        let fstype = right.next()?;
-        let _source = right.next();
-        let super_opts = right.next().unwrap_or("");
-        matches(fstype, super_opts).then(|| PathBuf::from(mount))
-    })
-}
-
-fn read_cgroup_memory(version: u8, dir: &Path) -> Option<CgroupMemory> {
-    let (limit_file, usage_file) = match version {
-        1 => ("memory.limit_in_bytes", "memory.usage_in_bytes"),
-        _ => ("memory.max", "memory.current"),
-    };
-    let limit = std::fs::read_to_string(dir.join(limit_file)).ok()?;
-    let limit = limit.trim();
-    if limit == "max" {
-        return None;
-    }
-    let limit: u64 = limit.parse().ok()?;
-    if limit >= V1_UNLIMITED_FLOOR {
-        return None;
-    }
-    let usage: u64 = std::fs::read_to_string(dir.join(usage_file)).ok()?.trim().parse().ok()?;
-    Some(CgroupMemory { version, dir: dir.to_path_buf(), limit, usage })
-}
-
-/// "1.50 GiB": binary units, as cgroup limits are usually set.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.2} {}", UNITS[unit])
-    }
-}
-
-/// Parses "512MiB", "2G", "1.5GiB", "1000000": the sizes a user types for a limit.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size: use e.g. 512MiB, 2GiB or 1000000"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}: use B, KiB, MiB, GiB, KB, MB or GB")),
-    };
-    Ok((number * multiplier as f64) as u64)
+    let (version, level) = host::memcg::tightest_of_pid(pid)?;
+    Some(CgroupMemory { version, limit: level.limit?, usage: level.usage, dir: PathBuf::from(level.dir) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MOUNTINFO_HYBRID: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn v1_memory_controller_wins_on_a_hybrid_system() {
-        let cgroup = "4:memory:/process_api/abc\n1:cpu:/\n0::/\n";
-        let (version, mount, path) = memory_cgroup_path(cgroup, MOUNTINFO_HYBRID).unwrap();
-        assert_eq!((version, mount.as_path(), path.as_str()), (1, Path::new("/sys/fs/cgroup/memory"), "/process_api/abc"));
-    }
-
-    #[test]
-    fn v1_controller_listed_with_others_is_found() {
-        let cgroup = "4:cpu,memory:/x\n";
-        assert_eq!(memory_cgroup_path(cgroup, MOUNTINFO_HYBRID).unwrap().0, 1);
-    }
-
-    #[test]
-    fn no_memory_controller_means_no_cgroup_limit() {
-        assert_eq!(memory_cgroup_path("1:cpu:/\n", MOUNTINFO_HYBRID), None);
-    }
 
     #[test]
     fn tightest_constraint_is_reported_with_its_numbers() {
@@ -352,18 +220,6 @@ mod tests {
             operator_limit: None,
         };
         assert!(budget.check(4 << 30).is_ok());
-    }
-
-    #[test]
-    fn sizes_parse_in_the_units_users_type() {
-        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
-        assert_eq!(parse_bytes("2G").unwrap(), 2_000_000_000);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("3 parsecs").unwrap_err().contains("unknown size unit"));
-        assert_eq!(human_bytes(1536 << 20), "1.50 GiB");
-        assert_eq!(human_bytes(12), "12 B");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! bytes its tensors need at a given dtype, and a `VarBuilder` over them.
 //!
 //! Everything here reads only headers, so the budget check can run before a single
-//! weight is paged in.
+//! weight is paged in. Finding the weight files and reading safetensors headers is
+//! [`host::checkpoint`]'s, shared with `tracer doctor` so both size a checkpoint alike;
+//! what needs candle stays here: the dtypes it loads, a pickle's tensors (its pickle
+//! reader) and the `VarBuilder`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,14 +76,21 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
 }
 
-/// How the weights are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WeightFiles {
-    /// One or more safetensors files (several when sharded with an index).
-    Safetensors(Vec<PathBuf>),
-    /// A PyTorch zip pickle, as NLLB's main branch ships.
-    Pytorch(PathBuf),
+/// The same failures in this service's words (its messages predate the shared crate,
+/// and its clients and tests read them).
+impl From<host::checkpoint::CheckpointError> for CheckpointError {
+    fn from(e: host::checkpoint::CheckpointError) -> Self {
+        use host::checkpoint::CheckpointError as Host;
+        match e {
+            Host::NoWeights { dir } => Self::NoWeights { dir },
+            Host::Io { path, source } => Self::Io { path, source },
+            Host::BadIndex { path, reason } => Self::BadIndex { path, reason },
+            Host::Corrupt { path, reason } => Self::Corrupt { path, reason },
+        }
+    }
 }
+
+pub use host::checkpoint::WeightFiles;
 
 /// One tensor as the header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +129,7 @@ impl Checkpoint {
             path: config_path.clone(),
             model_type: model_type.to_string(),
         })?;
-        let files = find_weight_files(dir)?;
+        let files = host::checkpoint::find_weight_files(dir)?;
         let tensors = match &files {
             WeightFiles::Safetensors(paths) => {
                 let mut all = Vec::new();
@@ -174,64 +183,14 @@ fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
 }
 
-fn find_weight_files(dir: &Path) -> Result<WeightFiles, CheckpointError> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(WeightFiles::Safetensors(vec![single]));
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        return Ok(WeightFiles::Safetensors(shards_from_index(dir, &index)?));
-    }
-    let pth = dir.join("pytorch_model.bin");
-    if pth.is_file() {
-        return Ok(WeightFiles::Pytorch(pth));
-    }
-    Err(CheckpointError::NoWeights { dir: dir.to_path_buf() })
-}
-
-fn shards_from_index(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    let bad = |reason: String| CheckpointError::BadIndex { path: index.to_path_buf(), reason };
-    let json: serde_json::Value = serde_json::from_slice(&read(index)?).map_err(|e| bad(e.to_string()))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("no \"weight_map\" object".into()))?;
-    let mut shards: Vec<String> = Vec::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(format!("{tensor}: shard name is not a string")))?;
-        if file.contains('/') || file.contains("..") {
-            return Err(bad(format!("{tensor}: shard {file:?} is not a file name in the model folder")));
-        }
-        if !shards.iter().any(|s| s == file) {
-            shards.push(file.to_string());
-        }
-    }
-    if shards.is_empty() {
-        return Err(bad("the weight map is empty".into()));
-    }
-    shards.sort();
-    let paths: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
-    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-        return Err(bad(format!("shard {} is missing", missing.display())));
-    }
-    Ok(paths)
-}
-
+/// The tensors of one safetensors file, sorted by name, in the dtypes candle loads.
 fn safetensors_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
-    let file = File::open(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
-    // SAFETY: read-only map used only during this call, to validate the header against
-    // the file length without reading the weights.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| corrupt(format!("{e:?}")))?;
     let mut entries: Vec<TensorEntry> = Vec::new();
-    for (name, info) in metadata.tensors() {
-        let dtype = candle_dtype(info.dtype).ok_or_else(|| corrupt(format!("{name}: unsupported dtype {:?}", info.dtype)))?;
-        entries.push(TensorEntry { name, dtype, elements: info.shape.iter().map(|&d| d as u64).product() });
+    for t in host::checkpoint::read_tensors(path)? {
+        let dtype = candle_dtype(t.dtype).ok_or_else(|| corrupt(format!("{}: unsupported dtype {:?}", t.name, t.dtype)))?;
+        entries.push(TensorEntry { elements: t.elements(), name: t.name, dtype });
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
 

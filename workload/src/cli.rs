@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use host::bytes::parse_bytes;
 
 use crate::checkpoint::Arch;
 use crate::device::DeviceChoice;
@@ -43,10 +44,6 @@ pub enum Command {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}; use e.g. 100ms, 2s, 1m"))
-}
-
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    crate::budget::parse_bytes(s)
 }
 
 #[derive(Debug, clap::Args)]

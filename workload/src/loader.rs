@@ -6,7 +6,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::{human_bytes, MemoryBudget};
+use host::bytes::human_bytes;
+
+use crate::budget::MemoryBudget;
 use crate::checkpoint::Checkpoint;
 use crate::device::Placement;
 use crate::registry::{ModelSlot, Registry};

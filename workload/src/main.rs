@@ -9,7 +9,7 @@ use workload::cli::{Cli, Command, GenModelArgs, ProbeArgs, ServeArgs};
 use workload::loader::{Loader, LoaderConfig};
 use workload::registry::Registry;
 use workload::server::{router, AppState};
-use workload::{budget, device, probe, synth};
+use workload::{device, probe, synth};
 
 fn main() {
     let cli = Cli::parse();
@@ -152,7 +152,7 @@ fn gen_model(args: GenModelArgs) -> Result<()> {
         args.arch.name(),
         report.dir.display(),
         report.parameters as f64 / 1e6,
-        budget::human_bytes(report.weight_bytes),
+        host::bytes::human_bytes(report.weight_bytes),
         report.files.len(),
         started.elapsed().as_secs_f64()
     );

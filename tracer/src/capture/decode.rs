@@ -12,38 +12,10 @@ use super::{
     sockets::SocketOwners,
 };
 use crate::{
+    clock::Clock,
     event::{Direction, Event, EventKind},
     names,
 };
-
-/// CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, measured once at start.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock { offset_ns: real as i128 - mono as i128 }
-    }
-
-    pub fn fixed(offset_ns: i128) -> Clock {
-        Clock { offset_ns }
-    }
-
-    pub fn wall(&self, mono_ns: u64) -> u64 {
-        (mono_ns as i128 + self.offset_ns).max(0) as u64
-    }
-}
-
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 pub struct Decoder {
     layouts: Layouts,
@@ -69,7 +41,7 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
 
 impl Decoder {
     /// Sockets a process had before tracing began, so that resets on them are its own.
-    pub fn seed_sockets(&mut self, owner: u32, sockets: &[super::target::OwnedSocket]) {
+    pub fn seed_sockets(&mut self, owner: u32, sockets: &[crate::process::OwnedSocket]) {
         for s in sockets {
             if s.listening {
                 self.owners.seed_listener(owner, s.local.port());
@@ -114,152 +86,192 @@ impl Decoder {
         }
     }
 
+    /// A verbatim tracepoint record, decoded with this kernel's layout of it.
     fn raw(&mut self, probe: Probe, rec: &RawRecord) -> Option<Event> {
+        match probe {
+            Probe::TaskNewtask => self.fork(rec),
+            Probe::ProcessExec => self.exec(rec),
+            Probe::ProcessExit => Some(self.exit(rec)),
+            Probe::SignalGenerate => self.signal(rec),
+            Probe::SignalDeliver => self.signal_deliver(rec),
+            Probe::MarkVictim => self.oom_kill(rec),
+            Probe::TcpSendReset | Probe::TcpReceiveReset => self.tcp_reset(probe, rec),
+            Probe::InetSockSetState => self.sock_state(rec),
+            _ => None,
+        }
+    }
+
+    /// task:task_newtask: a thread or a process created.
+    fn fork(&mut self, rec: &RawRecord) -> Option<Event> {
         let d = &rec.data[..];
         let h = &rec.header;
         let l = &self.layouts;
-        match probe {
-            Probe::TaskNewtask => {
-                let f = l.newtask.as_ref()?;
-                let flags = f.read_u64(d, "clone_flags").unwrap_or(0);
-                let thread = flags & CLONE_THREAD != 0;
-                Some(self.base(
-                    h,
-                    EventKind::Fork {
-                        child_pid: f.read_int(d, "pid")? as u32,
-                        child_comm: f.read_str(d, "comm").unwrap_or_default(),
-                        thread,
-                        clone_flags: flags,
-                        traced: thread || self.follow_children,
-                    },
-                ))
-            }
-            Probe::ProcessExec => {
-                let f = l.exec.as_ref()?;
-                Some(self.base(
-                    h,
-                    EventKind::Exec {
-                        filename: f.read_str(d, "filename").unwrap_or_default(),
-                        old_pid: f.read_int(d, "old_pid").unwrap_or(0) as u32,
-                    },
-                ))
-            }
-            Probe::ProcessExit => Some(self.exit(rec)),
-            Probe::SignalGenerate => {
-                let f = l.signal_generate.as_ref()?;
-                let sig = f.read_int(d, "sig")? as i32;
-                let code = f.read_int(d, "code").unwrap_or(0) as i32;
-                Some(self.base(
-                    h,
-                    EventKind::Signal {
-                        target_pid: rec.aux[aux::TARGET_TGID] as u32,
-                        target_tid: f.read_int(d, "pid").unwrap_or(0) as u32,
-                        target_comm: f.read_str(d, "comm").unwrap_or_default(),
-                        signal: sig,
-                        signal_name: names::signal_name(sig),
-                        si_code: code,
-                        si_code_name: names::si_code_name(sig, code),
-                        result: names::signal_result_name(f.read_int(d, "result").unwrap_or(-1)),
-                        group: f.read_int(d, "group").unwrap_or(0) != 0,
-                    },
-                ))
-            }
-            Probe::SignalDeliver => {
-                let f = l.signal_deliver.as_ref()?;
-                let sig = f.read_int(d, "sig")? as i32;
-                let code = f.read_int(d, "code").unwrap_or(0) as i32;
-                let sa_handler = f.read_u64(d, "sa_handler").unwrap_or(0);
-                if sa_handler == libc::SIG_DFL as u64 && is_fatal_by_default(sig) {
-                    self.fatal_signal.insert(h.tgid, sig);
-                }
-                Some(self.base(
-                    h,
-                    EventKind::SignalDeliver {
-                        signal: sig,
-                        signal_name: names::signal_name(sig),
-                        si_code: code,
-                        si_code_name: names::si_code_name(sig, code),
-                        sa_handler,
-                        sa_flags: f.read_u64(d, "sa_flags").unwrap_or(0),
-                    },
-                ))
-            }
-            Probe::MarkVictim => {
-                let f = l.mark_victim.as_ref()?;
-                let victim_tid = f.read_int(d, "pid")? as u32;
-                let traced_tgid = rec.aux[aux::TARGET_TGID] as u32;
-                let victim_pid = if traced_tgid != 0 { Some(traced_tgid) } else { tgid_of(victim_tid) };
-                let victim_comm = f
-                    .read_str(d, "comm")
-                    .or_else(|| std::fs::read_to_string(format!("/proc/{victim_tid}/comm")).ok().map(|s| s.trim().to_string()))
-                    .unwrap_or_default();
-                Some(self.base(
-                    h,
-                    EventKind::OomKill {
-                        victim_pid,
-                        victim_tid,
-                        victim_comm,
-                        is_target: traced_tgid != 0,
-                        total_vm_kb: f.read_u64(d, "total_vm"),
-                        anon_rss_kb: f.read_u64(d, "anon_rss"),
-                        file_rss_kb: f.read_u64(d, "file_rss"),
-                        shmem_rss_kb: f.read_u64(d, "shmem_rss"),
-                        pgtables_kb: f.read_u64(d, "pgtables"),
-                        uid: f.read_u64(d, "uid").map(|v| v as u32),
-                        oom_score_adj: f.read_int(d, "oom_score_adj").map(|v| v as i16),
-                    },
-                ))
-            }
-            Probe::TcpSendReset | Probe::TcpReceiveReset => {
-                let (f, direction) = if probe == Probe::TcpSendReset {
-                    (l.send_reset.as_ref()?, Direction::Sent)
-                } else {
-                    (l.receive_reset.as_ref()?, Direction::Received)
-                };
-                let (local, remote) = socket_pair(f, d)?;
-                let state = f.read_int(d, "state").filter(|&s| s != 0).map(|s| l.tcp_state_name(s));
-                let reason = f
-                    .read_int(d, "reason")
-                    .map(|r| l.reset_reasons.get(&r).cloned().unwrap_or_else(|| format!("{r}")));
-                Some(self.base(
-                    h,
-                    EventKind::TcpReset {
-                        direction,
-                        state,
-                        reason,
-                        saddr: local.to_string(),
-                        daddr: remote.to_string(),
-                        skaddr: f.read_u64(d, "skaddr").unwrap_or(0),
-                        attributed_by: None,
-                        context_pid: h.tgid,
-                        context_comm: comm(&h.comm),
-                    },
-                ))
-            }
-            Probe::InetSockSetState => {
-                let f = l.sock_state.as_ref()?;
-                let owner = rec.aux[aux::TARGET_TGID] as u32;
-                let (local, remote) = socket_pair(f, d)?;
-                let skaddr = f.read_u64(d, "skaddr").unwrap_or(0);
-                let new_state = l.tcp_state_name(f.read_int(d, "newstate")?);
-                let old_state = l.tcp_state_name(f.read_int(d, "oldstate").unwrap_or(-1));
-                let ts = self.clock.wall(h.ts_ns);
-                self.owners.observe(ts, owner, skaddr, local, remote, &new_state);
-                let mut ev = self.base(
-                    h,
-                    EventKind::TcpState { old_state, new_state, saddr: local.to_string(), daddr: remote.to_string(), skaddr },
-                );
-                ev.pid = owner;
-                Some(ev)
-            }
-            _ => None,
+        let f = l.of(Probe::TaskNewtask)?;
+        let flags = f.read_u64(d, "clone_flags").unwrap_or(0);
+        let thread = flags & CLONE_THREAD != 0;
+        Some(self.base(
+            h,
+            EventKind::Fork {
+                child_pid: f.read_int(d, "pid")? as u32,
+                child_comm: f.read_str(d, "comm").unwrap_or_default(),
+                thread,
+                clone_flags: flags,
+                traced: thread || self.follow_children,
+            },
+        ))
+    }
+
+    /// sched:sched_process_exec.
+    fn exec(&mut self, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let f = l.of(Probe::ProcessExec)?;
+        Some(self.base(
+            h,
+            EventKind::Exec {
+                filename: f.read_str(d, "filename").unwrap_or_default(),
+                old_pid: f.read_int(d, "old_pid").unwrap_or(0) as u32,
+            },
+        ))
+    }
+
+    /// signal:signal_generate: who sent which signal to whom.
+    fn signal(&mut self, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let f = l.of(Probe::SignalGenerate)?;
+        let sig = f.read_int(d, "sig")? as i32;
+        let code = f.read_int(d, "code").unwrap_or(0) as i32;
+        Some(self.base(
+            h,
+            EventKind::Signal {
+                target_pid: rec.aux[aux::TARGET_TGID] as u32,
+                target_tid: f.read_int(d, "pid").unwrap_or(0) as u32,
+                target_comm: f.read_str(d, "comm").unwrap_or_default(),
+                signal: sig,
+                signal_name: names::signal_name(sig),
+                si_code: code,
+                si_code_name: names::si_code_name(sig, code),
+                result: names::signal_result_name(f.read_int(d, "result").unwrap_or(-1)),
+                group: f.read_int(d, "group").unwrap_or(0) != 0,
+            },
+        ))
+    }
+
+    /// signal:signal_deliver; remembers a fatal default action as the exit cause when BTF is missing.
+    fn signal_deliver(&mut self, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let f = l.of(Probe::SignalDeliver)?;
+        let sig = f.read_int(d, "sig")? as i32;
+        let code = f.read_int(d, "code").unwrap_or(0) as i32;
+        let sa_handler = f.read_u64(d, "sa_handler").unwrap_or(0);
+        if sa_handler == libc::SIG_DFL as u64 && is_fatal_by_default(sig) {
+            self.fatal_signal.insert(h.tgid, sig);
         }
+        Some(self.base(
+            h,
+            EventKind::SignalDeliver {
+                signal: sig,
+                signal_name: names::signal_name(sig),
+                si_code: code,
+                si_code_name: names::si_code_name(sig, code),
+                sa_handler,
+                sa_flags: f.read_u64(d, "sa_flags").unwrap_or(0),
+            },
+        ))
+    }
+
+    /// oom:mark_victim: any OOM kill on the machine.
+    fn oom_kill(&mut self, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let f = l.of(Probe::MarkVictim)?;
+        let victim_tid = f.read_int(d, "pid")? as u32;
+        let traced_tgid = rec.aux[aux::TARGET_TGID] as u32;
+        let victim_pid = if traced_tgid != 0 { Some(traced_tgid) } else { tgid_of(victim_tid) };
+        let victim_comm = f
+            .read_str(d, "comm")
+            .or_else(|| std::fs::read_to_string(format!("/proc/{victim_tid}/comm")).ok().map(|s| s.trim().to_string()))
+            .unwrap_or_default();
+        Some(self.base(
+            h,
+            EventKind::OomKill {
+                victim_pid,
+                victim_tid,
+                victim_comm,
+                is_target: traced_tgid != 0,
+                total_vm_kb: f.read_u64(d, "total_vm"),
+                anon_rss_kb: f.read_u64(d, "anon_rss"),
+                file_rss_kb: f.read_u64(d, "file_rss"),
+                shmem_rss_kb: f.read_u64(d, "shmem_rss"),
+                pgtables_kb: f.read_u64(d, "pgtables"),
+                uid: f.read_u64(d, "uid").map(|v| v as u32),
+                oom_score_adj: f.read_int(d, "oom_score_adj").map(|v| v as i16),
+            },
+        ))
+    }
+
+    /// tcp:tcp_send_reset / tcp:tcp_receive_reset, not attributed yet.
+    fn tcp_reset(&mut self, probe: Probe, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let (f, direction) = if probe == Probe::TcpSendReset {
+            (l.of(Probe::TcpSendReset)?, Direction::Sent)
+        } else {
+            (l.of(Probe::TcpReceiveReset)?, Direction::Received)
+        };
+        let (local, remote) = socket_pair(f, d)?;
+        let state = f.read_int(d, "state").filter(|&s| s != 0).map(|s| l.tcp_state_name(s));
+        let reason = f
+            .read_int(d, "reason")
+            .map(|r| l.reset_reasons.get(&r).cloned().unwrap_or_else(|| format!("{r}")));
+        Some(self.base(
+            h,
+            EventKind::TcpReset {
+                direction,
+                state,
+                reason,
+                saddr: local.to_string(),
+                daddr: remote.to_string(),
+                skaddr: f.read_u64(d, "skaddr").unwrap_or(0),
+                attributed_by: None,
+                context_pid: h.tgid,
+                context_comm: comm(&h.comm),
+            },
+        ))
+    }
+
+    /// sock:inet_sock_set_state of a traced socket; feeds socket ownership.
+    fn sock_state(&mut self, rec: &RawRecord) -> Option<Event> {
+        let d = &rec.data[..];
+        let h = &rec.header;
+        let l = &self.layouts;
+        let f = l.of(Probe::InetSockSetState)?;
+        let owner = rec.aux[aux::TARGET_TGID] as u32;
+        let (local, remote) = socket_pair(f, d)?;
+        let skaddr = f.read_u64(d, "skaddr").unwrap_or(0);
+        let new_state = l.tcp_state_name(f.read_int(d, "newstate")?);
+        let old_state = l.tcp_state_name(f.read_int(d, "oldstate").unwrap_or(-1));
+        let ts = self.clock.wall(h.ts_ns);
+        self.owners.observe(ts, owner, skaddr, local, remote, &new_state);
+        let mut ev = self.base(
+            h,
+            EventKind::TcpState { old_state, new_state, saddr: local.to_string(), daddr: remote.to_string(), skaddr },
+        );
+        ev.pid = owner;
+        Some(ev)
     }
 
     fn exit(&mut self, rec: &RawRecord) -> Event {
         let h = &rec.header;
         let d = &rec.data[..];
-        let group_dead = match self.layouts.exit.as_ref().and_then(|f| f.read_int(d, "group_dead")) {
+        let group_dead = match self.layouts.of(Probe::ProcessExit).and_then(|f| f.read_int(d, "group_dead")) {
             Some(v) => v != 0,
             // Kernels before 6.x do not say; the leader's exit is the best guess.
             None => h.tid == h.tgid,
@@ -543,8 +555,7 @@ mod tests {
     #[test]
     fn reset_in_the_pre_6_10_layout_has_ports_and_no_reason() {
         let mut layouts = layouts_6_18();
-        layouts.send_reset = Some(Format::parse(include_str!("testdata/5.15/tcp_send_reset")).unwrap());
-        layouts.fill_tables();
+        layouts.set("tcp_send_reset", Some(Format::parse(include_str!("testdata/5.15/tcp_send_reset")).unwrap()));
         let mut dec = Decoder::new(layouts, Clock::fixed(0), false);
         let bytes = raw(Probe::TcpSendReset, 9, [0; 2], |d| {
             put(d, 16, 0xabcdu64.to_ne_bytes());

@@ -2,25 +2,19 @@
 //! tracefs at start, and the offsets the kernel programs need.
 use std::collections::BTreeMap;
 
-use tracer_common::{field, KernelConfig};
+use tracer_common::{field, KernelConfig, Probe};
 
-use super::{format::Format, tracefs::Tracefs};
+use super::{
+    format::Format,
+    probes::{programs, spec},
+    tracefs::Tracefs,
+};
 
-/// Tracepoints by (category, name); `None` where this kernel lacks one.
+/// The format of each tracepoint of the probe table, by tracepoint name; absent where
+/// this kernel lacks one. Plus the symbol tables parsed from their print fmts.
 #[derive(Clone, Debug, Default)]
 pub struct Layouts {
-    pub newtask: Option<Format>,
-    pub exec: Option<Format>,
-    pub exit: Option<Format>,
-    pub signal_generate: Option<Format>,
-    pub signal_deliver: Option<Format>,
-    pub mark_victim: Option<Format>,
-    pub rss_stat: Option<Format>,
-    pub send_reset: Option<Format>,
-    pub receive_reset: Option<Format>,
-    pub sock_state: Option<Format>,
-    pub sys_enter_mmap: Option<Format>,
-    pub sys_exit_mmap: Option<Format>,
+    formats: BTreeMap<&'static str, Format>,
     /// rss_stat `member` -> MM_* name.
     pub rss_members: BTreeMap<i64, String>,
     /// tcp_send_reset `reason` -> SK_RST_REASON name.
@@ -32,39 +26,47 @@ pub struct Layouts {
 }
 
 impl Layouts {
+    /// Every tracepoint of the probe table that this kernel has.
     pub fn read(tracefs: &Tracefs) -> Layouts {
-        let get = |cat: &str, name: &str| tracefs.format(cat, name).ok();
-        let mut l = Layouts {
-            newtask: get("task", "task_newtask"),
-            exec: get("sched", "sched_process_exec"),
-            exit: get("sched", "sched_process_exit"),
-            signal_generate: get("signal", "signal_generate"),
-            signal_deliver: get("signal", "signal_deliver"),
-            mark_victim: get("oom", "mark_victim"),
-            rss_stat: get("kmem", "rss_stat"),
-            send_reset: get("tcp", "tcp_send_reset"),
-            receive_reset: get("tcp", "tcp_receive_reset"),
-            sock_state: get("sock", "inet_sock_set_state"),
-            sys_enter_mmap: get("syscalls", "sys_enter_mmap"),
-            sys_exit_mmap: get("syscalls", "sys_exit_mmap"),
-            ..Default::default()
-        };
+        let mut l = Layouts::default();
+        for (p, _) in programs() {
+            if let Ok(f) = tracefs.format(p.category, p.tracepoint) {
+                l.formats.insert(p.tracepoint, f);
+            }
+        }
         l.fill_tables();
         l
     }
 
+    /// The record layout of `probe`: its first program's tracepoint.
+    pub fn of(&self, probe: Probe) -> Option<&Format> {
+        self.tracepoint(spec(probe).programs[0].tracepoint)
+    }
+
+    pub fn tracepoint(&self, name: &str) -> Option<&Format> {
+        self.formats.get(name)
+    }
+
+    /// Sets (or, with `None`, removes) the format of a tracepoint of the table: another
+    /// kernel's layout, in tests.
+    pub fn set(&mut self, tracepoint: &str, format: Option<Format>) {
+        let Some((p, _)) = programs().find(|(p, _)| p.tracepoint == tracepoint) else {
+            return;
+        };
+        match format {
+            Some(f) => self.formats.insert(p.tracepoint, f),
+            None => self.formats.remove(p.tracepoint),
+        };
+        self.fill_tables();
+    }
+
     /// Builds the name tables from the print fmts already loaded.
-    pub fn fill_tables(&mut self) {
-        if let Some(f) = &self.rss_stat {
-            self.rss_members = f.symbols("member");
-        }
-        if let Some(f) = &self.send_reset {
-            self.reset_reasons = f.symbols("reason");
-        }
-        if let Some(f) = &self.sock_state {
-            self.tcp_states = f.symbols("newstate");
-            self.protocols = f.symbols("protocol");
-        }
+    fn fill_tables(&mut self) {
+        let symbols = |l: &Layouts, probe, field| l.of(probe).map(|f| f.symbols(field)).unwrap_or_default();
+        self.rss_members = symbols(self, Probe::RssStat, "member");
+        self.reset_reasons = symbols(self, Probe::TcpSendReset, "reason");
+        self.tcp_states = symbols(self, Probe::InetSockSetState, "newstate");
+        self.protocols = symbols(self, Probe::InetSockSetState, "protocol");
     }
 
     pub fn tcp_state_name(&self, state: i64) -> String {
@@ -77,28 +79,30 @@ impl Layouts {
         cfg.rss_threshold_bytes = rss_threshold_bytes;
         cfg.follow_children = follow_children as u32;
         cfg.task_exit_code_offset = exit_code_offset.unwrap_or(u32::MAX);
-        let mut set = |idx: usize, f: &Option<Format>, name: &str| {
-            if let Some(off) = f.as_ref().and_then(|f| f.offset(name)) {
+        let mut set = |idx: usize, probe: Probe, name: &str| {
+            if let Some(off) = self.of(probe).and_then(|f| f.offset(name)) {
                 cfg.offsets[idx] = off;
             }
         };
         // Syscall tracepoints share one layout: the first argument after __syscall_nr.
-        let first_arg = self.sys_enter_mmap.as_ref().and_then(|f| {
+        let first_arg = self.tracepoint("sys_enter_mmap").and_then(|f| {
             f.fields.iter().find(|x| !x.name.starts_with("common_") && x.name != "__syscall_nr").map(|x| x.offset as u16)
         });
-        set(field::SIGGEN_PID, &self.signal_generate, "pid");
-        set(field::VICTIM_PID, &self.mark_victim, "pid");
-        set(field::NEWTASK_PID, &self.newtask, "pid");
-        set(field::NEWTASK_FLAGS, &self.newtask, "clone_flags");
-        set(field::RSS_CURR, &self.rss_stat, "curr");
-        set(field::RSS_MEMBER, &self.rss_stat, "member");
-        set(field::RSS_SIZE, &self.rss_stat, "size");
-        set(field::SOCK_SKADDR, &self.sock_state, "skaddr");
-        set(field::SOCK_SPORT, &self.sock_state, "sport");
-        set(field::SOCK_NEWSTATE, &self.sock_state, "newstate");
-        set(field::SOCK_PROTOCOL, &self.sock_state, "protocol");
-        set(field::EXIT_GROUP_DEAD, &self.exit, "group_dead");
-        set(field::SYS_RET, &self.sys_exit_mmap, "ret");
+        set(field::SIGGEN_PID, Probe::SignalGenerate, "pid");
+        set(field::VICTIM_PID, Probe::MarkVictim, "pid");
+        set(field::NEWTASK_PID, Probe::TaskNewtask, "pid");
+        set(field::NEWTASK_FLAGS, Probe::TaskNewtask, "clone_flags");
+        set(field::RSS_CURR, Probe::RssStat, "curr");
+        set(field::RSS_MEMBER, Probe::RssStat, "member");
+        set(field::RSS_SIZE, Probe::RssStat, "size");
+        set(field::SOCK_SKADDR, Probe::InetSockSetState, "skaddr");
+        set(field::SOCK_SPORT, Probe::InetSockSetState, "sport");
+        set(field::SOCK_NEWSTATE, Probe::InetSockSetState, "newstate");
+        set(field::SOCK_PROTOCOL, Probe::InetSockSetState, "protocol");
+        set(field::EXIT_GROUP_DEAD, Probe::ProcessExit, "group_dead");
+        if let Some(off) = self.tracepoint("sys_exit_mmap").and_then(|f| f.offset("ret")) {
+            cfg.offsets[field::SYS_RET] = off;
+        }
         if let Some(off) = first_arg {
             cfg.offsets[field::SYS_ARGS] = off;
         }
@@ -120,23 +124,24 @@ pub(crate) mod tests {
 
     /// The layouts of the kernel these tests were written on (6.18), from stored files.
     pub(crate) fn layouts_6_18() -> Layouts {
-        let p = |s: &str| Some(Format::parse(s).unwrap());
-        let mut l = Layouts {
-            newtask: p(include_str!("testdata/6.18/task_newtask")),
-            exec: p(include_str!("testdata/6.18/sched_process_exec")),
-            exit: p(include_str!("testdata/6.18/sched_process_exit")),
-            signal_generate: p(include_str!("testdata/6.18/signal_generate")),
-            signal_deliver: p(include_str!("testdata/6.18/signal_deliver")),
-            mark_victim: p(include_str!("testdata/6.18/mark_victim")),
-            rss_stat: p(include_str!("testdata/6.18/rss_stat")),
-            send_reset: p(include_str!("testdata/6.18/tcp_send_reset")),
-            receive_reset: p(include_str!("testdata/6.18/tcp_receive_reset")),
-            sock_state: p(include_str!("testdata/6.18/inet_sock_set_state")),
-            sys_enter_mmap: p(include_str!("testdata/6.18/sys_enter_mmap")),
-            sys_exit_mmap: p(include_str!("testdata/6.18/sys_exit_mmap")),
-            ..Default::default()
-        };
-        l.fill_tables();
+        let mut l = Layouts::default();
+        for name in [
+            "task_newtask",
+            "sched_process_exec",
+            "sched_process_exit",
+            "signal_generate",
+            "signal_deliver",
+            "mark_victim",
+            "rss_stat",
+            "tcp_send_reset",
+            "tcp_receive_reset",
+            "inet_sock_set_state",
+            "sys_enter_mmap",
+            "sys_exit_mmap",
+        ] {
+            let text = std::fs::read_to_string(format!("{}/src/capture/testdata/6.18/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            l.set(name, Some(Format::parse(&text).unwrap()));
+        }
         l
     }
 
@@ -158,8 +163,8 @@ pub(crate) mod tests {
     #[test]
     fn missing_tracepoints_leave_offsets_unknown() {
         let mut l = layouts_6_18();
-        l.rss_stat = None;
-        l.mark_victim = Some(Format::parse(include_str!("testdata/5.15/mark_victim")).unwrap());
+        l.set("rss_stat", None);
+        l.set("mark_victim", Some(Format::parse(include_str!("testdata/5.15/mark_victim")).unwrap()));
         let cfg = l.kernel_config(0, false, None);
         assert_eq!(cfg.offsets[field::RSS_SIZE], tracer_common::UNKNOWN_OFFSET);
         assert_eq!(cfg.offsets[field::VICTIM_PID], 8);

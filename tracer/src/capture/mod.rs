@@ -1,15 +1,18 @@
 //! Kernel -> [`Event`]: load and attach the programs, keep the in-kernel target filter
-//! current, drain the ring buffer, decode records, account for loss.
+//! current, drain the ring buffer, decode records, order them, attribute resets to their
+//! owners, account for loss. What leaves here ([`Capture::poll`], [`Capture::finish`]) is
+//! finished: in time order, attributed, with `lost` events where the kernel dropped
+//! records. Nothing downstream sees a raw record or the decoder.
 pub mod btf;
 pub mod decode;
 pub mod format;
 pub mod layouts;
+pub mod probes;
 pub mod privileges;
 pub mod sockets;
-pub mod target;
 pub mod tracefs;
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
@@ -19,6 +22,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{Probe, PROBE_COUNT};
 
+pub use self::probes::ProbeGroup;
 use self::{decode::Decoder, layouts::Layouts, tracefs::Tracefs};
 use crate::event::{Event, EventKind};
 
@@ -47,10 +51,6 @@ pub enum CaptureError {
     MissingMap(&'static str),
     #[error("cannot update kernel map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
-    #[error("no command given: usage `tracer run -- CMD [ARGS...]`")]
-    EmptyCommand,
-    #[error("cannot start {0}: {1}")]
-    Spawn(String, std::io::Error),
     #[error("reading the ring buffer: {0}")]
     Poll(std::io::Error),
 }
@@ -64,54 +64,10 @@ fn memlock_hint(e: &aya::EbpfError) -> &'static str {
     }
 }
 
-/// Groups of probes a user can select with `--probes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum ProbeGroup {
-    /// task_newtask, sched_process_exec, sched_process_exit (always on: they track the target)
-    Process,
-    /// signal_generate, signal_deliver
-    Signal,
-    /// oom:mark_victim
-    Oom,
-    /// mmap, munmap, brk, mremap syscalls
-    Mmap,
-    /// kmem:rss_stat, aggregated in the kernel (the most expensive probe)
-    Rss,
-    /// tcp_send_reset, tcp_receive_reset, inet_sock_set_state
-    Tcp,
-}
-
-impl ProbeGroup {
-    pub const ALL: [ProbeGroup; 6] =
-        [ProbeGroup::Process, ProbeGroup::Signal, ProbeGroup::Oom, ProbeGroup::Mmap, ProbeGroup::Rss, ProbeGroup::Tcp];
-}
-
-/// (program name in the object, tracepoint category, tracepoint name, group)
-const PROGRAMS: &[(&str, &str, &str, ProbeGroup)] = &[
-    ("task_newtask", "task", "task_newtask", ProbeGroup::Process),
-    ("sched_process_exec", "sched", "sched_process_exec", ProbeGroup::Process),
-    ("sched_process_exit", "sched", "sched_process_exit", ProbeGroup::Process),
-    ("signal_generate", "signal", "signal_generate", ProbeGroup::Signal),
-    ("signal_deliver", "signal", "signal_deliver", ProbeGroup::Signal),
-    ("mark_victim", "oom", "mark_victim", ProbeGroup::Oom),
-    ("rss_stat", "kmem", "rss_stat", ProbeGroup::Rss),
-    ("tcp_send_reset", "tcp", "tcp_send_reset", ProbeGroup::Tcp),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset", ProbeGroup::Tcp),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state", ProbeGroup::Tcp),
-    ("sys_enter_mmap", "syscalls", "sys_enter_mmap", ProbeGroup::Mmap),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap", ProbeGroup::Mmap),
-    ("sys_enter_munmap", "syscalls", "sys_enter_munmap", ProbeGroup::Mmap),
-    ("sys_exit_munmap", "syscalls", "sys_exit_munmap", ProbeGroup::Mmap),
-    ("sys_enter_brk", "syscalls", "sys_enter_brk", ProbeGroup::Mmap),
-    ("sys_exit_brk", "syscalls", "sys_exit_brk", ProbeGroup::Mmap),
-    ("sys_enter_mremap", "syscalls", "sys_enter_mremap", ProbeGroup::Mmap),
-    ("sys_exit_mremap", "syscalls", "sys_exit_mremap", ProbeGroup::Mmap),
-];
-
 /// Every tracepoint tracer attaches, as `(category, name, group)`: what `tracer doctor`
 /// checks the running kernel for.
 pub fn tracepoints() -> impl Iterator<Item = (&'static str, &'static str, ProbeGroup)> {
-    PROGRAMS.iter().map(|&(_, category, name, group)| (category, name, group))
+    probes::programs().map(|(p, group)| (p.category, p.tracepoint, group))
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +77,18 @@ pub struct CaptureOptions {
     pub probes: BTreeSet<ProbeGroup>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+}
+
+/// How long events wait in the window before release.
+pub const REORDER_WINDOW: Duration = Duration::from_millis(100);
+
+/// What one [`Capture::poll`] released.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// In time order.
+    pub events: Vec<Event>,
+    /// Every event released later is newer than this (wall-clock ns).
+    pub until_ns: u64,
 }
 
 pub struct Capture {
@@ -133,7 +101,9 @@ pub struct Capture {
     listen_ports: BpfHashMap<MapData, u16, u32>,
     lost: PerCpuArray<MapData, u64>,
     lost_seen: [u64; PROBE_COUNT as usize],
-    pub decoder: Decoder,
+    decoder: Decoder,
+    /// Decoded events not released yet: the reorder window.
+    window: Vec<Event>,
     pub attached: Vec<String>,
     pub missing: Vec<String>,
     pub rss_threshold_bytes: u64,
@@ -173,17 +143,17 @@ impl Capture {
 
         let mut attached = Vec::new();
         let mut missing = Vec::new();
-        for &(prog, category, name, group) in PROGRAMS {
+        for (program, group) in probes::programs() {
             if group != ProbeGroup::Process && !opts.probes.contains(&group) {
                 continue;
             }
-            let label = format!("{category}:{name}");
-            if !tracefs.exists(category, name) {
+            let label = program.label();
+            if !tracefs.exists(program.category, program.tracepoint) {
                 tracing::warn!("tracepoint {label} is not available on this kernel; going on without it");
                 missing.push(format!("{label} (not on this kernel)"));
                 continue;
             }
-            match attach(&mut ebpf, prog, category, name) {
+            match attach(&mut ebpf, program) {
                 Ok(()) => attached.push(label),
                 Err(why) => {
                     tracing::warn!("cannot attach {label}: {why}; going on without it");
@@ -209,7 +179,8 @@ impl Capture {
             listen_ports,
             lost,
             lost_seen: [0; PROBE_COUNT as usize],
-            decoder: Decoder::new(layouts, decode::Clock::now(), opts.follow_children),
+            window: Vec::new(),
+            decoder: Decoder::new(layouts, crate::clock::Clock::now(), opts.follow_children),
             attached,
             missing,
             rss_threshold_bytes: opts.rss_threshold_bytes,
@@ -221,10 +192,10 @@ impl Capture {
     pub fn add_process(&mut self, pid: u32) -> Result<(), CaptureError> {
         self.tgids.insert(pid, 1, 0).map_err(|source| CaptureError::Map { map: "TGIDS", source })?;
         self.tids.insert(pid, pid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
-        for tid in target::threads(pid) {
+        for tid in crate::process::threads(pid) {
             self.tids.insert(tid, pid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
         }
-        let sockets = target::tcp_sockets(pid);
+        let sockets = crate::process::tcp_sockets(pid);
         for s in sockets.iter().filter(|s| s.listening) {
             self.listen_ports
                 .insert(s.local.port(), pid, 0)
@@ -239,11 +210,29 @@ impl Capture {
         self.ring.as_fd()
     }
 
-    /// Decodes everything waiting in the ring buffer.
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
+    /// Takes in everything the kernel handed over and releases, in time order and
+    /// attributed, the events older than the reorder window at `now_wall_ns`: the time
+    /// every CPU's records and the socket states that name a reset's connection need to
+    /// arrive. Also returns that limit: nothing released later is older.
+    pub fn poll(&mut self, now_wall_ns: u64) -> Released {
+        self.drain();
+        self.poll_lost(now_wall_ns);
+        let until_ns = now_wall_ns.saturating_sub(REORDER_WINDOW.as_nanos() as u64);
+        Released { events: self.release(until_ns), until_ns }
+    }
+
+    /// The end of the capture: everything still in the ring buffer and in the window.
+    pub fn finish(&mut self, now_wall_ns: u64) -> Vec<Event> {
+        self.drain();
+        self.poll_lost(now_wall_ns);
+        self.release(u64::MAX)
+    }
+
+    /// Decodes everything waiting in the ring buffer into the window.
+    fn drain(&mut self) {
         while let Some(item) = self.ring.next() {
             if let Some(ev) = self.decoder.decode(&item) {
-                out.push(ev);
+                self.window.push(ev);
             }
         }
         if let Some(logger) = self.logger.as_mut() {
@@ -251,8 +240,24 @@ impl Capture {
         }
     }
 
-    /// `Lost` events for every probe whose failed-reservation counter moved.
-    pub fn poll_lost(&mut self, now_wall_ns: u64, out: &mut Vec<Event>) {
+    /// Sorts the window by time and hands out everything not newer than `until`,
+    /// attributing resets on the way out.
+    fn release(&mut self, until: u64) -> Vec<Event> {
+        if self.window.is_empty() {
+            return Vec::new();
+        }
+        self.window.sort_by_key(|e| e.ts_ns);
+        let split = self.window.partition_point(|e| e.ts_ns <= until);
+        let mut out: Vec<Event> = self.window.drain(..split).collect();
+        for ev in &mut out {
+            self.decoder.attribute(ev);
+        }
+        out
+    }
+
+    /// `Lost` events (into the window) for every probe whose failed-reservation counter
+    /// moved.
+    fn poll_lost(&mut self, now_wall_ns: u64) {
         for probe in Probe::ALL {
             let total: u64 = match self.lost.get(&(probe as u32), 0) {
                 Ok(per_cpu) => per_cpu.iter().sum(),
@@ -260,7 +265,7 @@ impl Capture {
             };
             let seen = &mut self.lost_seen[probe as usize];
             if total > *seen {
-                out.push(Event {
+                self.window.push(Event {
                     ts_ns: now_wall_ns,
                     pid: 0,
                     tid: 0,
@@ -277,33 +282,19 @@ impl Capture {
     }
 }
 
+/// The name `lost` events give a probe.
 pub fn probe_label(p: Probe) -> &'static str {
-    match p {
-        Probe::TaskNewtask => "task_newtask",
-        Probe::ProcessExec => "sched_process_exec",
-        Probe::ProcessExit => "sched_process_exit",
-        Probe::SignalGenerate => "signal_generate",
-        Probe::SignalDeliver => "signal_deliver",
-        Probe::MarkVictim => "mark_victim",
-        Probe::RssStat => "rss_stat",
-        Probe::TcpSendReset => "tcp_send_reset",
-        Probe::TcpReceiveReset => "tcp_receive_reset",
-        Probe::InetSockSetState => "inet_sock_set_state",
-        Probe::Mmap => "mmap",
-        Probe::Munmap => "munmap",
-        Probe::Brk => "brk",
-        Probe::Mremap => "mremap",
-    }
+    probes::spec(p).label
 }
 
-fn attach(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, p: &probes::Program) -> Result<(), String> {
     let program: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| format!("program {prog} missing from the object"))?
+        .program_mut(p.name)
+        .ok_or_else(|| format!("program {} missing from the object", p.name))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program.load().map_err(|e| format!("{e:#}"))?;
-    program.attach(category, name).map_err(|e| format!("{e:#}"))?;
+    program.attach(p.category, p.tracepoint).map_err(|e| format!("{e:#}"))?;
     Ok(())
 }
 

@@ -33,8 +33,9 @@ mod resets;
 mod testkit;
 mod trace;
 
-pub use fmt::{format_bytes, time_of_day};
 
+
+use crate::units::time_of_day;
 use trace::Trace;
 
 /// What a verdict blames.

@@ -2,14 +2,16 @@
 //! `model_type`, then `model.safetensors`, the shards of `model.safetensors.index.json`,
 //! or `pytorch_model.bin` (sized from the file: its pickle is not read here). No weight
 //! is paged in, so checking a 10 GiB checkpoint costs a few kilobytes of reads.
+//!
+//! The files are found and the headers read by [`host::checkpoint`], as `workload`
+//! finds and reads them before it loads: the doctor's numbers are the workload's. Here
+//! stays what only the doctor needs: `--model`, the config, the totals and the fixes.
 use std::{
     collections::BTreeSet,
-    fs::File,
-    io::Read as _,
     path::{Path, PathBuf},
 };
 
-use safetensors::tensor::Metadata;
+use host::checkpoint::WeightFiles;
 use thiserror::Error;
 
 /// `--model NAME=DIR` (or just `DIR`, named after its folder).
@@ -112,6 +114,19 @@ impl CheckpointError {
     }
 }
 
+/// The shared crate's errors in the doctor's words (the fix is [`CheckpointError::fix`]).
+impl From<host::checkpoint::CheckpointError> for CheckpointError {
+    fn from(e: host::checkpoint::CheckpointError) -> Self {
+        use host::checkpoint::CheckpointError as Host;
+        match e {
+            Host::NoWeights { dir } => CheckpointError::NoWeights(dir),
+            Host::Io { path, source } => CheckpointError::Io { path, reason: source.to_string() },
+            Host::BadIndex { path, reason } => CheckpointError::BadIndex { path, reason },
+            Host::Corrupt { path, reason } => CheckpointError::Corrupt { path, reason },
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |e| CheckpointError::Io { path: path.to_path_buf(), reason: e.to_string() }
 }
@@ -134,25 +149,19 @@ pub fn open(dir: &Path) -> Result<Inventory, CheckpointError> {
         .map_err(|e| CheckpointError::BadConfig { path: config.clone(), reason: e.to_string() })?;
     let model_type = json.get("model_type").and_then(|v| v.as_str()).map(str::to_string);
 
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    let pickle = dir.join("pytorch_model.bin");
-    let files = if single.is_file() {
-        vec![single]
-    } else if index.is_file() {
-        shards(dir, &index)?
-    } else if pickle.is_file() {
-        let size = std::fs::metadata(&pickle).map_err(io(&pickle))?.len();
-        return Ok(Inventory {
-            model_type,
-            format: WeightFormat::Pytorch,
-            tensors: 0,
-            elements: size / 4,
-            stored_bytes: size,
-            dtypes: vec!["F32?".into()],
-        });
-    } else {
-        return Err(CheckpointError::NoWeights(dir.to_path_buf()));
+    let files = match host::checkpoint::find_weight_files(dir)? {
+        WeightFiles::Safetensors(files) => files,
+        WeightFiles::Pytorch(pickle) => {
+            let size = std::fs::metadata(&pickle).map_err(io(&pickle))?.len();
+            return Ok(Inventory {
+                model_type,
+                format: WeightFormat::Pytorch,
+                tensors: 0,
+                elements: size / 4,
+                stored_bytes: size,
+                dtypes: vec!["F32?".into()],
+            });
+        }
     };
     let mut inv = Inventory {
         model_type,
@@ -164,67 +173,15 @@ pub fn open(dir: &Path) -> Result<Inventory, CheckpointError> {
     };
     let mut dtypes = BTreeSet::new();
     for f in &files {
-        let header = read_header(f)?;
-        for (_, info) in header.tensors() {
-            let elements: u64 = info.shape.iter().map(|&d| d as u64).product();
+        for t in host::checkpoint::read_tensors(f)? {
             inv.tensors += 1;
-            inv.elements += elements;
-            inv.stored_bytes += (info.data_offsets.1 - info.data_offsets.0) as u64;
-            dtypes.insert(info.dtype.to_string());
+            inv.elements += t.elements();
+            inv.stored_bytes += t.bytes;
+            dtypes.insert(t.dtype.to_string());
         }
     }
     inv.dtypes = dtypes.into_iter().collect();
     Ok(inv)
-}
-
-/// The shard files of an index (`weight_map`: tensor -> file), each once, all present.
-fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    let bad = |reason: String| CheckpointError::BadIndex { path: index.to_path_buf(), reason };
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(index).map_err(io(index))?).map_err(|e| bad(e.to_string()))?;
-    let map =
-        json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no \"weight_map\" object".into()))?;
-    let mut names = BTreeSet::new();
-    for (tensor, file) in map {
-        let file = file.as_str().ok_or_else(|| bad(format!("{tensor}: the shard name is not a string")))?;
-        if file.contains('/') || file.contains("..") {
-            return Err(bad(format!("{tensor}: shard {file:?} is not a file in the model folder")));
-        }
-        names.insert(file.to_string());
-    }
-    if names.is_empty() {
-        return Err(bad("the weight map is empty".into()));
-    }
-    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
-    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-        return Err(bad(format!("shard {} is missing", missing.display())));
-    }
-    Ok(paths)
-}
-
-/// Largest header the safetensors format allows.
-const MAX_HEADER: u64 = 100_000_000;
-
-/// A safetensors file's header (`u64` length, then JSON), checked against the file's
-/// length so that a truncated download is caught without reading the data.
-pub fn read_header(path: &Path) -> Result<Metadata, CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
-    let mut f = File::open(path).map_err(io(path))?;
-    let file_len = f.metadata().map_err(io(path))?.len();
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|_| corrupt(format!("{file_len} bytes: too short for a header")))?;
-    let n = u64::from_le_bytes(len);
-    if n > MAX_HEADER || 8 + n > file_len {
-        return Err(corrupt(format!("header length {n} does not fit a {file_len}-byte file")));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(io(path))?;
-    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
-    let expected = 8 + n + meta.data_len() as u64;
-    if expected != file_len {
-        return Err(corrupt(format!("the header describes {expected} bytes but the file has {file_len} (truncated?)")));
-    }
-    Ok(meta)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! NVIDIA GPUs through NVML (the samplers' [`GpuSampler`]): the driver, and each GPU's
 //! memory. No driver is `info`, not a problem: the models load on the CPU.
 use super::{Check, Status};
-use crate::{diagnose::format_bytes, event::GpuSample, sample::gpu::GpuSampler};
+use crate::{event::GpuSample, sample::gpu::GpuSampler, units::format_bytes};
 
 /// Free memory under this share of a GPU's total is a warning.
 pub const LOW_FREE: f64 = 0.10;

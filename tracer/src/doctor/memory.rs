@@ -1,15 +1,17 @@
 //! Memory: the cgroup layout, the memory cgroup of `--pid` (or of the doctor itself)
 //! with the tightest limit on its path, the machine's memory and swap. Located and read
-//! with the samplers' own code ([`crate::sample::cgroup`], [`crate::sample::system`]).
-use std::path::Path;
+//! with the samplers' own code ([`crate::sample::cgroup`], [`crate::sample::system`]),
+//! and the limits on the path with [`host::memcg`], as the workload's budget check reads
+//! them: the doctor warns about the limit the workload would refuse a load for.
+use host::memcg::{self, control_files, has_memory_controller, tightest, Level, Mounts};
 
 use super::{Check, Status};
 use crate::{
-    capture::target,
-    diagnose::format_bytes,
+    process as target,
+    units::format_bytes,
     event::CgroupSample,
     sample::{
-        cgroup::{self, CgroupSampler, Mounts},
+        cgroup::CgroupSampler,
         system::{parse_meminfo, parse_pressure},
     },
 };
@@ -20,7 +22,7 @@ pub const NEAR_LIMIT: f64 = 0.90;
 
 /// The `cgroup` row: which hierarchy holds the memory controller.
 pub fn check_cgroup_layout(mounts: &Mounts, v2_controllers: Option<&str>) -> Check {
-    let v2_memory = v2_controllers.is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
+    let v2_memory = v2_controllers.is_some_and(has_memory_controller);
     match (&mounts.v1_memory, &mounts.v2) {
         (Some(v1), Some(v2)) if !v2_memory => Check::ok(
             "cgroup",
@@ -46,53 +48,9 @@ pub fn check_cgroup_layout(mounts: &Mounts, v2_controllers: Option<&str>) -> Che
     }
 }
 
-/// One cgroup on the path from the process's cgroup to the hierarchy's root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Level {
-    pub dir: String,
-    pub limit: Option<u64>,
-    pub usage: u64,
-}
-
-impl Level {
-    fn free(&self) -> Option<u64> {
-        self.limit.map(|l| l.saturating_sub(self.usage))
-    }
-}
-
-/// The level with a limit and the least room left: a parent's limit binds every child.
-pub fn tightest(levels: &[Level]) -> Option<&Level> {
-    levels.iter().filter(|l| l.limit.is_some()).min_by_key(|l| l.free())
-}
-
-/// `dir` and its ancestors up to `mountpoint`, with their limits and usage (v1 or v2 files).
-fn levels(dir: &str, mountpoint: &str, version: u8) -> Vec<Level> {
-    let (limit_file, usage_file) = if version == 1 {
-        ("memory.limit_in_bytes", "memory.usage_in_bytes")
-    } else {
-        ("memory.max", "memory.current")
-    };
-    let mut out = Vec::new();
-    let mut at = Path::new(dir);
-    loop {
-        let read = |f: &str| std::fs::read_to_string(at.join(f)).ok();
-        let limit =
-            read(limit_file)
-                .and_then(|t| if version == 1 { cgroup::parse_v1_limit(&t) } else { cgroup::parse_v2_max(&t) });
-        if let Some(usage) = read(usage_file).and_then(|t| cgroup::parse_u64(&t)) {
-            out.push(Level { dir: at.display().to_string(), limit, usage });
-        }
-        match at.parent() {
-            Some(p) if at != Path::new(mountpoint) && p.starts_with(mountpoint) => at = p,
-            _ => break,
-        }
-    }
-    out
-}
-
 /// The file that sets a cgroup's limit.
 pub fn limit_file(dir: &str, version: u8) -> String {
-    format!("{dir}/{}", if version == 1 { "memory.limit_in_bytes" } else { "memory.max" })
+    format!("{dir}/{}", control_files(version).limit)
 }
 
 /// The memory cgroup of the process the report is about.
@@ -268,8 +226,7 @@ impl Facts {
             Some(p) => Subject::Gone(p),
             None => Subject::Doctor(std::process::id()),
         };
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mounts = cgroup::parse_mountinfo(&mountinfo);
+        let mounts = memcg::read_mounts();
         let v2_controllers = mounts
             .v2
             .as_ref()
@@ -277,8 +234,10 @@ impl Facts {
         let cgroup = match subject {
             Subject::Pid(p, _) | Subject::Doctor(p) => {
                 CgroupSampler::with_mounts(p, mounts.clone()).sample().map(|sample| {
-                    let mount = if sample.version == 1 { mounts.v1_memory.as_ref() } else { mounts.v2.as_ref() };
-                    let levels = mount.map(|m| levels(&sample.path, &m.mountpoint, sample.version)).unwrap_or_default();
+                    let levels = mounts
+                        .of_version(sample.version)
+                        .map(|m| memcg::levels(&sample.path, &m.mountpoint, sample.version))
+                        .unwrap_or_default();
                     CgroupMemory { tightest: tightest(&levels).cloned(), sample }
                 })
             }
@@ -311,7 +270,7 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::cgroup::{parse_mountinfo, Mount};
+    use host::memcg::{parse_mountinfo, Mount};
 
     const HYBRID: &str = "\
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
@@ -343,17 +302,6 @@ mod tests {
         assert_eq!(check_cgroup_layout(&Mounts::default(), None).status, Status::Warn);
         let v1_only = Mounts { v1_memory: Some(Mount { root: "/".into(), mountpoint: "/cg/memory".into() }), v2: None };
         assert!(check_cgroup_layout(&v1_only, None).finding.starts_with("cgroup v1"));
-    }
-
-    #[test]
-    fn tightest_level_is_the_one_with_least_room() {
-        let levels = [
-            Level { dir: "/a/b".into(), limit: None, usage: 10 },
-            Level { dir: "/a".into(), limit: Some(100), usage: 90 },
-            Level { dir: "/".into(), limit: Some(1000), usage: 100 },
-        ];
-        assert_eq!(tightest(&levels).unwrap().dir, "/a");
-        assert_eq!(tightest(&levels[..1]), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod privileges;
 pub mod render;
 pub mod workload;
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 pub use self::checkpoint::ModelSpec;
@@ -166,6 +167,33 @@ pub fn diagnose(opts: &Options) -> Report {
     Report::new(checks, root)
 }
 
+/// `tracer doctor [--pid PID] [--model NAME=DIR ...] [--json]`.
+#[derive(Debug, Args, Clone)]
+#[command(
+    long_about = "Checks this machine for tracing and for the workload: kernel version and config \
+        (BTF, tracefs, the tracepoints tracer needs, kprobes), privileges (root, CAP_BPF, \
+        CAP_PERFMON, RLIMIT_MEMLOCK), cgroup version and the memory limit of --pid, memory and \
+        swap, NVIDIA driver and per-GPU memory (NVML), the workload's candle build (CPU/CUDA) and \
+        whether the --model checkpoints fit. Each problem comes with its fix.\n\n\
+        Runs without root; what only root can see is `skipped`, saying so.\n\n\
+        Exit status: 0 when no check is `fail`, 1 otherwise."
+)]
+pub struct DoctorArgs {
+    /// The model server's pid: its memory cgroup and limit (default: the doctor's own)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// A checkpoint folder to size against that memory and the GPUs (repeat for several,
+    /// in load order): config.json with model.safetensors, shards with
+    /// model.safetensors.index.json, or pytorch_model.bin
+    #[arg(long = "model", value_name = "NAME=DIR", value_parser = parse_model_arg)]
+    pub models: Vec<ModelSpec>,
+
+    /// JSON for programs: {"checks": [{name, status, finding, fix}], "summary": {...}}
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `NAME=DIR` for `--model`, as clap's value parser.
 pub fn parse_model_arg(s: &str) -> Result<ModelSpec, String> {
     checkpoint::parse_model_spec(s)
@@ -173,7 +201,7 @@ pub fn parse_model_arg(s: &str) -> Result<ModelSpec, String> {
 
 /// `tracer doctor`: runs the checks and prints the table (or JSON) on standard output.
 /// Exit status 0 without `fail` rows, 1 with. Needs no privileges.
-pub fn run(args: &crate::cli::DoctorArgs) -> anyhow::Result<std::process::ExitCode> {
+pub fn run(args: &DoctorArgs) -> anyhow::Result<std::process::ExitCode> {
     use std::io::{IsTerminal as _, Write as _};
 
     let report = diagnose(&Options { pid: args.pid, models: args.models.clone() });
@@ -218,34 +246,6 @@ mod tests {
         with_fail.push(Check::fail("e", "broken", "fix it"));
         let r = Report::new(with_fail, true);
         assert_eq!((r.summary.fail, r.summary.exit_status, r.summary.root), (1, 1, true));
-    }
-
-    #[test]
-    fn doctor_command_takes_pid_models_and_json() {
-        use clap::Parser as _;
-
-        use crate::cli::{Cli, Command};
-        let cli = Cli::try_parse_from([
-            "tracer",
-            "doctor",
-            "--pid",
-            "42",
-            "--model",
-            "aya=/m/aya",
-            "--model",
-            "/m/nllb",
-            "--json",
-        ])
-        .unwrap();
-        let Some(Command::Doctor(args)) = cli.command else { panic!("{:?}", cli.command) };
-        assert_eq!(args.pid, Some(42));
-        assert!(args.json);
-        let names: Vec<&str> = args.models.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["aya", "nllb"]);
-        assert_eq!(cli.pid, None, "--pid after doctor is the doctor's");
-        let plain = Cli::try_parse_from(["tracer", "doctor"]).unwrap();
-        assert!(matches!(plain.command, Some(Command::Doctor(crate::cli::DoctorArgs { pid: None, json: false, .. }))));
-        assert!(Cli::try_parse_from(["tracer", "doctor", "--model", "aya="]).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::{
     capture::privileges::{
         can_load_tracing_programs, has_cap, CAP_BPF, CAP_DAC_READ_SEARCH, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_RESOURCE,
     },
-    diagnose::format_bytes,
+    units::format_bytes,
 };
 
 /// The same capabilities the tracer's own "not privileged" error asks for.

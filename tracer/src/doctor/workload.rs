@@ -16,15 +16,10 @@ use super::{
     memory::{self, Facts as Memory},
     Check, Status,
 };
-use crate::diagnose::format_bytes;
+use crate::units::format_bytes;
 
 /// Room a load needs beyond its weights, as `workload`'s budget check reserves it.
-pub const WORKING_MEMORY_FRACTION: f64 = 0.10;
-
-/// Bytes a load of `weights` needs, working memory included.
-pub fn needed_for(weights: u64) -> u64 {
-    weights + (weights as f64 * WORKING_MEMORY_FRACTION) as u64
-}
+pub use host::load::{needed_for, WORKING_MEMORY_FRACTION};
 
 /// Bytes that only a CUDA build of candle carries (its CUDA driver bindings).
 const CUDA_MARKER: &[u8] = b"cudarc";

@@ -1,10 +1,16 @@
-//! One JSON object per line, flushed at the end (and when the reader is a pipe, as lines
-//! accumulate).
+//! One JSON object per line, flushed at the end (and on every session tick, so that a
+//! reader on a pipe sees events as they come). The recording format: `tracer report`
+//! reads it back.
 use std::io::{self, BufWriter, Write};
 
 use serde::Serialize;
 
-use crate::{diagnose::Verdict, event::Event};
+use crate::{
+    diagnose::Verdict,
+    event::Event,
+    sink::{finished, Finishing, Sink, SinkError},
+    timeline::Timeline,
+};
 
 pub struct JsonlWriter {
     out: BufWriter<Box<dyn Write + Send>>,
@@ -52,6 +58,44 @@ impl JsonlWriter {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// A write error as the session sees it: a closed pipe is the reader's choice, anything
+/// else a failure; either ends the session.
+fn outcome(r: io::Result<()>) -> Result<(), SinkError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(SinkError::Closed("the trace's reader")),
+        Err(e) => Err(SinkError::Failed(format!("writing the trace: {e}"))),
+    }
+}
+
+impl Sink for JsonlWriter {
+    fn event(&mut self, ev: &Event) -> Result<(), SinkError> {
+        outcome(self.write(ev))
+    }
+
+    fn tick(&mut self, _: &Timeline) -> Result<(), SinkError> {
+        // A live reader (a terminal, a pipe) sees events within a tick.
+        self.flush().map_err(|_| SinkError::Closed("the trace's reader"))
+    }
+
+    fn finish<'a>(&'a mut self, verdicts: &'a [Verdict], end: &'a Event, _: &'a str) -> Finishing<'a> {
+        // Verdicts go just before trace_end, which stays last.
+        for v in verdicts {
+            if let Err(e) = self.write_verdict(end.ts_ns, v) {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    tracing::error!("writing a verdict to the trace: {e}");
+                }
+                break;
+            }
+        }
+        let _ = outcome(self.write(end));
+        finished(match self.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(SinkError::Failed(format!("flushing the trace: {e}"))),
+            _ => Ok(()),
+        })
     }
 }
 

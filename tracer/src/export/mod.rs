@@ -4,4 +4,3 @@ pub mod jsonl;
 pub mod perfetto;
 pub mod reader;
 pub mod report;
-pub mod timeline;

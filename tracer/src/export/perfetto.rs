@@ -105,6 +105,16 @@ pub fn write_file(path: &Path, trace: &ChromeTrace) -> Result<(), PerfettoError>
     out.flush().map_err(err)
 }
 
+/// Builds the Perfetto trace of `events` with the flows of `verdicts` and writes it to
+/// `path`; `timeline_dropped` is how many events a live session left out of memory.
+pub fn write(path: &Path, events: &[Event], verdicts: &[Verdict], timeline_dropped: Option<u64>) -> Result<(), PerfettoError> {
+    let mut trace = build(events, verdicts);
+    if let Some(n) = timeline_dropped {
+        trace.other_data.insert("timeline_dropped_events".into(), n.into());
+    }
+    write_file(path, &trace)
+}
+
 /// The process/thread track an event belongs on.
 fn track(ev: &Event) -> (u32, u32) {
     match &ev.kind {
@@ -144,21 +154,258 @@ struct OpenMapping {
 pub fn build(events: &[Event], verdicts: &[Verdict]) -> ChromeTrace {
     let t0 = events.iter().map(|e| e.ts_ns).min().unwrap_or(0);
     let t_end = events.iter().map(|e| e.ts_ns).max().unwrap_or(0);
-    let us = |ts: u64| ts.saturating_sub(t0) as f64 / 1000.0;
-    let whole_us = |ts: u64| ts.saturating_sub(t0) / 1000;
+    let clock = Clock { t0 };
 
     let mut out: Vec<TraceEvent> = Vec::new();
-    let mut slices: Vec<Slice> = Vec::new();
     let mut names = Names::default();
     let mut rss_members: HashMap<u32, BTreeMap<String, i64>> = HashMap::new();
-    // Per process, by start address (one address can be mapped again before an unmap).
-    let mut open: HashMap<u32, BTreeMap<u64, Vec<OpenMapping>>> = HashMap::new();
-    let close = |events: &[Event], m: OpenMapping, end_ns: u64, slices: &mut Vec<Slice>| {
-        let ev = &events[m.index];
+    let mut mappings = Mappings::new(events, clock, t_end);
+    for (i, ev) in events.iter().enumerate() {
+        names.learn(ev);
+        let ts = clock.us(ev.ts_ns);
+        counters(ev, ts, &mut rss_members, &mut out);
+        out.extend(instant(ev, ts));
+        mappings.follow(i, ev);
+    }
+    let mut slices = mappings.finish();
+    let flows = chains(events, verdicts, clock, &mut slices);
+
+    let lane_names = place_slices(&mut slices);
+    let mut body: Vec<(u8, f64, TraceEvent)> = Vec::with_capacity(out.len() + slices.len() + flows.len());
+    for s in slices {
+        body.push((0, -s.ev.dur.unwrap_or(0.0), s.ev));
+    }
+    for te in out {
+        body.push((1, 0.0, te));
+    }
+    for te in flows {
+        body.push((2, 0.0, te));
+    }
+    // Time order; at one time, slices (outer first), then the rest, then flows.
+    body.sort_by(|a, b| a.2.ts.total_cmp(&b.2.ts).then(a.0.cmp(&b.0)).then(a.1.total_cmp(&b.1)));
+
+    let mut trace_events = names.metadata(body.iter().map(|(_, _, te)| (te.pid, te.tid)), &lane_names);
+    trace_events.extend(body.into_iter().map(|(_, _, te)| te));
+    let mut other_data = BTreeMap::new();
+    other_data.insert("generator".into(), json!(format!("tracer {}", env!("CARGO_PKG_VERSION"))));
+    other_data.insert("events".into(), json!(events.len()));
+    other_data.insert("first_event_ts_ns".into(), json!(t0));
+    ChromeTrace { trace_events, display_time_unit: "ms", other_data }
+}
+
+
+/// Microseconds since the first event, as the trace's timestamps.
+#[derive(Clone, Copy)]
+struct Clock {
+    t0: u64,
+}
+
+impl Clock {
+    fn us(&self, ts: u64) -> f64 {
+        ts.saturating_sub(self.t0) as f64 / 1000.0
+    }
+
+    fn whole_us(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.t0) / 1000
+    }
+}
+
+/// Counter tracks: RSS, memory cgroup, GPUs and MemAvailable from samples; RSS members
+/// and swap from rss events.
+fn counters(ev: &Event, ts: f64, rss_members: &mut HashMap<u32, BTreeMap<String, i64>>, out: &mut Vec<TraceEvent>) {
+    match &ev.kind {
+        EventKind::Sample { processes, cgroup, gpus, system } => {
+            for p in processes {
+                out.push(TraceEvent::new("C", "RSS", ts, (p.pid, p.pid)).args(json!({ "bytes": p.rss_bytes })));
+            }
+            let at = (ev.pid, ev.pid);
+            if let Some(c) = cgroup {
+                out.push(TraceEvent::new("C", "memcg usage", ts, at).args(json!({ "bytes": c.usage_bytes })));
+                if let Some(limit) = c.limit_bytes {
+                    out.push(TraceEvent::new("C", "memcg limit", ts, at).args(json!({ "bytes": limit })));
+                }
+            }
+            for g in gpus {
+                out.push(
+                    TraceEvent::new("C", format!("GPU {} used", g.index), ts, at)
+                        .args(json!({ "bytes": g.used_bytes })),
+                );
+                if let Some(p) = g.process_bytes {
+                    out.push(
+                        TraceEvent::new("C", format!("GPU {} process memory", g.index), ts, at)
+                            .args(json!({ "bytes": p })),
+                    );
+                }
+            }
+            out.push(
+                TraceEvent::new("C", "MemAvailable", ts, at).args(json!({ "bytes": system.mem_available_bytes })),
+            );
+        }
+        EventKind::Rss { member, bytes } => {
+            let at = (ev.pid, ev.pid);
+            if member.contains("SWAP") {
+                out.push(TraceEvent::new("C", "swap", ts, at).args(json!({ "bytes": bytes })));
+            } else {
+                // Every resident member in each sample: the viewers stack them into RSS.
+                let members = rss_members.entry(ev.pid).or_default();
+                members.insert(member.clone(), *bytes);
+                out.push(TraceEvent::new("C", "rss_stat", ts, at).args(json!(members)));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The instant marker of a signal, an OOM kill, an exit, an exec, a fork, a reset or a
+/// loss.
+fn instant(ev: &Event, ts: f64) -> Option<TraceEvent> {
+    match &ev.kind {
+        EventKind::Signal {
+            target_pid,
+            target_tid,
+            target_comm,
+            signal,
+            signal_name,
+            si_code_name,
+            result,
+            group,
+            ..
+        } => {
+            let mut te =
+                TraceEvent::new("i", format!("{signal_name} ({si_code_name}) → pid {target_pid}"), ts, track(ev))
+                    .args(json!({
+                        "signal": signal, "signal_name": signal_name, "si_code": si_code_name,
+                        "target_pid": target_pid, "target_tid": target_tid, "target_comm": target_comm,
+                        "result": result, "group": group, "sender_comm": ev.comm,
+                    }));
+            te.s = Some("p");
+            Some(te)
+        }
+        EventKind::OomKill {
+            victim_pid,
+            victim_tid,
+            victim_comm,
+            is_target,
+            total_vm_kb,
+            anon_rss_kb,
+            file_rss_kb,
+            shmem_rss_kb,
+            oom_score_adj,
+            ..
+        } => {
+            let victim = victim_pid.unwrap_or(*victim_tid);
+            let mut te = TraceEvent::new("i", format!("OOM kill: {victim_comm} (pid {victim})"), ts, track(ev))
+                .args(json!({
+                    "victim_pid": victim_pid, "victim_tid": victim_tid, "victim_comm": victim_comm,
+                    "is_target": is_target, "total_vm_kb": total_vm_kb, "anon_rss_kb": anon_rss_kb,
+                    "file_rss_kb": file_rss_kb, "shmem_rss_kb": shmem_rss_kb,
+                    "oom_score_adj": oom_score_adj, "killer_pid": ev.pid, "killer_comm": ev.comm,
+                }));
+            te.s = Some("g");
+            Some(te)
+        }
+        EventKind::Exit { group_dead: true, exit_code, signal, signal_name, core_dumped, source } => {
+            let name = match (signal_name, exit_code) {
+                (Some(s), _) => format!("exit: killed by {s}"),
+                (None, Some(c)) => format!("exit {c}"),
+                (None, None) => "exit".into(),
+            };
+            let mut te = TraceEvent::new("i", name, ts, track(ev)).args(json!({
+                "exit_code": exit_code, "signal": signal, "signal_name": signal_name,
+                "core_dumped": core_dumped, "source": source,
+            }));
+            te.s = Some("p");
+            Some(te)
+        }
+        EventKind::Exec { filename, old_pid } => {
+            let mut te = TraceEvent::new("i", format!("exec {}", basename(filename)), ts, track(ev))
+                .args(json!({ "filename": filename, "old_pid": old_pid }));
+            te.s = Some("p");
+            Some(te)
+        }
+        EventKind::Fork { child_pid, child_comm, thread: false, traced, .. } => {
+            let mut te = TraceEvent::new("i", format!("fork → pid {child_pid}"), ts, track(ev))
+                .args(json!({ "child_pid": child_pid, "child_comm": child_comm, "traced": traced }));
+            te.s = Some("p");
+            Some(te)
+        }
+        EventKind::TcpReset {
+            direction,
+            state,
+            reason,
+            saddr,
+            daddr,
+            skaddr,
+            attributed_by,
+            context_pid,
+            context_comm,
+        } => {
+            let what = reason.as_deref().or(state.as_deref()).unwrap_or("no reason");
+            let mut te =
+                TraceEvent::new("i", format!("RST {} ({what})", label(direction)), ts, track(ev)).args(json!({
+                    "direction": direction, "reason": reason, "state": state,
+                    "saddr": saddr, "daddr": daddr, "skaddr": hex(*skaddr),
+                    "attributed_by": attributed_by, "context_pid": context_pid, "context_comm": context_comm,
+                }));
+            te.s = Some(if attributed_by.is_some() { "p" } else { "g" });
+            Some(te)
+        }
+        EventKind::Lost { probe, count, total } => {
+            let mut te = TraceEvent::new("i", format!("lost {count} ({probe})"), ts, track(ev))
+                .args(json!({ "probe": probe, "count": count, "total": total }));
+            te.s = Some("g");
+            Some(te)
+        }
+        _ => None,
+    }
+}
+
+/// Slices for file mappings: from the mmap to the munmap that covers its start, or the
+/// process's exit or exec, or the end of the trace.
+struct Mappings<'e> {
+    events: &'e [Event],
+    clock: Clock,
+    t_end: u64,
+    /// Per process, by start address (one address can be mapped again before an unmap).
+    open: HashMap<u32, BTreeMap<u64, Vec<OpenMapping>>>,
+    slices: Vec<Slice>,
+}
+
+impl<'e> Mappings<'e> {
+    fn new(events: &'e [Event], clock: Clock, t_end: u64) -> Mappings<'e> {
+        Mappings { events, clock, t_end, open: HashMap::new(), slices: Vec::new() }
+    }
+
+    fn follow(&mut self, i: usize, ev: &Event) {
+        match &ev.kind {
+            EventKind::Mmap { path: Some(_), error: None, result, .. } => {
+                self.open.entry(ev.pid).or_default().entry(*result).or_default().push(OpenMapping { index: i, start: *result });
+            }
+            EventKind::Munmap { addr, len, error: None, .. } => {
+                if let Some(by_start) = self.open.get_mut(&ev.pid) {
+                    let starts: Vec<u64> = by_start.range(*addr..addr.saturating_add(*len)).map(|(&a, _)| a).collect();
+                    let closed: Vec<OpenMapping> =
+                        starts.into_iter().flat_map(|start| by_start.remove(&start).unwrap_or_default()).collect();
+                    for m in closed {
+                        self.close(m, ev.ts_ns);
+                    }
+                }
+            }
+            EventKind::Exit { group_dead: true, .. } | EventKind::Exec { .. } => {
+                for m in self.open.remove(&ev.pid).unwrap_or_default().into_values().flatten() {
+                    self.close(m, ev.ts_ns);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, m: OpenMapping, end_ns: u64) {
+        let ev = &self.events[m.index];
         let EventKind::Mmap { path: Some(path), len, prot, flags, offset, fd, .. } = &ev.kind else {
             return;
         };
-        let (start_us, end_us) = (whole_us(ev.ts_ns), whole_us(end_ns));
+        let (start_us, end_us) = (self.clock.whole_us(ev.ts_ns), self.clock.whole_us(end_ns));
         let mut te = TraceEvent::new("X", basename(path), start_us as f64, track(ev)).args(json!({
             "path": path,
             "bytes": len,
@@ -167,184 +414,28 @@ pub fn build(events: &[Event], verdicts: &[Verdict]) -> ChromeTrace {
             "flags": flags,
             "offset": offset,
             "fd": fd,
-            "unmapped": end_ns < t_end,
+            "unmapped": end_ns < self.t_end,
         }));
         te.cat = Some("mmap");
         te.dur = Some(end_us.saturating_sub(start_us) as f64);
-        slices.push(Slice { pid: ev.pid, tid: ev.tid, start_us, end_us, fixed: false, ev: te });
-    };
+        self.slices.push(Slice { pid: ev.pid, tid: ev.tid, start_us, end_us, fixed: false, ev: te });
+    }
 
-    for (i, ev) in events.iter().enumerate() {
-        names.learn(ev);
-        let ts = us(ev.ts_ns);
-        match &ev.kind {
-            EventKind::Sample { processes, cgroup, gpus, system } => {
-                for p in processes {
-                    out.push(TraceEvent::new("C", "RSS", ts, (p.pid, p.pid)).args(json!({ "bytes": p.rss_bytes })));
-                }
-                let at = (ev.pid, ev.pid);
-                if let Some(c) = cgroup {
-                    out.push(TraceEvent::new("C", "memcg usage", ts, at).args(json!({ "bytes": c.usage_bytes })));
-                    if let Some(limit) = c.limit_bytes {
-                        out.push(TraceEvent::new("C", "memcg limit", ts, at).args(json!({ "bytes": limit })));
-                    }
-                }
-                for g in gpus {
-                    out.push(
-                        TraceEvent::new("C", format!("GPU {} used", g.index), ts, at)
-                            .args(json!({ "bytes": g.used_bytes })),
-                    );
-                    if let Some(p) = g.process_bytes {
-                        out.push(
-                            TraceEvent::new("C", format!("GPU {} process memory", g.index), ts, at)
-                                .args(json!({ "bytes": p })),
-                        );
-                    }
-                }
-                out.push(
-                    TraceEvent::new("C", "MemAvailable", ts, at).args(json!({ "bytes": system.mem_available_bytes })),
-                );
-            }
-            EventKind::Rss { member, bytes } => {
-                let at = (ev.pid, ev.pid);
-                if member.contains("SWAP") {
-                    out.push(TraceEvent::new("C", "swap", ts, at).args(json!({ "bytes": bytes })));
-                } else {
-                    // Every resident member in each sample: the viewers stack them into RSS.
-                    let members = rss_members.entry(ev.pid).or_default();
-                    members.insert(member.clone(), *bytes);
-                    out.push(TraceEvent::new("C", "rss_stat", ts, at).args(json!(members)));
-                }
-            }
-            EventKind::Signal {
-                target_pid,
-                target_tid,
-                target_comm,
-                signal,
-                signal_name,
-                si_code_name,
-                result,
-                group,
-                ..
-            } => {
-                let mut te =
-                    TraceEvent::new("i", format!("{signal_name} ({si_code_name}) → pid {target_pid}"), ts, track(ev))
-                        .args(json!({
-                            "signal": signal, "signal_name": signal_name, "si_code": si_code_name,
-                            "target_pid": target_pid, "target_tid": target_tid, "target_comm": target_comm,
-                            "result": result, "group": group, "sender_comm": ev.comm,
-                        }));
-                te.s = Some("p");
-                out.push(te);
-            }
-            EventKind::OomKill {
-                victim_pid,
-                victim_tid,
-                victim_comm,
-                is_target,
-                total_vm_kb,
-                anon_rss_kb,
-                file_rss_kb,
-                shmem_rss_kb,
-                oom_score_adj,
-                ..
-            } => {
-                let victim = victim_pid.unwrap_or(*victim_tid);
-                let mut te = TraceEvent::new("i", format!("OOM kill: {victim_comm} (pid {victim})"), ts, track(ev))
-                    .args(json!({
-                        "victim_pid": victim_pid, "victim_tid": victim_tid, "victim_comm": victim_comm,
-                        "is_target": is_target, "total_vm_kb": total_vm_kb, "anon_rss_kb": anon_rss_kb,
-                        "file_rss_kb": file_rss_kb, "shmem_rss_kb": shmem_rss_kb,
-                        "oom_score_adj": oom_score_adj, "killer_pid": ev.pid, "killer_comm": ev.comm,
-                    }));
-                te.s = Some("g");
-                out.push(te);
-            }
-            EventKind::Exit { group_dead: true, exit_code, signal, signal_name, core_dumped, source } => {
-                let name = match (signal_name, exit_code) {
-                    (Some(s), _) => format!("exit: killed by {s}"),
-                    (None, Some(c)) => format!("exit {c}"),
-                    (None, None) => "exit".into(),
-                };
-                let mut te = TraceEvent::new("i", name, ts, track(ev)).args(json!({
-                    "exit_code": exit_code, "signal": signal, "signal_name": signal_name,
-                    "core_dumped": core_dumped, "source": source,
-                }));
-                te.s = Some("p");
-                out.push(te);
-                for m in open.remove(&ev.pid).unwrap_or_default().into_values().flatten() {
-                    close(events, m, ev.ts_ns, &mut slices);
-                }
-            }
-            EventKind::Exec { filename, old_pid } => {
-                let mut te = TraceEvent::new("i", format!("exec {}", basename(filename)), ts, track(ev))
-                    .args(json!({ "filename": filename, "old_pid": old_pid }));
-                te.s = Some("p");
-                out.push(te);
-                for m in open.remove(&ev.pid).unwrap_or_default().into_values().flatten() {
-                    close(events, m, ev.ts_ns, &mut slices);
-                }
-            }
-            EventKind::Fork { child_pid, child_comm, thread: false, traced, .. } => {
-                let mut te = TraceEvent::new("i", format!("fork → pid {child_pid}"), ts, track(ev))
-                    .args(json!({ "child_pid": child_pid, "child_comm": child_comm, "traced": traced }));
-                te.s = Some("p");
-                out.push(te);
-            }
-            EventKind::TcpReset {
-                direction,
-                state,
-                reason,
-                saddr,
-                daddr,
-                skaddr,
-                attributed_by,
-                context_pid,
-                context_comm,
-            } => {
-                let what = reason.as_deref().or(state.as_deref()).unwrap_or("no reason");
-                let mut te =
-                    TraceEvent::new("i", format!("RST {} ({what})", label(direction)), ts, track(ev)).args(json!({
-                        "direction": direction, "reason": reason, "state": state,
-                        "saddr": saddr, "daddr": daddr, "skaddr": hex(*skaddr),
-                        "attributed_by": attributed_by, "context_pid": context_pid, "context_comm": context_comm,
-                    }));
-                te.s = Some(if attributed_by.is_some() { "p" } else { "g" });
-                out.push(te);
-            }
-            EventKind::Lost { probe, count, total } => {
-                let mut te = TraceEvent::new("i", format!("lost {count} ({probe})"), ts, track(ev))
-                    .args(json!({ "probe": probe, "count": count, "total": total }));
-                te.s = Some("g");
-                out.push(te);
-            }
-            EventKind::Mmap { path: Some(_), error: None, result, .. } => {
-                open.entry(ev.pid)
-                    .or_default()
-                    .entry(*result)
-                    .or_default()
-                    .push(OpenMapping { index: i, start: *result });
-            }
-            EventKind::Munmap { addr, len, error: None, .. } => {
-                if let Some(by_start) = open.get_mut(&ev.pid) {
-                    let starts: Vec<u64> = by_start.range(*addr..addr.saturating_add(*len)).map(|(&a, _)| a).collect();
-                    for start in starts {
-                        for m in by_start.remove(&start).unwrap_or_default() {
-                            close(events, m, ev.ts_ns, &mut slices);
-                        }
-                    }
-                }
-            }
-            _ => {}
+    /// The slices, with mappings still in place closed at the end of the trace.
+    fn finish(mut self) -> Vec<Slice> {
+        let mut still_open: Vec<OpenMapping> =
+            std::mem::take(&mut self.open).into_values().flat_map(|m| m.into_values().flatten()).collect();
+        still_open.sort_by_key(|m| m.index);
+        for m in still_open {
+            self.close(m, self.t_end);
         }
+        self.slices
     }
-    let mut still_open: Vec<OpenMapping> = open.into_values().flat_map(|m| m.into_values().flatten()).collect();
-    still_open.sort_by_key(|m| m.index);
-    for m in still_open {
-        close(events, m, t_end, &mut slices);
-    }
+}
 
-    // Chains: a marker slice per link, flows through them.
+/// Each verdict's chain: a marker slice per link (into `slices`), and the flow arrows
+/// through them.
+fn chains(events: &[Event], verdicts: &[Verdict], clock: Clock, slices: &mut Vec<Slice>) -> Vec<TraceEvent> {
     let mut markers: BTreeSet<(u32, u32, u64)> = BTreeSet::new();
     let mut flows: Vec<TraceEvent> = Vec::new();
     for (vi, v) in verdicts.iter().enumerate() {
@@ -354,7 +445,7 @@ pub fn build(events: &[Event], verdicts: &[Verdict]) -> ChromeTrace {
         let mut points: Vec<(u32, u32, u64)> = Vec::new();
         for link in &v.chain {
             let at = link_track(events, v, link.index, link.ts_ns, &link.kind);
-            let start_us = whole_us(link.ts_ns);
+            let start_us = clock.whole_us(link.ts_ns);
             if markers.insert((at.0, at.1, start_us)) {
                 let mut te = TraceEvent::new("X", format!("{}: {}", link.kind, link.what), start_us as f64, at)
                     .args(json!({ "verdict": id, "cause": label(&v.cause), "what": link.what, "ts_ns": link.ts_ns }));
@@ -384,28 +475,7 @@ pub fn build(events: &[Event], verdicts: &[Verdict]) -> ChromeTrace {
             flows.push(te);
         }
     }
-
-    let lane_names = place_slices(&mut slices);
-    let mut body: Vec<(u8, f64, TraceEvent)> = Vec::with_capacity(out.len() + slices.len() + flows.len());
-    for s in slices {
-        body.push((0, -s.ev.dur.unwrap_or(0.0), s.ev));
-    }
-    for te in out {
-        body.push((1, 0.0, te));
-    }
-    for te in flows {
-        body.push((2, 0.0, te));
-    }
-    // Time order; at one time, slices (outer first), then the rest, then flows.
-    body.sort_by(|a, b| a.2.ts.total_cmp(&b.2.ts).then(a.0.cmp(&b.0)).then(a.1.total_cmp(&b.1)));
-
-    let mut trace_events = names.metadata(body.iter().map(|(_, _, te)| (te.pid, te.tid)), &lane_names);
-    trace_events.extend(body.into_iter().map(|(_, _, te)| te));
-    let mut other_data = BTreeMap::new();
-    other_data.insert("generator".into(), json!(format!("tracer {}", env!("CARGO_PKG_VERSION"))));
-    other_data.insert("events".into(), json!(events.len()));
-    other_data.insert("first_event_ts_ns".into(), json!(t0));
-    ChromeTrace { trace_events, display_time_unit: "ms", other_data }
+    flows
 }
 
 /// The track of a chain link: its event's, else the verdict's process.

@@ -12,25 +12,7 @@ use crate::event::Event;
 
 /// Every `kind` tag of [`crate::event::EventKind`], to tell an unknown kind from a known
 /// kind with bad fields.
-const KNOWN_KINDS: &[&str] = &[
-    "trace_start",
-    "trace_end",
-    "fork",
-    "exec",
-    "exit",
-    "signal",
-    "signal_deliver",
-    "oom_kill",
-    "mmap",
-    "munmap",
-    "brk",
-    "mremap",
-    "rss",
-    "tcp_reset",
-    "tcp_state",
-    "sample",
-    "lost",
-];
+use crate::event::KIND_NAMES as KNOWN_KINDS;
 
 /// The `kind` of a line written by the live tracer after diagnosis.
 pub const VERDICT_KIND: &str = "verdict";

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     diagnose::Verdict,
-    event::{Event, EventKind},
+    event::{CgroupSample, Event, EventKind, GpuSample, ProcessSample, SystemSample},
     export::reader::ReadProblem,
 };
 
@@ -289,117 +289,142 @@ pub fn label<T: Serialize>(value: &T) -> String {
     }
 }
 
+/// The memory facts of a trace, gathered in one pass.
+#[derive(Default)]
+struct MemoryScan<'e> {
+    mem: Memory,
+    from_samples: BTreeMap<u32, ProcessPeak>,
+    from_rss: BTreeMap<u32, (BTreeMap<String, u64>, Option<ProcessPeak>)>,
+    gpus: BTreeMap<u32, GpuPeak>,
+    files: BTreeMap<&'e str, FileMapping>,
+}
+
+impl<'e> MemoryScan<'e> {
+    /// Peaks of processes, the memory cgroup, GPUs, and the system's low point.
+    fn sample(
+        &mut self,
+        ev: &Event,
+        processes: &[ProcessSample],
+        cgroup: &Option<CgroupSample>,
+        gpu_samples: &[GpuSample],
+        system: &SystemSample,
+    ) {
+        self.mem.samples += 1;
+        for p in processes {
+            let peak = self.from_samples.entry(p.pid).or_insert_with(|| ProcessPeak {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                peak_rss_bytes: p.rss_bytes,
+                at_ns: ev.ts_ns,
+                first_rss_bytes: p.rss_bytes,
+                members: BTreeMap::new(),
+            });
+            if p.rss_bytes > peak.peak_rss_bytes {
+                peak.peak_rss_bytes = p.rss_bytes;
+                peak.at_ns = ev.ts_ns;
+            }
+            if !p.comm.is_empty() {
+                peak.comm.clone_from(&p.comm);
+            }
+        }
+        if let Some(c) = cgroup {
+            let peak = self.mem.cgroup.get_or_insert_with(|| CgroupPeak {
+                path: c.path.clone(),
+                version: c.version,
+                peak_usage_bytes: c.usage_bytes,
+                at_ns: ev.ts_ns,
+                limit_bytes: c.limit_bytes,
+                kernel_peak_bytes: None,
+                oom_kills: None,
+            });
+            if c.usage_bytes > peak.peak_usage_bytes {
+                peak.peak_usage_bytes = c.usage_bytes;
+                peak.at_ns = ev.ts_ns;
+            }
+            peak.limit_bytes = c.limit_bytes;
+            peak.kernel_peak_bytes = max_opt(peak.kernel_peak_bytes, c.peak_bytes);
+            peak.oom_kills = max_opt(peak.oom_kills, c.oom_kills);
+        }
+        for g in gpu_samples {
+            let peak = self.gpus.entry(g.index).or_insert_with(|| GpuPeak {
+                index: g.index,
+                name: g.name.clone(),
+                total_bytes: g.total_bytes,
+                peak_used_bytes: g.used_bytes,
+                at_ns: ev.ts_ns,
+                peak_process_bytes: None,
+            });
+            if g.used_bytes > peak.peak_used_bytes {
+                peak.peak_used_bytes = g.used_bytes;
+                peak.at_ns = ev.ts_ns;
+            }
+            peak.peak_process_bytes = max_opt(peak.peak_process_bytes, g.process_bytes);
+        }
+        let low = self.mem.mem_available_min.get_or_insert(SystemLow {
+            mem_total_bytes: system.mem_total_bytes,
+            min_available_bytes: system.mem_available_bytes,
+            at_ns: ev.ts_ns,
+            psi_memory_some_avg10_max: None,
+        });
+        if system.mem_available_bytes < low.min_available_bytes {
+            low.min_available_bytes = system.mem_available_bytes;
+            low.at_ns = ev.ts_ns;
+        }
+        if let Some(psi) = system.psi_memory_some_avg10 {
+            low.psi_memory_some_avg10_max = Some(low.psi_memory_some_avg10_max.map_or(psi, |m| m.max(psi)));
+        }
+    }
+
+    /// The resident set per process from rss events (the sum of its resident members).
+    fn rss(&mut self, ev: &Event, member: &str, bytes: &i64) {
+        let (members, peak) = self.from_rss.entry(ev.pid).or_default();
+        members.insert(member.to_string(), (*bytes).max(0) as u64);
+        let resident: u64 = members.iter().filter(|(m, _)| !is_swap(m)).map(|(_, b)| b).sum();
+        match peak {
+            Some(p) if resident <= p.peak_rss_bytes => {}
+            Some(p) => {
+                p.peak_rss_bytes = resident;
+                p.at_ns = ev.ts_ns;
+                p.members = members.clone();
+            }
+            None => {
+                *peak = Some(ProcessPeak {
+                    pid: ev.pid,
+                    comm: ev.comm.clone(),
+                    peak_rss_bytes: resident,
+                    at_ns: ev.ts_ns,
+                    first_rss_bytes: resident,
+                    members: members.clone(),
+                })
+            }
+        }
+    }
+
+    /// Files mapped with mmap, summed per path.
+    fn mapping(&mut self, ev: &Event, path: &'e str, len: u64) {
+        let f = self.files.entry(path).or_insert_with(|| FileMapping {
+            path: path.to_string(),
+            pid: ev.pid,
+            bytes: 0,
+            mappings: 0,
+            first_ns: ev.ts_ns,
+        });
+        f.bytes = f.bytes.saturating_add(len);
+        f.mappings += 1;
+    }
+}
+
 fn memory(events: &[Event]) -> Memory {
-    let mut mem = Memory::default();
-    let mut from_samples: BTreeMap<u32, ProcessPeak> = BTreeMap::new();
-    let mut from_rss: BTreeMap<u32, (BTreeMap<String, u64>, Option<ProcessPeak>)> = BTreeMap::new();
-    let mut gpus: BTreeMap<u32, GpuPeak> = BTreeMap::new();
-    let mut files: BTreeMap<&str, FileMapping> = BTreeMap::new();
+    let mut scan = MemoryScan::default();
     for ev in events {
         match &ev.kind {
-            EventKind::Sample { processes, cgroup, gpus: gpu_samples, system } => {
-                mem.samples += 1;
-                for p in processes {
-                    let peak = from_samples.entry(p.pid).or_insert_with(|| ProcessPeak {
-                        pid: p.pid,
-                        comm: p.comm.clone(),
-                        peak_rss_bytes: p.rss_bytes,
-                        at_ns: ev.ts_ns,
-                        first_rss_bytes: p.rss_bytes,
-                        members: BTreeMap::new(),
-                    });
-                    if p.rss_bytes > peak.peak_rss_bytes {
-                        peak.peak_rss_bytes = p.rss_bytes;
-                        peak.at_ns = ev.ts_ns;
-                    }
-                    if !p.comm.is_empty() {
-                        peak.comm.clone_from(&p.comm);
-                    }
-                }
-                if let Some(c) = cgroup {
-                    let peak = mem.cgroup.get_or_insert_with(|| CgroupPeak {
-                        path: c.path.clone(),
-                        version: c.version,
-                        peak_usage_bytes: c.usage_bytes,
-                        at_ns: ev.ts_ns,
-                        limit_bytes: c.limit_bytes,
-                        kernel_peak_bytes: None,
-                        oom_kills: None,
-                    });
-                    if c.usage_bytes > peak.peak_usage_bytes {
-                        peak.peak_usage_bytes = c.usage_bytes;
-                        peak.at_ns = ev.ts_ns;
-                    }
-                    peak.limit_bytes = c.limit_bytes;
-                    peak.kernel_peak_bytes = max_opt(peak.kernel_peak_bytes, c.peak_bytes);
-                    peak.oom_kills = max_opt(peak.oom_kills, c.oom_kills);
-                }
-                for g in gpu_samples {
-                    let peak = gpus.entry(g.index).or_insert_with(|| GpuPeak {
-                        index: g.index,
-                        name: g.name.clone(),
-                        total_bytes: g.total_bytes,
-                        peak_used_bytes: g.used_bytes,
-                        at_ns: ev.ts_ns,
-                        peak_process_bytes: None,
-                    });
-                    if g.used_bytes > peak.peak_used_bytes {
-                        peak.peak_used_bytes = g.used_bytes;
-                        peak.at_ns = ev.ts_ns;
-                    }
-                    peak.peak_process_bytes = max_opt(peak.peak_process_bytes, g.process_bytes);
-                }
-                let low = mem.mem_available_min.get_or_insert(SystemLow {
-                    mem_total_bytes: system.mem_total_bytes,
-                    min_available_bytes: system.mem_available_bytes,
-                    at_ns: ev.ts_ns,
-                    psi_memory_some_avg10_max: None,
-                });
-                if system.mem_available_bytes < low.min_available_bytes {
-                    low.min_available_bytes = system.mem_available_bytes;
-                    low.at_ns = ev.ts_ns;
-                }
-                if let Some(psi) = system.psi_memory_some_avg10 {
-                    low.psi_memory_some_avg10_max = Some(low.psi_memory_some_avg10_max.map_or(psi, |m| m.max(psi)));
-                }
-            }
-            EventKind::Rss { member, bytes } => {
-                let (members, peak) = from_rss.entry(ev.pid).or_default();
-                members.insert(member.clone(), (*bytes).max(0) as u64);
-                let resident: u64 = members.iter().filter(|(m, _)| !is_swap(m)).map(|(_, b)| b).sum();
-                match peak {
-                    Some(p) if resident <= p.peak_rss_bytes => {}
-                    Some(p) => {
-                        p.peak_rss_bytes = resident;
-                        p.at_ns = ev.ts_ns;
-                        p.members = members.clone();
-                    }
-                    None => {
-                        *peak = Some(ProcessPeak {
-                            pid: ev.pid,
-                            comm: ev.comm.clone(),
-                            peak_rss_bytes: resident,
-                            at_ns: ev.ts_ns,
-                            first_rss_bytes: resident,
-                            members: members.clone(),
-                        })
-                    }
-                }
-            }
-            EventKind::Mmap { path: Some(path), error: None, len, .. } => {
-                let f = files.entry(path.as_str()).or_insert_with(|| FileMapping {
-                    path: path.clone(),
-                    pid: ev.pid,
-                    bytes: 0,
-                    mappings: 0,
-                    first_ns: ev.ts_ns,
-                });
-                f.bytes = f.bytes.saturating_add(*len);
-                f.mappings += 1;
-            }
+            EventKind::Sample { processes, cgroup, gpus, system } => scan.sample(ev, processes, cgroup, gpus, system),
+            EventKind::Rss { member, bytes } => scan.rss(ev, member, bytes),
+            EventKind::Mmap { path: Some(path), error: None, len, .. } => scan.mapping(ev, path, *len),
             _ => {}
         }
     }
+    let MemoryScan { mut mem, from_samples, from_rss, gpus, files } = scan;
     let mut processes: Vec<ProcessPeak> = if !from_samples.is_empty() {
         mem.source = "samples".into();
         from_samples.into_values().collect()

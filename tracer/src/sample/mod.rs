@@ -20,7 +20,8 @@ use thiserror::Error;
 
 use self::{cgroup::CgroupSampler, gpu::GpuSampler, procfs::ProcSampler, system::SystemSampler};
 use crate::{
-    capture::{decode::clock_ns, target},
+    process as target,
+    clock::wall_now_ns,
     event::{Event, EventKind},
 };
 
@@ -120,7 +121,7 @@ impl Sampler {
             }
         }
         Event {
-            ts_ns: clock_ns(libc::CLOCK_REALTIME),
+            ts_ns: wall_now_ns(),
             pid: self.target_pid,
             tid: self.target_pid,
             comm: self.target_comm.clone(),
@@ -256,22 +257,6 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(read_whole(&f, &mut buf).unwrap(), 10_000);
         assert_eq!(read_whole(&File::open("/proc/self/status").unwrap(), &mut buf).map(|n| n > 100).ok(), Some(true));
-    }
-
-    #[test]
-    fn sample_interval_option_defaults_to_100ms_and_0_disables() {
-        use clap::Parser as _;
-
-        use crate::cli::{Cli, Command};
-        let cli = Cli::try_parse_from(["tracer", "--pid", "1"]).unwrap();
-        assert_eq!(cli.trace.sample_interval, Duration::from_millis(100));
-        let cli = Cli::try_parse_from(["tracer", "--pid", "1", "--sample-interval", "0"]).unwrap();
-        assert!(cli.trace.sample_interval.is_zero());
-        let cli = Cli::try_parse_from(["tracer", "run", "--sample-interval", "1s", "--", "true"]).unwrap();
-        assert!(
-            matches!(cli.command, Some(Command::Run { trace, .. }) if trace.sample_interval == Duration::from_secs(1))
-        );
-        assert!(Cli::try_parse_from(["tracer", "--pid", "1", "--sample-interval", "often"]).is_err());
     }
 
     /// How long one sample takes (run with --nocapture to see it).

@@ -5,14 +5,19 @@
 //!
 //! - [`app`]: the state and what changes it (events, verdicts, keys); pure.
 //! - [`ui`] and [`chart`]: drawing, from `&App` only.
-//! - [`term`]: the terminal guard, the panic hook, and [`run_tui`], the loop the session
-//!   runs: updates come in on a channel, the screen redraws every 100 ms.
+//! - [`term`]: the terminal guard, the panic hook, and [`run_tui`], the loop that shows
+//!   the session: updates come in on a channel, the screen redraws every 100 ms.
+//! - [`feed`]: the session's side, a sink that batches events and paces verdicts onto
+//!   that channel without ever making capture wait.
+//! - [`logs`]: log lines held while the screen is up.
 //!
 //! The view keeps a bounded window (the last 10,000 events, downsampled chart series);
 //! the trace file has everything.
 pub mod app;
 pub mod chart;
 pub mod detail;
+pub mod feed;
+pub mod logs;
 pub mod rate;
 pub mod series;
 pub mod term;

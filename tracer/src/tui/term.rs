@@ -254,10 +254,6 @@ where
     }
 }
 
-fn wall_clock_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The live timeline, for the session: takes over the terminal, shows what `updates`
 /// brings, and returns when the user quits (or a signal asks to); the terminal is restored
 /// before it returns, so the caller prints the verdicts on a normal screen. `quit` fires
@@ -274,7 +270,7 @@ pub async fn run_tui(
     let mut guard = TerminalGuard::enter().context("setting up the terminal for the live view (--no-tui streams lines instead)")?;
     let mut app = App::new(opts.limits);
     let result = tokio::select! {
-        r = event_loop(guard.terminal(), &mut app, &mut updates, EventStream::new(), &opts, &wall_clock_ns) => r,
+        r = event_loop(guard.terminal(), &mut app, &mut updates, EventStream::new(), &opts, &crate::clock::wall_now_ns) => r,
         _ = term.recv() => Ok(TuiExit::Signal("SIGTERM")),
         _ = hup.recv() => Ok(TuiExit::Signal("SIGHUP")),
         _ = int.recv() => Ok(TuiExit::Signal("SIGINT")),

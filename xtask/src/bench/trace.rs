@@ -10,23 +10,6 @@ use std::{
 
 use anyhow::{Context, Result};
 
-/// Kinds that come from a kernel tracepoint (not from the tracer's own bookkeeping).
-const KERNEL_KINDS: &[&str] = &[
-    "fork",
-    "exec",
-    "exit",
-    "signal",
-    "signal_deliver",
-    "oom_kill",
-    "mmap",
-    "munmap",
-    "brk",
-    "mremap",
-    "rss",
-    "tcp_reset",
-    "tcp_state",
-];
-
 /// Keep at most this many latency samples (every k-th line beyond it): 10^7 events.
 const MAX_SAMPLES: usize = 2_000_000;
 
@@ -95,7 +78,7 @@ pub fn read(pipe: impl Read) -> Result<TraceStats> {
             }
             _ => {}
         }
-        if KERNEL_KINDS.contains(&kind) {
+        if tracer_event::kernel_kind_names().any(|k| k == kind) {
             if let Some(ts) = field_num(line, "\"ts_ns\":") {
                 kernel_events += 1;
                 if st.latencies_ns.len() >= MAX_SAMPLES {

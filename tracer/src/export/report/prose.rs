@@ -8,7 +8,7 @@ use super::{CgroupPeak, GpuPeak, ProcessPeak, Report, SystemLow};
 use crate::diagnose::Verdict;
 
 /// Sizes read the same in the verdicts and around them.
-pub use crate::diagnose::format_bytes;
+pub use crate::units::{format_bytes, time_of_day};
 
 /// Characters of the command line in the title.
 pub(super) const TITLE_CMDLINE: usize = 100;
@@ -36,12 +36,6 @@ pub fn rel(ts_ns: u64, t0: u64) -> String {
     format!("{sign}{}.{:03} s", a / 1_000_000_000, (a / 1_000_000) % 1000)
 }
 
-/// UTC time of day: `12:00:03.021`.
-pub fn time_of_day(ts_ns: u64) -> String {
-    let secs = ts_ns / 1_000_000_000;
-    let day = secs % 86_400;
-    format!("{:02}:{:02}:{:02}.{:03}", day / 3600, (day / 60) % 60, day % 60, (ts_ns / 1_000_000) % 1000)
-}
 
 /// Date and time in UTC: `2024-05-01T12:00:00.000Z`.
 pub fn date_time(ts_ns: u64) -> String {

@@ -1,127 +1,19 @@
-//! The processes to trace: an existing pid (with its threads and, optionally, its
-//! descendants) or a command started held before exec so that nothing is missed.
+//! A command started for `tracer run`: forked and held before exec, so that its pid is in
+//! the kernel filter before it runs a single instruction of the new program.
 use std::{
-    collections::HashMap,
     ffi::CString,
     io::{Read, Write},
     os::{fd::FromRawFd, unix::fs::PermissionsExt},
 };
 
-use super::CaptureError;
+use thiserror::Error;
 
-pub fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
-
-pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
-/// Thread ids of a process.
-pub fn threads(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-/// All live descendants of `pid` (children, grandchildren...).
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()));
-            if let Some(ppid) = ppid {
-                children.entry(ppid).or_default().push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        for &c in children.get(&p).into_iter().flatten() {
-            out.push(c);
-            stack.push(c);
-        }
-    }
-    out
-}
-
-/// A TCP socket a process has open, from /proc.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnedSocket {
-    pub local: std::net::SocketAddr,
-    pub remote: std::net::SocketAddr,
-    pub listening: bool,
-}
-
-/// TCP sockets among the open files of `pid` (listeners and connections), so that a
-/// server traced with `--pid` after it started listening is still known as the owner.
-pub fn tcp_sockets(pid: u32) -> Vec<OwnedSocket> {
-    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| {
-                let link = std::fs::read_link(e.ok()?.path()).ok()?;
-                link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for (file, v6) in [("tcp", false), ("tcp6", true)] {
-        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-            continue;
-        };
-        out.extend(table.lines().skip(1).filter_map(|l| parse_proc_net_tcp_line(l, v6)).filter(|(inode, _)| inodes.contains(inode)).map(|(_, s)| s));
-    }
-    out
-}
-
-/// One line of /proc/net/tcp{,6}: `sl local rem st ... uid timeout inode`.
-fn parse_proc_net_tcp_line(line: &str, v6: bool) -> Option<(u64, OwnedSocket)> {
-    let cols: Vec<&str> = line.split_whitespace().collect();
-    let local = parse_proc_addr(cols.get(1)?, v6)?;
-    let remote = parse_proc_addr(cols.get(2)?, v6)?;
-    let state = u8::from_str_radix(cols.get(3)?, 16).ok()?;
-    let inode = cols.get(9)?.parse().ok()?;
-    // 0x0A is TCP_LISTEN in the kernel's numbering, which /proc prints in hex.
-    Some((inode, OwnedSocket { local, remote, listening: state == 0x0a }))
-}
-
-fn parse_proc_addr(s: &str, v6: bool) -> Option<std::net::SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    // Addresses are printed as native-endian 32-bit words.
-    let words: Vec<u32> = (0..ip.len() / 8).map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16)).collect::<Result<_, _>>().ok()?;
-    let ip = if v6 {
-        let mut bytes = [0u8; 16];
-        for (i, w) in words.iter().enumerate().take(4) {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        std::net::IpAddr::V6(std::net::Ipv6Addr::from(bytes))
-    } else {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::from(words.first()?.to_ne_bytes()))
-    };
-    Some(std::net::SocketAddr::new(ip, port))
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("no command given: usage `tracer run -- CMD [ARGS...]`")]
+    EmptyCommand,
+    #[error("cannot start {0}: {1}")]
+    Spawn(String, std::io::Error),
 }
 
 /// A command forked and held just before exec: its pid is known and can be added to the
@@ -172,31 +64,31 @@ impl Redirect {
 
 impl HeldCommand {
     /// Forks `argv` with the tracer's standard streams, held before exec.
-    pub fn spawn(argv: &[String]) -> Result<HeldCommand, CaptureError> {
+    pub fn spawn(argv: &[String]) -> Result<HeldCommand, SpawnError> {
         HeldCommand::spawn_with(argv, None)
     }
 
     /// [`HeldCommand::spawn`], with the standard streams redirected when `redirect` says.
-    pub fn spawn_with(argv: &[String], redirect: Option<&Redirect>) -> Result<HeldCommand, CaptureError> {
+    pub fn spawn_with(argv: &[String], redirect: Option<&Redirect>) -> Result<HeldCommand, SpawnError> {
         use std::os::fd::AsRawFd as _;
         let streams = redirect.map(|r| (r.stdin.as_raw_fd(), r.output.as_raw_fd()));
-        let program = argv.first().ok_or(CaptureError::EmptyCommand)?;
+        let program = argv.first().ok_or(SpawnError::EmptyCommand)?;
         let path = resolve_program(program)
-            .ok_or_else(|| CaptureError::Spawn(program.clone(), std::io::Error::from_raw_os_error(libc::ENOENT)))?;
+            .ok_or_else(|| SpawnError::Spawn(program.clone(), std::io::Error::from_raw_os_error(libc::ENOENT)))?;
         let to_c = |s: &str| {
-            CString::new(s).map_err(|_| CaptureError::Spawn(program.clone(), std::io::Error::other("argument contains a NUL byte")))
+            CString::new(s).map_err(|_| SpawnError::Spawn(program.clone(), std::io::Error::other("argument contains a NUL byte")))
         };
         let c_path = to_c(&path)?;
         let c_args = argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
         let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
         c_argv.push(std::ptr::null());
-        let (go_r, go_w) = pipe().map_err(|e| CaptureError::Spawn(program.clone(), e))?;
-        let (err_r, err_w) = pipe().map_err(|e| CaptureError::Spawn(program.clone(), e))?;
+        let (go_r, go_w) = pipe().map_err(|e| SpawnError::Spawn(program.clone(), e))?;
+        let (err_r, err_w) = pipe().map_err(|e| SpawnError::Spawn(program.clone(), e))?;
         // SAFETY: the child calls only async-signal-safe functions (read, write, close,
         // execv, _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(CaptureError::Spawn(program.clone(), std::io::Error::last_os_error()));
+            return Err(SpawnError::Spawn(program.clone(), std::io::Error::last_os_error()));
         }
         if pid == 0 {
             unsafe {
@@ -234,7 +126,7 @@ impl HeldCommand {
 
     /// Lets the command exec; fails with the reason when exec failed.
     /// Dropping a `HeldCommand` instead closes the pipe: the child exits 126 unexec'd.
-    pub fn release(mut self, program: &str) -> Result<StartedCommand, CaptureError> {
+    pub fn release(mut self, program: &str) -> Result<StartedCommand, SpawnError> {
         let _ = self.go.write_all(&[1]);
         drop(self.go);
         // The error pipe closes on a successful exec (CLOEXEC) and carries errno otherwise.
@@ -243,7 +135,7 @@ impl HeldCommand {
         match self.exec_error.read(&mut buf) {
             Ok(4) => {
                 let _ = started_wait_blocking(&mut started);
-                Err(CaptureError::Spawn(program.to_string(), std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))))
+                Err(SpawnError::Spawn(program.to_string(), std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf))))
             }
             _ => Ok(started),
         }
@@ -320,30 +212,5 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
         let err = HeldCommand::spawn(&["no-such-program-anywhere".into()]).err().unwrap();
         assert!(err.to_string().contains("no-such-program-anywhere"), "{err}");
-    }
-
-    #[test]
-    fn proc_net_tcp_lines_parse_to_addresses() {
-        let line = "   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0";
-        let (inode, s) = parse_proc_net_tcp_line(line, false).unwrap();
-        assert_eq!(inode, 12345);
-        assert_eq!(s.local, "127.0.0.1:8000".parse().unwrap());
-        assert!(s.listening);
-    }
-
-    #[test]
-    fn own_listening_socket_is_found() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let found = tcp_sockets(std::process::id());
-        assert!(found.iter().any(|s| s.listening && s.local.port() == port), "{found:?}");
-    }
-
-    #[test]
-    fn own_process_is_found_with_threads() {
-        let me = std::process::id();
-        assert!(process_exists(me));
-        assert!(threads(me).contains(&me));
-        assert!(!process_exists(u32::MAX - 1));
     }
 }

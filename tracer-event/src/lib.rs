@@ -1,6 +1,7 @@
 //! THE event model. Everything downstream of capture (diagnosis, exports, the TUI, the
 //! `report` command on a recorded trace) speaks only this. One JSON object per line; the
-//! field names are a stable interface documented in the README.
+//! field names are a stable interface documented in the README. This crate knows nothing
+//! of eBPF or of how events are captured.
 use serde::{Deserialize, Serialize};
 
 /// One thing that happened, with the process context it happened in.
@@ -19,8 +20,14 @@ pub struct Event {
 }
 
 /// What happened. Serialized with a `kind` tag in snake_case next to the common fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// The variants are the one list of event kinds: their names ([`Event::kind_name`],
+/// [`KIND_NAMES`]) derive from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+// Consumers keep a default arm, so that a new kind of event touches only its producer.
+#[non_exhaustive]
 pub enum EventKind {
     /// First line of every trace: what is traced and with which probes.
     TraceStart {
@@ -254,26 +261,20 @@ pub enum Direction {
 impl Event {
     /// The snake_case `kind` tag of this event.
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            EventKind::TraceStart { .. } => "trace_start",
-            EventKind::TraceEnd { .. } => "trace_end",
-            EventKind::Fork { .. } => "fork",
-            EventKind::Exec { .. } => "exec",
-            EventKind::Exit { .. } => "exit",
-            EventKind::Signal { .. } => "signal",
-            EventKind::SignalDeliver { .. } => "signal_deliver",
-            EventKind::OomKill { .. } => "oom_kill",
-            EventKind::Mmap { .. } => "mmap",
-            EventKind::Munmap { .. } => "munmap",
-            EventKind::Brk { .. } => "brk",
-            EventKind::Mremap { .. } => "mremap",
-            EventKind::Rss { .. } => "rss",
-            EventKind::TcpReset { .. } => "tcp_reset",
-            EventKind::TcpState { .. } => "tcp_state",
-            EventKind::Sample { .. } => "sample",
-            EventKind::Lost { .. } => "lost",
-        }
+        (&self.kind).into()
     }
+}
+
+/// Every `kind` tag, in declaration order.
+pub const KIND_NAMES: &[&str] = <EventKind as strum::VariantNames>::VARIANTS;
+
+/// Kinds the tracer writes itself (the frame of a trace, user-space samples, loss
+/// reports); every other kind comes from a kernel tracepoint.
+pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost"];
+
+/// Kinds that come from a kernel tracepoint.
+pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {
+    KIND_NAMES.iter().copied().filter(|k| !BOOKKEEPING_KINDS.contains(k))
 }
 
 #[cfg(test)]
@@ -295,5 +296,20 @@ mod tests {
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, ev);
         assert_eq!(back.kind_name(), "rss");
+    }
+
+    #[test]
+    fn kind_names_are_the_serde_tags() {
+        let end = EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0 };
+        let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], ev.kind_name());
+        assert_eq!(KIND_NAMES.len(), 17);
+        assert!(KIND_NAMES.contains(&"tcp_reset") && KIND_NAMES.contains(&"signal_deliver"), "{KIND_NAMES:?}");
+        for k in BOOKKEEPING_KINDS {
+            assert!(KIND_NAMES.contains(k), "{k}");
+        }
+        assert_eq!(kernel_kind_names().count(), KIND_NAMES.len() - BOOKKEEPING_KINDS.len());
+        assert!(kernel_kind_names().any(|k| k == "oom_kill"));
     }
 }

@@ -1,0 +1,4 @@
+//! The subcommands that trace and report. Each owns its options type; `tracer doctor`
+//! lives in [`crate::doctor`].
+pub mod report;
+pub mod trace;

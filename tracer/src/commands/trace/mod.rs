@@ -1,0 +1,222 @@
+//! `tracer --pid PID` and `tracer run -- CMD`: attach capture to the target, choose the
+//! sinks (the trace file, the live view), run the session, then say what it found.
+mod live;
+pub mod output;
+mod summary;
+
+use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use self::output::Plan;
+use crate::{
+    capture::{Capture, CaptureError, CaptureOptions, ProbeGroup},
+    clock::wall_now_ns,
+    event::{Event, EventKind},
+    export::jsonl::JsonlWriter,
+    process::{
+        self,
+        spawn::{HeldCommand, Redirect},
+    },
+    session::{self, SessionOptions, Target},
+    tui::{self, TuiOptions},
+    units::parse_bytes,
+};
+
+#[derive(Debug, Args, Clone)]
+pub struct TraceArgs {
+    /// Also trace processes the target forks (threads are always traced)
+    #[arg(long)]
+    pub follow_children: bool,
+
+    /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Where to write the events, one JSON object per line; `-` is standard output (and
+    /// no live view). Default: with the live view, tracer-PID-YYYYMMDD-HHMMSS.jsonl in the
+    /// current directory (`run`: tracer-PROGRAM-...); without it, standard output
+    #[arg(long, value_name = "FILE|-")]
+    pub jsonl: Option<String>,
+
+    /// No live timeline on the terminal: stream plain lines (as when standard output or
+    /// input is not a terminal)
+    #[arg(long)]
+    pub no_tui: bool,
+
+    /// At the end, also write a Perfetto/Chrome trace (JSON) of the session to FILE
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+
+    /// After the target exits, keep tracing this long for the resets that follow its death
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    /// Probe groups to attach, comma separated; `process` is always on
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = ProbeGroup::ALL)]
+    pub probes: Vec<ProbeGroup>,
+
+    /// Emit an rss event when a memory counter moved by this much (e.g. 8MiB, 512KiB, 1048576)
+    #[arg(long, default_value = "8MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    pub rss_threshold: u64,
+
+    /// Size of the kernel ring buffer (power of two, e.g. 16MiB); larger loses less in bursts
+    #[arg(long, default_value = "16MiB", value_parser = parse_ring_size, value_name = "BYTES")]
+    pub ring_buffer: u64,
+
+    /// Write a `sample` event this often (e.g. 100ms, 1s; 0 disables, 50ms is the finest):
+    /// RSS, VmSize, VmHWM, threads and open fds of each traced process, the memory cgroup's
+    /// usage, limit, peak and OOM kills, GPU memory (NVML, when a driver is present) and the
+    /// system's available memory and pressure. The tracer reads them from /proc and /sys
+    /// itself: it costs the target nothing
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sample_interval: Duration,
+}
+
+impl TraceArgs {
+    pub fn probe_set(&self) -> BTreeSet<ProbeGroup> {
+        self.probes.iter().copied().collect()
+    }
+}
+
+fn parse_ring_size(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
+        return Err(format!("ring buffer size {s:?} must be a power of two between 4KiB and 1GiB"));
+    }
+    Ok(n)
+}
+
+fn capture_options(args: &TraceArgs) -> CaptureOptions {
+    CaptureOptions {
+        follow_children: args.follow_children,
+        rss_threshold_bytes: args.rss_threshold,
+        probes: args.probe_set(),
+        ring_buffer_bytes: args.ring_buffer as u32,
+    }
+}
+
+/// The live view or plain lines, and where the trace goes (see [`output::plan`]).
+fn output_plan(args: &TraceArgs, label: &str) -> Plan {
+    output::plan(args.jsonl.as_deref(), tui::should_use_tui(args.no_tui), || {
+        output::default_trace_path(std::path::Path::new(""), label)
+    })
+}
+
+/// `tracer --pid PID`.
+pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
+    if !process::process_exists(pid) {
+        return Err(CaptureError::NoSuchProcess(pid).into());
+    }
+    let plan = output_plan(args, &pid.to_string());
+    let mut capture = Capture::load(&capture_options(args))?;
+    capture.add_process(pid)?;
+    if args.follow_children {
+        for child in process::descendants(pid) {
+            capture.add_process(child)?;
+        }
+    }
+    if !process::process_exists(pid) {
+        return Err(CaptureError::ExitedDuringAttach(pid).into());
+    }
+    let start = start_event(&capture, pid, process::cmdline(pid), args);
+    record(capture, Target { pid, child: None }, start, args, &plan, None)
+}
+
+/// `tracer run -- CMD ARGS...`.
+pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    let plan = output_plan(args, &output::program_label(&cmd[0]));
+    let mut capture = Capture::load(&capture_options(args))?;
+    // The live view owns the terminal: the command's output goes to a file next to the trace.
+    let output_log = if plan.tui { plan.trace_file().map(output::output_log_path) } else { None };
+    let redirect = match &output_log {
+        Some(log) => Some(Redirect::to_log(log).with_context(|| {
+            format!("cannot write the command's output to {} (next to the trace; --no-tui leaves it on the terminal)", log.display())
+        })?),
+        None => None,
+    };
+    let held = HeldCommand::spawn_with(cmd, redirect.as_ref())?;
+    drop(redirect);
+    let pid = held.pid;
+    capture.add_process(pid)?;
+    let start = start_event(&capture, pid, cmd.join(" "), args);
+    let child = held.release(&cmd[0])?;
+    record(capture, Target { pid, child: Some(child) }, start, args, &plan, output_log.as_deref())
+}
+
+/// Runs the session into the trace file, under the live view or with plain lines, then
+/// prints the end.
+fn record(
+    capture: Capture,
+    target: Target,
+    start: Event,
+    args: &TraceArgs,
+    plan: &Plan,
+    output_log: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let jsonl = plan.jsonl_arg();
+    let mut out = JsonlWriter::create(&jsonl).with_context(|| format!("cannot write the trace to {jsonl}"))?;
+    // Fail now rather than after the trace: the Perfetto file is written at the end.
+    if let Some(path) = &args.perfetto {
+        std::fs::File::create(path).with_context(|| {
+            format!("cannot write the Perfetto trace to {}: give a writable path to --perfetto", path.display())
+        })?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let opts = SessionOptions {
+        duration: args.duration,
+        grace: args.grace,
+        sample_interval: Some(args.sample_interval).filter(|d| !d.is_zero()),
+        follow_children: args.follow_children,
+    };
+    let pid = target.pid;
+    if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
+        let stops = if plan.tui { "the live view starts (q quits)" } else { "Ctrl-C stops" };
+        eprintln!("tracer: tracing pid {pid} ({target_cmdline}) with {} probes; {stops}", probes.len());
+    }
+    // With the live view, everything below is printed after the terminal is restored.
+    let (summary, tui_exit) = if plan.tui {
+        let outcome = runtime.block_on(live::run_with_tui(capture, target, start, &opts, &mut out, TuiOptions::default()));
+        (outcome.session, Some(outcome.tui))
+    } else {
+        (runtime.block_on(session::run(capture, target, start, &opts, &mut [&mut out], None)), None)
+    };
+    summary::print(&summary?, pid, args, plan, output_log, tui_exit)
+}
+
+/// The trace's first event: what is traced, on which kernel, with which probes.
+fn start_event(capture: &Capture, pid: u32, cmdline: String, args: &TraceArgs) -> Event {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+    Event {
+        ts_ns: wall_now_ns(),
+        pid,
+        tid: pid,
+        comm,
+        kind: EventKind::TraceStart {
+            target_pid: pid,
+            target_cmdline: cmdline,
+            follow_children: args.follow_children,
+            kernel,
+            probes: capture.attached.clone(),
+            missing_probes: capture.missing.clone(),
+            rss_threshold_bytes: capture.rss_threshold_bytes,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3XB").is_err());
+        assert!(parse_ring_size("3MiB").is_err());
+    }
+}

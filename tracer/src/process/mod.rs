@@ -1,0 +1,150 @@
+//! What /proc says about a process, read where every layer can use it: does it exist,
+//! its command line, threads, descendants and TCP sockets. Nothing here knows eBPF.
+pub mod spawn;
+
+use std::collections::HashMap;
+
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Thread ids of a process.
+pub fn threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// All live descendants of `pid` (children, grandchildren...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()));
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+/// A TCP socket a process has open, from /proc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedSocket {
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    pub listening: bool,
+}
+
+/// TCP sockets among the open files of `pid` (listeners and connections), so that a
+/// server traced with `--pid` after it started listening is still known as the owner.
+pub fn tcp_sockets(pid: u32) -> Vec<OwnedSocket> {
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let link = std::fs::read_link(e.ok()?.path()).ok()?;
+                link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        out.extend(table.lines().skip(1).filter_map(|l| parse_proc_net_tcp_line(l, v6)).filter(|(inode, _)| inodes.contains(inode)).map(|(_, s)| s));
+    }
+    out
+}
+
+/// One line of /proc/net/tcp{,6}: `sl local rem st ... uid timeout inode`.
+fn parse_proc_net_tcp_line(line: &str, v6: bool) -> Option<(u64, OwnedSocket)> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let local = parse_proc_addr(cols.get(1)?, v6)?;
+    let remote = parse_proc_addr(cols.get(2)?, v6)?;
+    let state = u8::from_str_radix(cols.get(3)?, 16).ok()?;
+    let inode = cols.get(9)?.parse().ok()?;
+    // 0x0A is TCP_LISTEN in the kernel's numbering, which /proc prints in hex.
+    Some((inode, OwnedSocket { local, remote, listening: state == 0x0a }))
+}
+
+fn parse_proc_addr(s: &str, v6: bool) -> Option<std::net::SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // Addresses are printed as native-endian 32-bit words.
+    let words: Vec<u32> = (0..ip.len() / 8).map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16)).collect::<Result<_, _>>().ok()?;
+    let ip = if v6 {
+        let mut bytes = [0u8; 16];
+        for (i, w) in words.iter().enumerate().take(4) {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        std::net::IpAddr::V6(std::net::Ipv6Addr::from(bytes))
+    } else {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(words.first()?.to_ne_bytes()))
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_lines_parse_to_addresses() {
+        let line = "   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0";
+        let (inode, s) = parse_proc_net_tcp_line(line, false).unwrap();
+        assert_eq!(inode, 12345);
+        assert_eq!(s.local, "127.0.0.1:8000".parse().unwrap());
+        assert!(s.listening);
+    }
+
+    #[test]
+    fn own_listening_socket_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = tcp_sockets(std::process::id());
+        assert!(found.iter().any(|s| s.listening && s.local.port() == port), "{found:?}");
+    }
+
+    #[test]
+    fn own_process_is_found_with_threads() {
+        let me = std::process::id();
+        assert!(process_exists(me));
+        assert!(threads(me).contains(&me));
+        assert!(!process_exists(u32::MAX - 1));
+    }
+}
