@@ -158,9 +158,8 @@ pub async fn run(
             guard = ring.readable() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
                 guard.clear_ready();
-                if take(&mut capture, &mut run, sampler.as_mut(), target_pid) {
-                    exited_at.get_or_insert_with(Instant::now);
-                }
+                // Only take the records in: ordering and release wait for the tick.
+                capture.receive();
             }
             _ = tick.tick() => {
                 if let Some(sample) = sampler.as_mut().and_then(|s| s.poll(Instant::now())) {

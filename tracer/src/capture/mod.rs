@@ -228,6 +228,13 @@ impl Capture {
         self.release(u64::MAX)
     }
 
+    /// Takes in what the kernel handed over (decoded into the window), releasing nothing:
+    /// what the session calls when the ring buffer wakes it, so that a burst never fills
+    /// the ring while events wait for their time. Cheap: no sorting, no map reads.
+    pub fn receive(&mut self) {
+        self.drain();
+    }
+
     /// Decodes everything waiting in the ring buffer into the window.
     fn drain(&mut self) {
         while let Some(item) = self.ring.next() {
