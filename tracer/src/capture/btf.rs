@@ -1,5 +1,8 @@
-//! Just enough of a BTF reader to find a struct member's byte offset in the running
-//! kernel (`task_struct.exit_code`), which no tracepoint exposes.
+//! Just enough of a BTF reader to find what no tracepoint format says: a struct member's
+//! byte offset in the running kernel (`task_struct.exit_code`), and the names of an
+//! enum's values where a tracepoint prints a bare number (`rss_stat`'s member on 5.10).
+use std::collections::BTreeMap;
+
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -14,6 +17,7 @@ pub enum BtfError {
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_ENUM: u32 = 6;
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
     b.get(at..at + 4)
@@ -27,8 +31,19 @@ fn name_at(strings: &[u8], off: u32) -> &[u8] {
     &rest[..end]
 }
 
-/// Byte offset of `member` in `struct struct_name`, or `None` when either is absent.
-pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<Option<u32>, BtfError> {
+/// One type of a BTF blob: its kind, name, flags, and the bytes that follow its header
+/// (members of a struct, values of an enum...).
+struct BtfType<'b> {
+    kind: u32,
+    name: &'b [u8],
+    kind_flag: bool,
+    vlen: usize,
+    extra: &'b [u8],
+}
+
+/// Walks the types of a BTF blob, handing each to `visit` with the string section, until
+/// `visit` returns `Some`.
+fn find_type<T>(btf: &[u8], mut visit: impl FnMut(&BtfType, &[u8]) -> Result<Option<T>, BtfError>) -> Result<Option<T>, BtfError> {
     if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != BTF_MAGIC {
         return Err(BtfError::BadMagic);
     }
@@ -48,7 +63,6 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<Opti
         let info = u32_at(types, at + 4)?;
         let kind = (info >> 24) & 0x1f;
         let vlen = (info & 0xffff) as usize;
-        let kind_flag = info >> 31 == 1;
         at += 12;
         let extra = match kind {
             1 | 14 | 17 => 4,           // INT, VAR, DECL_TAG
@@ -59,26 +73,74 @@ pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<Opti
             15 | 19 => vlen * 12,       // DATASEC, ENUM64
             other => return Err(BtfError::UnknownKind(other)),
         };
-        if kind == KIND_STRUCT && name_at(strings, name_off) == struct_name.as_bytes() {
-            for m in 0..vlen {
-                let base = at + m * 12;
-                if name_at(strings, u32_at(types, base)?) == member.as_bytes() {
-                    let raw = u32_at(types, base + 8)?;
-                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    return Ok(Some(bits / 8));
-                }
-            }
-            return Ok(None);
+        let ty = BtfType {
+            kind,
+            name: name_at(strings, name_off),
+            kind_flag: info >> 31 == 1,
+            vlen,
+            extra: types.get(at..at + extra).ok_or(BtfError::Truncated)?,
+        };
+        if let Some(found) = visit(&ty, strings)? {
+            return Ok(Some(found));
         }
         at += extra;
     }
     Ok(None)
 }
 
+/// Byte offset of `member` in `struct struct_name`, or `None` when either is absent.
+pub fn member_offset(btf: &[u8], struct_name: &str, member: &str) -> Result<Option<u32>, BtfError> {
+    let found = find_type(btf, |ty, strings| {
+        if ty.kind != KIND_STRUCT || ty.name != struct_name.as_bytes() {
+            return Ok(None);
+        }
+        for m in 0..ty.vlen {
+            if name_at(strings, u32_at(ty.extra, m * 12)?) == member.as_bytes() {
+                let raw = u32_at(ty.extra, m * 12 + 8)?;
+                let bits = if ty.kind_flag { raw & 0x00ff_ffff } else { raw };
+                return Ok(Some(Some(bits / 8)));
+            }
+        }
+        // The struct is here without that member.
+        Ok(Some(None))
+    })?;
+    Ok(found.flatten())
+}
+
+/// The values and names of the enum that has a value named `value_name` (the enums of
+/// kernel constants are often anonymous): how a kernel that prints a number in a
+/// tracepoint names it.
+pub fn enum_with(btf: &[u8], value_name: &str) -> Result<Option<BTreeMap<i64, String>>, BtfError> {
+    find_type(btf, |ty, strings| {
+        if ty.kind != KIND_ENUM {
+            return Ok(None);
+        }
+        let mut values = BTreeMap::new();
+        let mut has = false;
+        for m in 0..ty.vlen {
+            let name = name_at(strings, u32_at(ty.extra, m * 8)?);
+            let value = u32_at(ty.extra, m * 8 + 4)? as i32 as i64;
+            has |= name == value_name.as_bytes();
+            values.insert(value, String::from_utf8_lossy(name).into_owned());
+        }
+        Ok(has.then_some(values))
+    })
+}
+
+/// The running kernel's BTF, if it has one.
+fn running_kernel_btf() -> Option<Vec<u8>> {
+    std::fs::read("/sys/kernel/btf/vmlinux").ok()
+}
+
+/// Names of the mm counters (`MM_FILEPAGES`...) by value, for kernels whose `rss_stat`
+/// prints the member as a number (before 5.15's symbolic print fmt).
+pub fn mm_counter_names() -> Option<BTreeMap<i64, String>> {
+    enum_with(&running_kernel_btf()?, "MM_FILEPAGES").ok().flatten()
+}
+
 /// `task_struct.exit_code` of the running kernel, if it has BTF.
 pub fn task_exit_code_offset() -> Option<u32> {
-    let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
-    member_offset(&blob, "task_struct", "exit_code").ok().flatten()
+    member_offset(&running_kernel_btf()?, "task_struct", "exit_code").ok().flatten()
 }
 
 #[cfg(test)]
@@ -122,6 +184,24 @@ mod tests {
         assert_eq!(member_offset(&blob, "s", "b").unwrap(), Some(4));
         assert_eq!(member_offset(&blob, "s", "zz").unwrap(), None);
         assert_eq!(member_offset(&blob, "t", "a").unwrap(), None);
+    }
+
+    #[test]
+    fn running_kernel_names_mm_counters_as_rss_stat_does() {
+        // The truth on this kernel: rss_stat's own print fmt names its members.
+        let Some(names) = mm_counter_names() else {
+            eprintln!("no BTF on this kernel: rss members fall back to numbers");
+            return;
+        };
+        assert_eq!(names.get(&0).map(String::as_str), Some("MM_FILEPAGES"), "{names:?}");
+        assert_eq!(names.get(&1).map(String::as_str), Some("MM_ANONPAGES"), "{names:?}");
+        let format = "/sys/kernel/tracing/events/kmem/rss_stat/format";
+        if let Ok(text) = std::fs::read_to_string(format) {
+            let printed = crate::capture::format::Format::parse(&text).unwrap().symbols("member");
+            for (v, name) in &printed {
+                assert_eq!(names.get(v), Some(name), "BTF and {format} disagree on {v}");
+            }
+        }
     }
 
     #[test]

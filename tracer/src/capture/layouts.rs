@@ -35,6 +35,10 @@ impl Layouts {
             }
         }
         l.fill_tables();
+        // Before 5.15, rss_stat prints its member as a number: the names are in BTF.
+        if l.rss_members.is_empty() && l.of(Probe::RssStat).is_some() {
+            l.rss_members = super::btf::mm_counter_names().unwrap_or_default();
+        }
         l
     }
 

@@ -43,6 +43,11 @@ impl Tracefs {
             .map(|p| Tracefs { root: p.to_path_buf() })
     }
 
+    /// A tracefs at `root`, taken as it is (tests).
+    pub fn at(root: impl Into<std::path::PathBuf>) -> Tracefs {
+        Tracefs { root: root.into() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -264,6 +264,48 @@ fn oom_held(t: &Trace, idx: usize) -> Option<String> {
     }
 }
 
+/// What the victim held just before the kill by the tracer's own figures, for kernels
+/// whose `oom:mark_victim` carries only the pid (before 5.14): the last `rss_stat`
+/// members, else the last sample. The phrase says where the figure came from.
+fn last_memory_before(t: &Trace, pid: u32, kill_ts: u64) -> Option<(String, String)> {
+    let mut members: HashMap<&str, i64> = HashMap::new();
+    let mut rss_at = None;
+    let mut sampled: Option<(u64, u64)> = None;
+    for (_, e) in t.iter() {
+        if e.ts_ns > kill_ts {
+            break;
+        }
+        match &e.kind {
+            EventKind::Rss { member, bytes } if e.pid == pid => {
+                members.insert(member.as_str(), *bytes);
+                rss_at = Some(e.ts_ns);
+            }
+            EventKind::Sample { processes, .. } => {
+                if let Some(p) = processes.iter().find(|p| p.pid == pid) {
+                    sampled = Some((p.rss_bytes, e.ts_ns));
+                }
+            }
+            _ => {}
+        }
+    }
+    let before = |at: u64| crate::units::duration(kill_ts.saturating_sub(at));
+    let kb = |name: &str| members.get(name).map(|&b| (b.max(0) as u64) / 1024);
+    if let (Some(at), Some(anon)) = (rss_at, kb("MM_ANONPAGES")) {
+        let file = kb("MM_FILEPAGES").map(|f| format!(" and {} file", format_kb(f))).unwrap_or_default();
+        let when = before(at);
+        return Some((
+            format!("about {} anon{file} RSS", format_kb(anon)),
+            format!("this kernel's oom:mark_victim gives no memory figures: those above are the last rss_stat counters of {}, {when} before the kill", t.who(pid)),
+        ));
+    }
+    let (rss, at) = sampled?;
+    let when = before(at);
+    Some((
+        format!("about {} RSS", crate::units::format_bytes(rss)),
+        format!("this kernel's oom:mark_victim gives no memory figures: the RSS above is the last sample of {}, {when} before the kill", t.who(pid)),
+    ))
+}
+
 /// The memory of the victim at the kill, as the OOM killer saw it.
 fn oom_memory_line(t: &Trace, idx: usize) -> Option<String> {
     let e = t.ev.get(idx)?;
@@ -419,7 +461,16 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
     let grew = growth.phrase.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
     let (headline, confidence) = if let Some(o) = oom {
         let c = if w.exit.is_some() { Confidence::High } else { Confidence::Medium };
-        let held = oom_held(t, o).map(|h| format!(", holding {h},")).unwrap_or_default();
+        let held = match oom_held(t, o) {
+            Some(h) => format!(", holding {h},"),
+            None => match last_memory_before(t, w.pid, kill_ts) {
+                Some((h, source)) => {
+                    evidence.push(source);
+                    format!(", holding {h},")
+                }
+                None => String::new(),
+            },
+        };
         (format!("{} was OOM-killed{}{held}{grew}", t.who(w.pid), limit.phrase), c)
     } else {
         let lost = match t.lost_total {
@@ -629,6 +680,40 @@ mod tests {
 
     fn kinds(d: &Death) -> Vec<&str> {
         d.chain.iter().map(|l| l.kind.as_str()).collect()
+    }
+
+    /// Issue 13: before 5.14 oom:mark_victim carries only the victim's pid.
+    #[test]
+    fn an_oom_kill_without_figures_takes_them_from_the_last_rss_events_and_says_so() {
+        let mut b = Tb::new(PID);
+        b.rss(1_500, PID, "MM_ANONPAGES", (60 * MIB) as i64);
+        b.rss(1_500, PID, "MM_FILEPAGES", (2 * MIB) as i64);
+        b.cgroup_sample(1_900, 64 * MIB, Some(64 * MIB), Some(0));
+        b.signal(2_000, 77, "stress", PID, SIGKILL, "SI_KERNEL");
+        let o = b.oom_kill(2_000, 77, "stress", PID, "workload", 0, 0);
+        if let EventKind::OomKill { anon_rss_kb, file_rss_kb, total_vm_kb, shmem_rss_kb, pgtables_kb, .. } = &mut b.ev[o].kind {
+            (*anon_rss_kb, *file_rss_kb, *total_vm_kb, *shmem_rss_kb, *pgtables_kb) = (None, None, None, None, None);
+        }
+        b.exit_signal(2_010, PID, SIGKILL);
+        let d = only_death(&b);
+        assert_eq!(d.cause, Cause::OomKilled);
+        assert!(d.headline.contains("holding about 60.0 MiB anon and 2.00 MiB file RSS,"), "{}", d.headline);
+        assert!(
+            d.evidence.iter().any(|e| e.contains("last rss_stat counters") && e.contains("500 ms before the kill")),
+            "{:?}",
+            d.evidence
+        );
+        // Only samples: the last one, said as such.
+        let mut b = Tb::new(PID);
+        b.sample_full(1_900, PID, 63 * MIB, None, None);
+        let o = b.oom_kill(2_000, 77, "stress", PID, "workload", 0, 0);
+        if let EventKind::OomKill { anon_rss_kb, file_rss_kb, .. } = &mut b.ev[o].kind {
+            (*anon_rss_kb, *file_rss_kb) = (None, None);
+        }
+        b.exit_signal(2_010, PID, SIGKILL);
+        let d = only_death(&b);
+        assert!(d.headline.contains("holding about 63.0 MiB RSS,"), "{}", d.headline);
+        assert!(d.evidence.iter().any(|e| e.contains("last sample") && e.contains("100 ms before")), "{:?}", d.evidence);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub(crate) struct Reset<'a> {
     pub by: &'a str,
     pub local_port: Option<u16>,
     pub remote_port: Option<u16>,
+    /// The owner's socket on this local address went SYN_SENT -> CLOSE as the reset came:
+    /// its connect failed. How a refusal shows on kernels whose received resets carry no
+    /// state (before 6.10), where the refusing side's NO_SOCKET reset is not traced either.
+    pub connect_failed: bool,
 }
 
 impl Reset<'_> {
@@ -56,8 +60,20 @@ impl Reset<'_> {
     }
 }
 
+/// How far apart a reset and its socket's SYN_SENT -> CLOSE may be.
+const CONNECT_FAILED_NS: u64 = 100_000_000;
+
 /// Attributed resets in time order.
 pub(crate) fn attributed<'a>(t: &Trace<'a>) -> Vec<Reset<'a>> {
+    // (owner, local address) -> times its connect failed.
+    let mut failed: HashMap<(u32, &str), Vec<u64>> = HashMap::new();
+    for (_, e) in t.iter() {
+        if let EventKind::TcpState { old_state, new_state, saddr, .. } = &e.kind {
+            if old_state == "TCP_SYN_SENT" && new_state == "TCP_CLOSE" {
+                failed.entry((e.pid, saddr.as_str())).or_default().push(e.ts_ns);
+            }
+        }
+    }
     t.iter()
         .filter_map(|(i, e)| {
             let EventKind::TcpReset { direction, state, reason, saddr, daddr, attributed_by: Some(by), .. } = &e.kind else {
@@ -78,6 +94,9 @@ pub(crate) fn attributed<'a>(t: &Trace<'a>) -> Vec<Reset<'a>> {
                 by,
                 local_port: port(saddr),
                 remote_port: port(daddr),
+                connect_failed: failed
+                    .get(&(e.pid, saddr.as_str()))
+                    .is_some_and(|ts| ts.iter().any(|&c| c.abs_diff(e.ts_ns) <= CONNECT_FAILED_NS)),
             })
         })
         .collect()
@@ -248,6 +267,10 @@ pub(crate) fn keepalive_timeout(r: &Reset) -> Option<AliveCause> {
 /// the owner received while its connect was in SYN_SENT (the other side of the same).
 pub(crate) fn connection_refused(r: &Reset) -> Option<AliveCause> {
     if !r.sent && r.state == Some("TCP_SYN_SENT") {
+        return alive(Cause::ConnectionRefused, Confidence::High);
+    }
+    // Before 6.10 a received reset has no state: the socket's own transitions tell.
+    if !r.sent && r.state.is_none() && r.connect_failed {
         return alive(Cause::ConnectionRefused, Confidence::High);
     }
     if !r.is_no_socket() || !matches!(r.by, "listen_port" | "peer_of_connection") {
@@ -452,7 +475,16 @@ fn refused_summary(
     let who = t.who(owner);
     let n = group.len() as u64;
     let p = sp.map(|s| s.port).or(first.local_port).unwrap_or(0);
-    if first.by == "peer_of_connection" {
+    // The owner's own connect, refused: the refusing side's reset (peer_of_connection) or
+    // the one the owner's socket received.
+    let received = !first.sent && first.by == "socket";
+    if first.by == "peer_of_connection" || received {
+        let p = if received { first.remote_port.unwrap_or(p) } else { p };
+        if group.iter().any(|r| r.connect_failed && r.state.is_none() && !r.sent) {
+            evidence.push(
+                "this kernel reports no reset reason or state (before Linux 6.10): the refusal is inferred from the connecting socket going from SYN_SENT straight to CLOSE".into(),
+            );
+        }
         let before = l.last_listen(p, first.ts, None);
         let tail = match before {
             Some((ts, pid, idx)) => {
@@ -725,6 +757,26 @@ mod tests {
         assert_eq!((v.cause, v.port, v.resets), (Cause::ConnectionRefused, Some(9), 2));
     }
 
+    /// Issue 13: 5.10 and 6.1 fire no tcp_send_reset for a reset without a socket, and the
+    /// received reset has no reason and no state.
+    #[test]
+    fn a_refused_connect_on_a_kernel_without_reset_reasons_is_inferred_from_the_socket() {
+        let mut b = Tb::new(PID);
+        b.tcp_state(990, PID, "TCP_CLOSE", "TCP_SYN_SENT", "127.0.0.1:0", "127.0.0.1:9");
+        b.reset(1_000, PID, Direction::Received, None, None, "127.0.0.1:40000", "127.0.0.1:9", Some("socket"));
+        b.tcp_state(1_000, PID, "TCP_SYN_SENT", "TCP_CLOSE", "127.0.0.1:40000", "127.0.0.1:9");
+        let v = one(&b);
+        assert_eq!((v.cause, v.port, v.resets, v.confidence), (Cause::ConnectionRefused, Some(9), 1, Confidence::High));
+        assert!(v.summary.contains("to :9 was refused: nothing listened on :9"), "{}", v.summary);
+        assert!(v.evidence.iter().any(|e| e.contains("inferred from the connecting socket")), "{:?}", v.evidence);
+        // A reset received on an established connection stays the peer's reset.
+        let mut b = Tb::new(PID);
+        b.tcp_state(990, PID, "TCP_SYN_SENT", "TCP_ESTABLISHED", "127.0.0.1:40000", "127.0.0.1:9");
+        b.reset(1_000, PID, Direction::Received, None, None, "127.0.0.1:40000", "127.0.0.1:9", Some("socket"));
+        b.tcp_state(1_000, PID, "TCP_ESTABLISHED", "TCP_CLOSE", "127.0.0.1:40000", "127.0.0.1:9");
+        assert_eq!(one(&b).cause, Cause::ResetByPeer);
+    }
+
     #[test]
     fn a_linger_close_by_a_client_is_about_the_port_it_connected_to() {
         let mut b = Tb::new(PID);
@@ -824,6 +876,7 @@ mod tests {
             by: "socket",
             local_port: Some(45000),
             remote_port: Some(8443),
+            connect_failed: false,
         };
         assert_eq!(service_port(&r, &l), Some(ServicePort { port: 8443, local: false }));
         let r = Reset { saddr: "10.0.0.1:8000", local_port: Some(8000), remote_port: Some(45000), ..r };

@@ -141,6 +141,8 @@ pub enum Btf {
     /// `task_struct.exit_code`'s offset, when the blob has it.
     Present {
         exit_code_offset: Option<u32>,
+        /// Names of the mm counters (`MM_FILEPAGES`...) were found.
+        mm_counter_names: bool,
     },
 }
 
@@ -150,7 +152,10 @@ impl Btf {
     pub fn read() -> Btf {
         match std::fs::read(BTF_PATH) {
             Ok(blob) => {
-                Btf::Present { exit_code_offset: btf::member_offset(&blob, "task_struct", "exit_code").ok().flatten() }
+                Btf::Present {
+                    exit_code_offset: btf::member_offset(&blob, "task_struct", "exit_code").ok().flatten(),
+                    mm_counter_names: btf::enum_with(&blob, "MM_FILEPAGES").ok().flatten().is_some(),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Btf::Missing,
             Err(e) => Btf::Unreadable(e.to_string()),
@@ -161,10 +166,10 @@ impl Btf {
 pub fn check_btf(btf: &Btf) -> Check {
     const FALLBACK: &str = "exit codes fall back to the last fatal signal";
     match btf {
-        Btf::Present { exit_code_offset: Some(off) } => {
+        Btf::Present { exit_code_offset: Some(off), .. } => {
             Check::ok("btf", format!("{BTF_PATH}: task_struct.exit_code at byte {off}: exit codes are exact"))
         }
-        Btf::Present { exit_code_offset: None } => Check::warn(
+        Btf::Present { exit_code_offset: None, .. } => Check::warn(
             "btf",
             format!("{BTF_PATH} has no task_struct.exit_code: {FALLBACK}"),
             "nothing to do for tracing; exit codes come from the signal that ended the process",
@@ -191,9 +196,23 @@ pub enum TracefsState {
     Unreadable(Vec<String>),
     /// Not mounted; `dir_exists`: the usual mount point is there to mount it on.
     NotMounted { dir_exists: bool },
+    /// It was not mounted, and the doctor (root) mounted it, as tracer does when it runs.
+    MountedHere(Tracefs),
 }
 
 impl TracefsState {
+    /// [`TracefsState::read`], and as root, tracefs mounted where it is not, as tracer
+    /// itself does: the tracepoint rows then say what tracer would find.
+    pub fn read_or_mount(root: bool) -> TracefsState {
+        match TracefsState::read() {
+            TracefsState::NotMounted { dir_exists: true } if root => match Tracefs::locate_or_mount() {
+                Ok(t) => TracefsState::MountedHere(t),
+                Err(_) => TracefsState::NotMounted { dir_exists: true },
+            },
+            state => state,
+        }
+    }
+
     pub fn read() -> TracefsState {
         if let Some(t) = Tracefs::locate() {
             return TracefsState::Readable(t);
@@ -233,7 +252,16 @@ pub fn check_tracefs(state: &TracefsState, root: bool) -> Check {
             format!("mounted at {}, but root cannot read its events folder (a restricted container?)", at.join(", ")),
             "run tracer where tracefs is readable (on the host, or a container with /sys/kernel/tracing mounted)",
         ),
-        TracefsState::NotMounted { dir_exists: true } => Check::warn("tracefs", "tracefs is not mounted", MOUNT_FIX),
+        TracefsState::MountedHere(t) => Check::info(
+            "tracefs",
+            format!("was not mounted: mounted it at {}, as tracer does itself when it runs as root", t.root().display()),
+        ),
+        TracefsState::NotMounted { dir_exists: true } if !root => Check::skipped(
+            "tracefs",
+            "not mounted: tracer mounts it itself when it runs as root; the tracepoints are unknown until then",
+            SUDO_FIX,
+        ),
+        TracefsState::NotMounted { dir_exists: true } => Check::warn("tracefs", "tracefs is not mounted and could not be mounted", MOUNT_FIX),
         TracefsState::NotMounted { dir_exists: false } => Check::fail(
             "tracefs",
             format!("tracefs is not mounted and {TRACEFS_DIR} does not exist: this kernel has no tracing"),
@@ -276,6 +304,59 @@ const LATE_FIELDS: &[(&str, &str, &str, &str)] = &[
     ("tcp_send_reset", "reason", "resets carry no reason (NO_SOCKET, TCP_ABORT_ON_CLOSE...)", "Linux 6.10"),
     ("mark_victim", "total_vm", "OOM kills carry no victim memory sizes", "Linux 6.8"),
 ];
+
+/// How each part of the diagnosis gets its facts on this kernel: reported by the kernel
+/// (`ok`), inferred by tracer from other events (`info`, saying how), or unknown until
+/// tracefs can be read (`skipped`).
+pub fn feature_checks(tracefs: &TracefsState, btf: &Btf) -> Vec<Check> {
+    let t = match tracefs {
+        TracefsState::Readable(t) | TracefsState::MountedHere(t) => t,
+        _ => return Vec::new(),
+    };
+    let format = |category: &str, name: &str| t.format(category, name).ok();
+    let mut rows = Vec::new();
+    if let Some(f) = format("tcp", "tcp_send_reset") {
+        rows.push(if f.field("reason").is_some() {
+            Check::ok("feature.resets", "reported by the kernel: each reset with its reason, refused connects included")
+        } else {
+            Check::info(
+                "feature.resets",
+                "inferred: before Linux 6.10 resets carry no reason and a refused connect sends no traced reset; \
+                 tracer infers refusals from the connecting socket (SYN_SENT -> CLOSE) and other causes from the owner's fate",
+            )
+        });
+    }
+    if let Some(f) = format("oom", "mark_victim") {
+        rows.push(if f.field("anon_rss").is_some() {
+            Check::ok("feature.oom_memory", "reported by the kernel: the victim's anon, file and shmem RSS at the kill")
+        } else {
+            Check::info(
+                "feature.oom_memory",
+                "inferred: this kernel's oom:mark_victim carries only the victim's pid; the memory at the kill comes from the last rss_stat counters or sample before it",
+            )
+        });
+    }
+    if let Some(f) = format("kmem", "rss_stat") {
+        let named = !f.symbols("member").is_empty();
+        rows.push(match (named, btf) {
+            (true, _) => Check::ok("feature.rss_members", "named by the kernel (MM_ANONPAGES, MM_FILEPAGES...)"),
+            (false, Btf::Present { mm_counter_names: true, .. }) => {
+                Check::ok("feature.rss_members", "rss_stat prints numbers; tracer names them from BTF")
+            }
+            (false, _) => Check::info(
+                "feature.rss_members",
+                "rss_stat prints numbers and there is no BTF to name them: RSS members show as numbers",
+            ),
+        });
+    }
+    rows.push(match btf {
+        Btf::Present { exit_code_offset: Some(_), .. } => {
+            Check::ok("feature.exit_codes", "read from the task at its exit (task_struct.exit_code, by BTF)")
+        }
+        _ => Check::info("feature.exit_codes", "inferred: without BTF, how a process ended comes from the last fatal signal it got"),
+    });
+    rows
+}
 
 pub fn group_name(group: ProbeGroup) -> String {
     group.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_else(|| format!("{group:?}"))
@@ -342,7 +423,7 @@ pub fn tracepoint_checks(state: &TracefsState, root: bool) -> Vec<Check> {
         .map(|&group| {
             let name = format!("tracepoints.{}", group_name(group));
             match state {
-                TracefsState::Readable(t) => {
+                TracefsState::Readable(t) | TracefsState::MountedHere(t) => {
                     let tps: Vec<(String, Tracepoint)> = capture::tracepoints()
                         .filter(|&(_, _, g)| g == group)
                         .map(|(cat, tp, _)| (format!("{cat}:{tp}"), read_tracepoint(t, cat, tp)))
@@ -353,6 +434,9 @@ pub fn tracepoint_checks(state: &TracefsState, root: bool) -> Vec<Check> {
                     Check::skipped(name, "unknown without root: tracefs is readable by root only", SUDO_FIX)
                 }
                 TracefsState::Unreadable(_) => Check::skipped(name, "tracefs is not readable", "see the tracefs row"),
+                TracefsState::NotMounted { .. } if !root => {
+                    Check::skipped(name, "unknown until tracefs is mounted (tracer mounts it as root)", SUDO_FIX)
+                }
                 TracefsState::NotMounted { .. } => Check::skipped(name, "unknown: tracefs is not mounted", MOUNT_FIX),
             }
         })
@@ -415,7 +499,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn gather() -> Facts {
+    pub fn gather(root: bool) -> Facts {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
         let config = read_config(&release);
         let kprobes = kprobes_present(Path::new("/sys/kernel/debug/kprobes").is_dir(), config.as_ref().ok(), || {
@@ -426,7 +510,7 @@ impl Facts {
             release,
             config,
             btf: Btf::read(),
-            tracefs: TracefsState::read(),
+            tracefs: TracefsState::read_or_mount(root),
             kprobes,
         }
     }
@@ -439,6 +523,7 @@ impl Facts {
             check_tracefs(&self.tracefs, root),
         ];
         checks.extend(tracepoint_checks(&self.tracefs, root));
+        checks.extend(feature_checks(&self.tracefs, &self.btf));
         checks.push(check_kprobes(self.kprobes.0, self.kprobes.1));
         checks
     }
@@ -524,11 +609,11 @@ CONFIG_LOCALVERSION=\"-fc\"
 
     #[test]
     fn btf_row_ok_with_exit_code_warn_otherwise_with_the_fallback_named() {
-        assert_eq!(check_btf(&Btf::Present { exit_code_offset: Some(2540) }).status, Status::Ok);
+        assert_eq!(check_btf(&Btf::Present { exit_code_offset: Some(2540), mm_counter_names: true }).status, Status::Ok);
         let missing = check_btf(&Btf::Missing);
         assert_eq!(missing.status, Status::Warn);
         assert_eq!(missing.finding, "no BTF at /sys/kernel/btf/vmlinux: exit codes fall back to the last fatal signal");
-        assert_eq!(check_btf(&Btf::Present { exit_code_offset: None }).status, Status::Warn);
+        assert_eq!(check_btf(&Btf::Present { exit_code_offset: None, mm_counter_names: false }).status, Status::Warn);
         assert_eq!(check_btf(&Btf::Unreadable("Permission denied".into())).status, Status::Warn);
     }
 
@@ -551,8 +636,15 @@ CONFIG_LOCALVERSION=\"-fc\"
         assert!(c.finding.contains("unknown without root"), "{c:?}");
         assert_eq!(check_tracefs(&unreadable, true).status, Status::Fail);
         let unmounted = check_tracefs(&TracefsState::NotMounted { dir_exists: true }, true);
-        assert_eq!(unmounted.status, Status::Warn);
+        assert_eq!(unmounted.status, Status::Warn, "root could not mount it");
         assert_eq!(unmounted.fix.as_deref(), Some(MOUNT_FIX));
+        // Issue 13: not mounted is no problem for tracer, which mounts it as root.
+        let as_user = check_tracefs(&TracefsState::NotMounted { dir_exists: true }, false);
+        assert_eq!(as_user.status, Status::Skipped);
+        assert!(as_user.finding.contains("tracer mounts it itself"), "{as_user:?}");
+        let mounted = check_tracefs(&TracefsState::MountedHere(Tracefs::at("/sys/kernel/tracing")), true);
+        assert_eq!(mounted.status, Status::Info);
+        assert!(mounted.finding.contains("as tracer does itself"), "{mounted:?}");
         assert_eq!(check_tracefs(&TracefsState::NotMounted { dir_exists: false }, true).status, Status::Fail);
         // The tracepoint rows follow: skipped, never failed, when tracefs is out of reach.
         for c in tracepoint_checks(&unreadable, false) {
@@ -636,5 +728,37 @@ CONFIG_LOCALVERSION=\"-fc\"
         assert_eq!(c.status, Status::Info);
         assert!(c.finding.starts_with("not available") && c.finding.contains("tracepoints only"));
         assert!(check_kprobes(Some(true), "x").finding.starts_with("available"));
+    }
+
+    /// A tracefs folder holding these tracepoints' stored formats.
+    fn fake_tracefs(kernel: &str, tps: &[(&str, &str)]) -> (tempfile::TempDir, TracefsState) {
+        let dir = tempfile::tempdir().unwrap();
+        for (category, name) in tps {
+            let at = dir.path().join("events").join(category).join(name);
+            std::fs::create_dir_all(&at).unwrap();
+            let text = std::fs::read_to_string(format!("{}/src/capture/testdata/{kernel}/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            std::fs::write(at.join("format"), text).unwrap();
+        }
+        let state = TracefsState::Readable(Tracefs::at(dir.path()));
+        (dir, state)
+    }
+
+    #[test]
+    fn feature_rows_say_what_the_kernel_reports_and_what_tracer_infers() {
+        let btf = Btf::Present { exit_code_offset: Some(2540), mm_counter_names: true };
+        let (_d, new) = fake_tracefs("6.18", &[("tcp", "tcp_send_reset"), ("oom", "mark_victim"), ("kmem", "rss_stat")]);
+        let rows = feature_checks(&new, &btf);
+        let names: Vec<&str> = rows.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["feature.resets", "feature.oom_memory", "feature.rss_members", "feature.exit_codes"]);
+        assert!(rows.iter().all(|c| c.status == Status::Ok), "{rows:#?}");
+        let (_d, old) = fake_tracefs("5.15", &[("tcp", "tcp_send_reset"), ("oom", "mark_victim")]);
+        let rows = feature_checks(&old, &Btf::Missing);
+        let by = |n: &str| rows.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(by("feature.resets").status, Status::Info);
+        assert!(by("feature.resets").finding.contains("SYN_SENT -> CLOSE"), "{:?}", by("feature.resets"));
+        assert_eq!(by("feature.oom_memory").status, Status::Info);
+        assert!(by("feature.oom_memory").finding.contains("last rss_stat counters or sample"));
+        assert_eq!(by("feature.exit_codes").status, Status::Info);
+        assert!(feature_checks(&TracefsState::NotMounted { dir_exists: true }, &btf).is_empty());
     }
 }

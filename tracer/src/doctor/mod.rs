@@ -154,7 +154,7 @@ pub fn diagnose(opts: &Options) -> Report {
     let root = euid == 0;
     let caps = crate::capture::privileges::effective_caps();
 
-    let kernel = kernel::Facts::gather();
+    let kernel = kernel::Facts::gather(root);
     let mut checks = kernel.checks(root);
     checks.extend(privileges::checks(euid, caps, kernel.version));
     let memory = memory::Facts::gather(opts.pid);
