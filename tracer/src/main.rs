@@ -29,7 +29,9 @@ fn init_logging(verbose: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Standard error, except while the live view is up (then held and printed after it).
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter).try_init();
+    // Colours only for a person at a terminal, never in a log file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(LogWriter).try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

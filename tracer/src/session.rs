@@ -40,7 +40,10 @@ pub enum StopReason {
     TargetExited,
     Duration,
     Interrupted,
+    /// The reader of the trace went away (a closed pipe): a quiet stop.
     OutputClosed,
+    /// Writing the trace failed (a full disk): the capture stopped.
+    WriteFailed,
 }
 
 impl StopReason {
@@ -50,6 +53,7 @@ impl StopReason {
             StopReason::Duration => "duration",
             StopReason::Interrupted => "interrupted",
             StopReason::OutputClosed => "output_closed",
+            StopReason::WriteFailed => "write_failed",
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Summary {
     pub timeline: Timeline,
     /// Diagnosis of the session, also handed to every sink before `trace_end`.
     pub verdicts: Vec<Verdict>,
+    /// Why writing failed, when a sink failed: the command exits non-zero with it.
+    pub failure: Option<String>,
 }
 
 /// A request from outside to stop: resolves to `true` when the user asked with a key (q,
@@ -176,11 +182,10 @@ pub async fn run(
                     exited_at = Some(Instant::now());
                 }
                 run.tick();
-                if let Some(e) = &run.closed {
-                    if let SinkError::Failed(why) = e {
-                        tracing::error!("{why}");
-                    }
-                    break StopReason::OutputClosed;
+                match &run.closed {
+                    Some(SinkError::Closed(_)) => break StopReason::OutputClosed,
+                    Some(SinkError::Failed(_)) => break StopReason::WriteFailed,
+                    None => {}
                 }
                 if exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
                     break StopReason::TargetExited;
@@ -215,7 +220,11 @@ pub async fn run(
     let mut timeline = run.timeline;
     timeline.push(&end);
     let verdicts = diagnose::diagnose(timeline.events());
-    let mut failure = None;
+    // The first failure is the one to report; a sink that failed may fail again here.
+    let mut failure = match run.closed.take() {
+        Some(SinkError::Failed(why)) => Some(why),
+        _ => None,
+    };
     for sink in run.sinks.iter_mut() {
         if let Err(SinkError::Failed(why)) = sink.finish(&verdicts, &end, reason.as_str()).await {
             failure.get_or_insert(why);
@@ -226,10 +235,7 @@ pub async fn run(
             tracing::warn!("leaving pid {} running", c.pid);
         }
     }
-    if let Some(why) = failure {
-        anyhow::bail!(why);
-    }
-    Ok(Summary { reason, events, lost, timeline, verdicts })
+    Ok(Summary { reason, events, lost, timeline, verdicts, failure })
 }
 
 /// Releases what capture has finished to the sinks; true when it includes the end of the

@@ -33,8 +33,6 @@ pub enum CaptureError {
          run it with sudo, or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_resource+ep $(command -v tracer)`"
     )]
     NotPrivileged,
-    #[error("no process with pid {0}: check it with `ps -p {0}` (or start the program with `tracer run -- CMD`)")]
-    NoSuchProcess(u32),
     #[error("process {0} exited while tracer was attaching; nothing left to trace (use `tracer run -- CMD` to trace a short-lived program from its start)")]
     ExitedDuringAttach(u32),
     #[error("tracefs is not mounted and could not be mounted: run `sudo mount -t tracefs nodev /sys/kernel/tracing`")]

@@ -25,6 +25,13 @@ pub fn parse_model_spec(s: &str) -> Result<ModelSpec, String> {
     let (name, dir) = match s.split_once('=') {
         Some((name, dir)) => (name.trim().to_string(), dir.trim()),
         None => {
+            // A bare word is a name without its folder, not a folder named like it: only a
+            // path (it has a slash) may stand alone, named after its last component.
+            if !s.contains('/') {
+                return Err(format!(
+                    "{s:?} is a name without a folder: give the model as NAME=DIR, e.g. --model {s}=/models/{s}, or a folder path such as ./{s}"
+                ));
+            }
             let name = Path::new(s.trim()).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             (name, s.trim())
         }
@@ -219,6 +226,10 @@ pub(crate) mod tests {
         assert!(parse_model_spec("aya=").is_err());
         assert!(parse_model_spec("=/x").is_err());
         assert!(parse_model_spec("").is_err());
+        // Issue 14: `--model x` was read as a model named x in folder x.
+        let e = parse_model_spec("x").unwrap_err();
+        assert!(e.contains("NAME=DIR") && e.contains("--model x=/models/x"), "{e}");
+        assert_eq!(parse_model_spec("./x").unwrap().name, "x");
     }
 
     #[test]

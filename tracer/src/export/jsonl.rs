@@ -14,6 +14,8 @@ use crate::{
 
 pub struct JsonlWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// The file's path, or "standard output", for errors.
+    name: String,
     /// Events written (verdict lines not included).
     pub written: u64,
 }
@@ -31,20 +33,20 @@ struct VerdictLine<'a> {
 impl JsonlWriter {
     /// `-` is standard output; anything else is a file, created or truncated.
     pub fn create(path: &str) -> io::Result<JsonlWriter> {
-        let sink: Box<dyn Write + Send> = if path == "-" {
-            Box::new(io::stdout())
-        } else {
-            Box::new(std::fs::File::create(path)?)
-        };
-        Ok(JsonlWriter::new(sink))
+        if path == "-" {
+            return Ok(JsonlWriter::new(Box::new(io::stdout()), "standard output"));
+        }
+        Ok(JsonlWriter::new(Box::new(std::fs::File::create(path)?), path))
     }
 
-    pub fn new(sink: Box<dyn Write + Send>) -> JsonlWriter {
-        JsonlWriter { out: BufWriter::with_capacity(1 << 20, sink), written: 0 }
+    /// Writes to `sink`; `name` names it in errors.
+    pub fn new(sink: Box<dyn Write + Send>, name: &str) -> JsonlWriter {
+        JsonlWriter { out: BufWriter::with_capacity(1 << 20, sink), name: name.to_string(), written: 0 }
     }
 
     pub fn write(&mut self, ev: &Event) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, ev).map_err(io::Error::other)?;
+        // io::Error::from keeps the kind of an I/O failure (a closed pipe stays one).
+        serde_json::to_writer(&mut self.out, ev).map_err(io::Error::from)?;
         self.out.write_all(b"\n")?;
         self.written += 1;
         Ok(())
@@ -52,7 +54,7 @@ impl JsonlWriter {
 
     pub fn write_verdict(&mut self, ts_ns: u64, verdict: &Verdict) -> io::Result<()> {
         let line = VerdictLine { kind: super::reader::VERDICT_KIND, ts_ns, verdict };
-        serde_json::to_writer(&mut self.out, &line).map_err(io::Error::other)?;
+        serde_json::to_writer(&mut self.out, &line).map_err(io::Error::from)?;
         self.out.write_all(b"\n")
     }
 
@@ -61,24 +63,28 @@ impl JsonlWriter {
     }
 }
 
-/// A write error as the session sees it: a closed pipe is the reader's choice, anything
-/// else a failure; either ends the session.
-fn outcome(r: io::Result<()>) -> Result<(), SinkError> {
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(SinkError::Closed("the trace's reader")),
-        Err(e) => Err(SinkError::Failed(format!("writing the trace: {e}"))),
+impl JsonlWriter {
+    /// A write error as the session sees it: a closed pipe is the reader's choice, anything
+    /// else a failure that names the file; either ends the session.
+    fn outcome(&self, r: io::Result<()>) -> Result<(), SinkError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(SinkError::Closed("the trace's reader")),
+            Err(e) => Err(SinkError::Failed(format!("writing the trace to {} failed: {e}", self.name))),
+        }
     }
 }
 
 impl Sink for JsonlWriter {
     fn event(&mut self, ev: &Event) -> Result<(), SinkError> {
-        outcome(self.write(ev))
+        let r = self.write(ev);
+        self.outcome(r)
     }
 
     fn tick(&mut self, _: &Timeline) -> Result<(), SinkError> {
         // A live reader (a terminal, a pipe) sees events within a tick.
-        self.flush().map_err(|_| SinkError::Closed("the trace's reader"))
+        let r = self.flush();
+        self.outcome(r)
     }
 
     fn finish<'a>(&'a mut self, verdicts: &'a [Verdict], end: &'a Event, _: &'a str) -> Finishing<'a> {
@@ -91,10 +97,10 @@ impl Sink for JsonlWriter {
                 break;
             }
         }
-        let _ = outcome(self.write(end));
-        finished(match self.flush() {
-            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(SinkError::Failed(format!("flushing the trace: {e}"))),
-            _ => Ok(()),
+        let written = self.write(end).and_then(|()| self.flush());
+        finished(match self.outcome(written) {
+            Err(SinkError::Closed(_)) => Ok(()),
+            other => other,
         })
     }
 }

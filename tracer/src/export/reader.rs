@@ -2,7 +2,7 @@
 //! [`ReadProblem`] with its line number and reading goes on; `verdict` lines (written by
 //! the live tracer) are skipped because verdicts are recomputed from the events.
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read as _},
     path::{Path, PathBuf},
 };
 
@@ -42,7 +42,18 @@ pub enum ReadError {
     Read { path: PathBuf, line: usize, error: std::io::Error },
     #[error("{}: empty trace (no events){}: record one with `sudo tracer --pid PID --jsonl FILE`", path.display(), unreadable_note(*.unreadable))]
     Empty { path: PathBuf, unreadable: usize },
+    #[error(
+        "{}: line {line} is longer than {} without an end: this is not a JSON-lines trace; give a file written by `tracer --jsonl FILE`",
+        path.display(),
+        crate::units::format_bytes(MAX_LINE as u64)
+    )]
+    LineTooLong { path: PathBuf, line: usize },
 }
+
+/// The longest line read: a trace line is a few hundred bytes (a sample with many
+/// processes a few KiB); anything near this is not a trace, and reading it whole could
+/// exhaust memory (`tracer report /dev/zero`).
+pub const MAX_LINE: usize = 16 << 20;
 
 fn unreadable_note(n: usize) -> String {
     match n {
@@ -66,13 +77,16 @@ pub fn read_trace(mut input: impl BufRead, path: &Path) -> Result<Trace, ReadErr
     let mut line = 0usize;
     loop {
         buf.clear();
-        let n = input.read_until(b'\n', &mut buf).map_err(|error| ReadError::Read {
+        let n = (&mut input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).map_err(|error| ReadError::Read {
             path: path.to_path_buf(),
             line: line + 1,
             error,
         })?;
         if n == 0 {
             break;
+        }
+        if n > MAX_LINE && buf.last() != Some(&b'\n') {
+            return Err(ReadError::LineTooLong { path: path.to_path_buf(), line: line + 1 });
         }
         line += 1;
         let complete = buf.last() == Some(&b'\n');
@@ -262,5 +276,19 @@ mod tests {
         let t = read_trace(&bytes[..], Path::new("t")).unwrap();
         assert_eq!(t.events.len(), 1);
         assert_eq!(t.problems[0].line, 2);
+    }
+
+    /// Issue 14: `tracer report /dev/zero` aborted on a 2 GiB allocation.
+    #[test]
+    fn an_endless_line_is_refused_with_its_number_not_read_whole() {
+        let endless = std::io::repeat(0).take(MAX_LINE as u64 * 4);
+        let input = std::io::BufReader::new(std::io::Cursor::new(b"{}\n".to_vec()).chain(endless));
+        let e = read_trace(input, Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(e, ReadError::LineTooLong { line: 2, .. }), "{e}");
+        assert!(e.to_string().contains("/dev/zero: line 2 is longer than 16.0 MiB"), "{e}");
+        if let Ok(f) = std::fs::File::open("/dev/zero") {
+            let e = read_trace(std::io::BufReader::new(f), Path::new("/dev/zero")).unwrap_err();
+            assert!(matches!(e, ReadError::LineTooLong { line: 1, .. }), "{e}");
+        }
     }
 }

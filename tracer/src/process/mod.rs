@@ -1,6 +1,7 @@
 //! What /proc says about a process, read where every layer can use it: does it exist,
 //! its command line, threads, descendants and TCP sockets. Nothing here knows eBPF.
 pub mod spawn;
+pub mod target;
 
 use std::collections::HashMap;
 

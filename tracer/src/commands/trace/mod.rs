@@ -31,7 +31,7 @@ pub struct TraceArgs {
     pub follow_children: bool,
 
     /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
     /// Where to write the events, one JSON object per line; `-` is standard output (and
@@ -80,6 +80,15 @@ impl TraceArgs {
     }
 }
 
+/// A duration the trace can run for: more than zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. 30s or 5m"))?;
+    if d.is_zero() {
+        return Err("a trace of no time records nothing: give more than 0 (e.g. 30s), or leave --duration out to trace until the target exits".into());
+    }
+    Ok(d)
+}
+
 fn parse_ring_size(s: &str) -> Result<u64, String> {
     let n = parse_bytes(s)?;
     if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
@@ -106,9 +115,11 @@ fn output_plan(args: &TraceArgs, label: &str) -> Plan {
 
 /// `tracer --pid PID`.
 pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
-    if !process::process_exists(pid) {
-        return Err(CaptureError::NoSuchProcess(pid).into());
+    let resolved = process::target::resolve(pid)?;
+    if let Some(tid) = resolved.from_thread {
+        eprintln!("tracer: {tid} is a thread of process {}: tracing the whole process", resolved.pid);
     }
+    let pid = resolved.pid;
     let plan = output_plan(args, &pid.to_string());
     let mut capture = Capture::load(&capture_options(args))?;
     capture.add_process(pid)?;
@@ -126,6 +137,14 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
 
 /// `tracer run -- CMD ARGS...`.
 pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    // The command's pid would be the namespace's, not the one the kernel reports.
+    if !process::target::in_initial_pid_namespace() {
+        anyhow::bail!(
+            "tracer runs inside a PID namespace (a container without the host's PIDs): the kernel would report \
+             other pids than the ones seen here and nothing would be traced; run tracer on the host, or give its \
+             container the host's PID namespace (`docker run --pid=host`, Kubernetes `hostPID: true`)"
+        );
+    }
     let plan = output_plan(args, &output::program_label(&cmd[0]));
     let mut capture = Capture::load(&capture_options(args))?;
     // The live view owns the terminal: the command's output goes to a file next to the trace.
@@ -218,5 +237,14 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("3XB").is_err());
         assert!(parse_ring_size("3MiB").is_err());
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused_with_what_to_give_instead() {
+        assert_eq!(parse_positive_duration("30s"), Ok(Duration::from_secs(30)));
+        let e = parse_positive_duration("0s").unwrap_err();
+        assert!(e.contains("more than 0") && e.contains("leave --duration out"), "{e}");
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("soon").unwrap_err().contains("not a duration"));
     }
 }

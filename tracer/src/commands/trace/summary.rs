@@ -52,6 +52,9 @@ pub fn print(
     if let Some(log) = output_log {
         say!("tracer: the command's stdout and stderr are in {}", log.display());
     }
+    if let Some(why) = &summary.failure {
+        anyhow::bail!("{why}; the capture stopped there (the trace file has what was written before)");
+    }
     match tui_exit {
         Some(Err(e)) => Err(e.context("the live view failed")),
         Some(Ok(TuiExit::Signal(sig))) => {
