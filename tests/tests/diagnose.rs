@@ -137,3 +137,20 @@ fn connect_to_a_port_nobody_listens_on_is_refused() {
     assert_eq!(v.port, Some(port), "{}", show(&trace));
     assert!(!trace.verdicts.iter().any(|v| v.cause == Cause::Unexplained), "{}", show(&trace));
 }
+
+/// Issue 14: a Python MemoryError under an address-space limit exits with code 1; the
+/// verdict names the refused allocations and the limit, and is not an OOM kill.
+#[test]
+fn an_exit_after_refused_allocations_names_them_and_the_address_space_limit() {
+    require_root("end-to-end diagnosis tests load eBPF programs");
+    let script = "ulimit -v 409600; exec python3 -c 'chunks = []\nwhile True: chunks.append(bytearray(16 << 20))'";
+    let trace = TracerRun::start(&["run", "--grace", "300ms", "--", "sh", "-c", script]).finish(T);
+    let pid = trace.target_pid();
+    let v = verdict(&trace, Cause::Exited, pid);
+    assert!(v.summary.contains("exited with code 1 after"), "{}", show(&trace));
+    assert!(v.summary.contains("failed with ENOMEM"), "{}", show(&trace));
+    // The limit as the kernel has it: 409600 KiB.
+    assert!(v.summary.contains("address-space limit (RLIMIT_AS) was 400 MiB"), "{}", show(&trace));
+    assert!(v.evidence.iter().any(|e| e.contains("not an OOM kill")), "{}", show(&trace));
+    assert!(!trace.verdicts.iter().any(|v| v.cause == Cause::OomKilled), "{}", show(&trace));
+}

@@ -213,6 +213,10 @@ pub struct ProcessSample {
     pub threads: u64,
     /// Open file descriptors, when /proc/PID/fd was readable.
     pub fds: Option<u64>,
+    /// Its address-space limit (RLIMIT_AS, soft) when it has one: an allocation past it
+    /// fails with ENOMEM, and nothing is OOM-killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_space_limit_bytes: Option<u64>,
 }
 
 /// The memory cgroup of the target (v1 or v2).

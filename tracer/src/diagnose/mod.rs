@@ -183,7 +183,7 @@ pub fn diagnose(events: &[Event]) -> Vec<Verdict> {
 
     let mut out = Vec::new();
     for (d, rs) in deaths.iter().zip(&per_death) {
-        let fatal = matches!(d.cause, Cause::OomKilled | Cause::KilledBySignal | Cause::Crashed);
+        let fatal = matches!(d.cause, Cause::OomKilled | Cause::KilledBySignal | Cause::Crashed) || d.notable;
         if !rs.is_empty() || fatal {
             out.push(resets::death_verdict(&t, &listeners, d, rs));
         }

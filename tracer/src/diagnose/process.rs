@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::{
-    fmt::{count, format_kb, time_of_day},
+    fmt::{count, format_bytes, format_kb, time_of_day},
     growth,
     trace::{oom_victim, Trace},
     Cause, Confidence, Link,
@@ -48,6 +48,9 @@ pub(crate) struct Death {
     /// In time order.
     pub chain: Vec<Link>,
     pub evidence: Vec<String>,
+    /// The death explains itself without resets (an exit after refused allocations):
+    /// worth a verdict of its own, like a kill or a crash.
+    pub notable: bool,
 }
 
 /// The fields of a `signal` event.
@@ -406,6 +409,7 @@ impl<'t, 'a> Window<'t, 'a> {
             headline,
             chain,
             evidence,
+            notable: false,
         }
     }
 
@@ -604,8 +608,76 @@ pub(crate) fn exited(w: &Window) -> Option<Death> {
             headline.push_str(&format!(" after {}", r.sig_name()));
         }
     }
+    let mut evidence = Vec::new();
+    let failed = if code != 0 { failed_allocations(t, w.pid, x.ts) } else { None };
+    let notable = failed.is_some();
+    if let Some(failed) = failed {
+        headline.push_str(&failed.phrase);
+        chain.extend(failed.links);
+        evidence.extend(failed.evidence);
+    }
     chain.extend(w.exit_link());
-    Some(w.death(Cause::Exited, Confidence::High, headline, chain, Vec::new()))
+    let mut death = w.death(Cause::Exited, Confidence::High, headline, chain, evidence);
+    death.notable = notable;
+    Some(death)
+}
+
+/// How far back failed allocations explain an exit.
+const FAILED_ALLOCATIONS_BEFORE_EXIT_NS: u64 = 30_000_000_000;
+
+/// Allocations the kernel refused (ENOMEM) before an exit: what a MemoryError or a
+/// `std::bad_alloc` exit looks like, which users mistake for an OOM kill.
+struct FailedAllocations {
+    phrase: String,
+    links: Vec<Link>,
+    evidence: Vec<String>,
+}
+
+fn failed_allocations(t: &Trace, pid: u32, exit_ts: u64) -> Option<FailedAllocations> {
+    let from = exit_ts.saturating_sub(FAILED_ALLOCATIONS_BEFORE_EXIT_NS);
+    let mut failed: Vec<(usize, u64)> = Vec::new();
+    let mut limit = None;
+    for (i, e) in t.iter() {
+        if e.ts_ns > exit_ts {
+            break;
+        }
+        match &e.kind {
+            EventKind::Mmap { len, error: Some(err), .. } if e.pid == pid && err == "ENOMEM" && e.ts_ns >= from => failed.push((i, *len)),
+            EventKind::Mremap { new_len, error: Some(err), .. } if e.pid == pid && err == "ENOMEM" && e.ts_ns >= from => {
+                failed.push((i, *new_len))
+            }
+            EventKind::Sample { processes, .. } => {
+                if let Some(l) = processes.iter().find(|p| p.pid == pid).and_then(|p| p.address_space_limit_bytes) {
+                    limit = Some(l);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (&(first, first_len), &(last, _)) = (failed.first()?, failed.last()?);
+    let n = failed.len() as u64;
+    let same_size = failed.iter().all(|&(_, len)| len == first_len);
+    let sizes = if same_size && n > 1 {
+        format!(" of {} each", format_bytes(first_len))
+    } else if n == 1 {
+        format!(" of {}", format_bytes(first_len))
+    } else {
+        String::new()
+    };
+    let mut links = vec![t.link(first, format!("an allocation of {} failed with ENOMEM", format_bytes(first_len)))];
+    if last != first {
+        links.push(t.link(last, format!("the last of {n} failed allocations")));
+    }
+    let limit_clause = limit.map(|l| format!("; its address-space limit (RLIMIT_AS) was {}", format_bytes(l))).unwrap_or_default();
+    let what = if n == 1 { format!("1 allocation{sizes}") } else { format!("{n} allocations{sizes}") };
+    let phrase = format!(" after {what} failed with ENOMEM{limit_clause}");
+    let mut evidence = vec![
+        "the kernel refused the allocations (ENOMEM), so the program failed on its own (a Python MemoryError, a std::bad_alloc): this is not an OOM kill, nothing was killed".to_string(),
+    ];
+    if limit.is_none() {
+        evidence.push("no address-space limit was sampled; without one, ENOMEM means the mapping did not fit the address space or overcommit refused it (vm.overcommit_memory)".into());
+    }
+    Some(FailedAllocations { phrase, links, evidence })
 }
 
 /// The process ended but the trace does not say how.
@@ -714,6 +786,31 @@ mod tests {
         let d = only_death(&b);
         assert!(d.headline.contains("holding about 63.0 MiB RSS,"), "{}", d.headline);
         assert!(d.evidence.iter().any(|e| e.contains("last sample") && e.contains("100 ms before")), "{:?}", d.evidence);
+    }
+
+    /// Issue 14: exit code 1 after failed allocations (RLIMIT_AS, Python's MemoryError).
+    #[test]
+    fn an_exit_after_failed_allocations_names_them_and_the_limit() {
+        let mut b = Tb::new(PID);
+        let s = b.sample_full(500, PID, 300 * MIB, None, None);
+        if let EventKind::Sample { processes, .. } = &mut b.ev[s].kind {
+            processes[0].address_space_limit_bytes = Some(400 * MIB);
+        }
+        for i in 0..9 {
+            let m = b.mmap_file(1_000 + i, PID, 16 * MIB, "");
+            if let EventKind::Mmap { error, path, result, fd, .. } = &mut b.ev[m].kind {
+                (*error, *path, *result, *fd) = (Some("ENOMEM".into()), None, (-12i64) as u64, -1);
+            }
+        }
+        b.exit_code(1_100, PID, 1);
+        let d = only_death(&b);
+        assert_eq!(d.cause, Cause::Exited);
+        assert_eq!(
+            d.headline,
+            "pid 4711 (workload) exited with code 1 after 9 allocations of 16.0 MiB each failed with ENOMEM; its address-space limit (RLIMIT_AS) was 400 MiB"
+        );
+        assert!(d.evidence.iter().any(|e| e.contains("this is not an OOM kill")), "{:?}", d.evidence);
+        assert_eq!(kinds(&d), ["mmap", "mmap", "exit"]);
     }
 
     #[test]

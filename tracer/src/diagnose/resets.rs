@@ -58,6 +58,20 @@ impl Reset<'_> {
     fn is_no_socket(&self) -> bool {
         self.reason == Some("NO_SOCKET")
     }
+
+    /// Sent by the peer's kernel, to the owner's connection.
+    pub fn peer_sent(&self) -> bool {
+        self.sent && self.by == "peer_of_connection"
+    }
+
+    /// The other end of the owner's connection.
+    pub fn peer(&self) -> &str {
+        if self.peer_sent() {
+            self.saddr
+        } else {
+            self.daddr
+        }
+    }
 }
 
 /// How far apart a reset and its socket's SYN_SENT -> CLOSE may be.
@@ -207,6 +221,8 @@ pub(crate) fn service_port(r: &Reset, l: &Listeners) -> Option<ServicePort> {
     let local = |port| ServicePort { port, local: true };
     let remote = |port| ServicePort { port, local: false };
     match (r.local_port, r.remote_port) {
+        // The peer's kernel reset a connection to the owner's listening port.
+        (Some(_), Some(q)) if r.by == "peer_of_connection" && l.listened(r.owner, q) => Some(local(q)),
         (Some(p), _) if matches!(r.by, "listen_port" | "peer_of_connection") => Some(local(p)),
         (Some(p), _) if l.listened(r.owner, p) => Some(local(p)),
         (Some(p), Some(q)) if l.client_ports.contains(&(r.owner, p)) => Some(remote(q)),
@@ -228,10 +244,14 @@ fn alive(cause: Cause, confidence: Confidence) -> Option<AliveCause> {
     Some(AliveCause { cause, confidence })
 }
 
-/// The peer reset the connection: a received RST.
+/// The peer reset the connection: a received RST, or one the peer's own kernel sent to
+/// one of the owner's connections (a client that closed before reading the whole answer,
+/// TCP_ABORT_ON_DATA): the peer's act, never the owner's.
 pub(crate) fn reset_by_peer(r: &Reset) -> Option<AliveCause> {
-    (!r.sent).then_some(())?;
-    alive(Cause::ResetByPeer, Confidence::High)
+    if !r.sent || (r.peer_sent() && !r.is_no_socket()) {
+        return alive(Cause::ResetByPeer, Confidence::High);
+    }
+    None
 }
 
 /// The owner closed a connection with unread data (or disconnected with data).
@@ -303,6 +323,9 @@ fn reason_meaning(r: &Reset) -> String {
         Some("NOT_SPECIFIED") => "the kernel gave no reason (NOT_SPECIFIED)".into(),
         Some("NO_SOCKET") => "no socket for this connection any more: it had been closed (NO_SOCKET)".into(),
         Some("TCP_TIMEWAIT_SOCKET") => "a segment arrived on a connection already closed (TCP_TIMEWAIT_SOCKET)".into(),
+        Some("TCP_ABORT_ON_DATA") if r.peer_sent() => {
+            "the peer closed its socket while the answer was still arriving, so its kernel reset the connection (TCP_ABORT_ON_DATA): a client that stopped reading early".into()
+        }
         Some("TCP_ABORT_ON_DATA") => "data arrived after the owner had closed its side (TCP_ABORT_ON_DATA)".into(),
         Some(
             x @ ("TCP_INVALID_ACK_SEQUENCE"
@@ -421,8 +444,16 @@ pub(crate) fn alive_verdict(
             format!("the kernel reset {conns} of {who}{on} after keepalive probes went unanswered (TCP_KEEPALIVE_TIMEOUT)")
         }
         Cause::ResetByPeer => {
-            let peer = if connections(group) == 1 { first.daddr.to_string() } else { "the peers".to_string() };
-            let rsts = if n == 1 { "1 RST received".to_string() } else { format!("{n} RSTs received") };
+            let peer = if connections(group) == 1 { first.peer().to_string() } else { "the peers".to_string() };
+            let rsts = if first.peer_sent() {
+                let reason = first.reason.map(|r| format!(", {r}")).unwrap_or_default();
+                evidence.push(format!("reason: {}", reason_meaning(first)));
+                format!("{} sent by the peer's kernel{reason}", count(n, "RST"))
+            } else if n == 1 {
+                "1 RST received".to_string()
+            } else {
+                format!("{n} RSTs received")
+            };
             format!("{peer} reset {conns} of {who}{on} ({rsts})")
         }
         Cause::ConnectionRefused => refused_summary(t, l, group, sp, &mut chain, &mut evidence, &mut confidence),
@@ -775,6 +806,23 @@ mod tests {
         b.reset(1_000, PID, Direction::Received, None, None, "127.0.0.1:40000", "127.0.0.1:9", Some("socket"));
         b.tcp_state(1_000, PID, "TCP_ESTABLISHED", "TCP_CLOSE", "127.0.0.1:40000", "127.0.0.1:9");
         assert_eq!(one(&b).cause, Cause::ResetByPeer);
+    }
+
+    /// Issue 14: clients that close before the body arrives make their own kernels send
+    /// TCP_ABORT_ON_DATA to the server's connections: that is the clients' act, one verdict.
+    #[test]
+    fn clients_that_close_early_reset_the_server_once_grouped_never_as_the_server() {
+        let mut b = Tb::new(PID);
+        b.listen(10, PID, 8000);
+        for i in 0..4 {
+            b.rst(1_000 + i * 10, PID, "TCP_ABORT_ON_DATA", &format!("127.0.0.1:{}", 50_000 + i), "127.0.0.1:8000", "peer_of_connection");
+        }
+        let v = diagnose(&b.ev);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert_eq!((v[0].cause, v[0].port, v[0].resets), (Cause::ResetByPeer, Some(8000), 4));
+        assert!(v[0].summary.starts_with("the peers reset 4 connections of pid 4711 (workload)"), "{}", v[0].summary);
+        assert!(v[0].summary.contains("4 RSTs sent by the peer's kernel, TCP_ABORT_ON_DATA"), "{}", v[0].summary);
+        assert!(v[0].evidence.iter().any(|e| e.contains("stopped reading early")), "{:?}", v[0].evidence);
     }
 
     #[test]

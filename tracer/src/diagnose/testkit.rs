@@ -257,6 +257,7 @@ impl Tb {
                     vm_hwm_bytes: rss_bytes,
                     threads: 4,
                     fds: Some(12),
+                    address_space_limit_bytes: None,
                 }],
                 cgroup,
                 gpus: gpu

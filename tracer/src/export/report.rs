@@ -541,6 +541,7 @@ mod tests {
                         vm_hwm_bytes: 0,
                         threads: 1,
                         fds: None,
+                    address_space_limit_bytes: None,
                     }],
                     cgroup: Some(CgroupSample {
                         path: "/sys/fs/cgroup/x".into(),

@@ -126,6 +126,11 @@ impl ProcSampler {
             vm_hwm_bytes: f.vm_hwm_bytes,
             threads: f.threads,
             fds,
+            // Read each time: a wrapper shell's `ulimit -v` often comes after the first sample.
+            address_space_limit_bytes: tracked.process.limits().ok().and_then(|l| match l.max_address_space.soft_limit {
+                procfs::process::LimitValue::Value(v) => Some(v),
+                procfs::process::LimitValue::Unlimited => None,
+            }),
         })
     }
 }

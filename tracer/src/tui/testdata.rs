@@ -55,6 +55,7 @@ impl Rec {
                     vm_hwm_bytes: rss,
                     threads: 8,
                     fds: Some(20),
+                    address_space_limit_bytes: None,
                 }],
                 cgroup: Some(CgroupSample {
                     path: "/sys/fs/cgroup/workload".into(),
