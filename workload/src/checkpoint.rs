@@ -54,26 +54,82 @@ impl std::str::FromStr for Arch {
     }
 }
 
+/// What a corrupt weights file needs, said after every [`CheckpointError::Corrupt`].
+pub const CORRUPT_FIX: &str = "re-download it, or regenerate it with `workload gen-model`";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{dir}: not a folder; give the folder that holds config.json and the weights")]
     NotADirectory { dir: PathBuf },
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {source}; check that it exists and that this user may read it")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: invalid config: {reason}")]
+    #[error("{path}: invalid config: {reason}; use the config.json that came with the weights")]
     BadConfig { path: PathBuf, reason: String },
     #[error("{path}: model_type {model_type:?} is not supported; this service runs m2m_100 (NLLB) and cohere (Aya)")]
     UnsupportedArch { path: PathBuf, model_type: String },
     #[error("{dir}: no weights found: expected model.safetensors, model.safetensors.index.json with its shards, or pytorch_model.bin")]
     NoWeights { dir: PathBuf },
-    #[error("{path}: invalid shard index: {reason}")]
+    #[error("{path}: invalid shard index: {reason}; download the index and its shards again")]
     BadIndex { path: PathBuf, reason: String },
-    #[error("{path}: corrupt weights file: {reason}")]
+    /// `reason` says what is wrong with the file, in words (see [`Self::corrupt`]).
+    #[error("{path}: corrupt weights file: {reason}; {CORRUPT_FIX}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: tensor {tensor} is stored as {dtype:?}, which candle cannot load; convert the checkpoint to F32, F16 or BF16")]
+    UnsupportedDtype { path: PathBuf, tensor: String, dtype: safetensors::Dtype },
+}
+
+impl CheckpointError {
+    /// A corrupt weights file: `detail` is what the reader said, made a sentence; an
+    /// empty file is called empty, and a safetensors file is diagnosed again from its
+    /// header, which says truncated or foreign in so many words.
+    pub fn corrupt(path: &Path, detail: &str) -> Self {
+        let reason = empty_file(path).unwrap_or_else(|| {
+            let safetensors = path.extension().is_some_and(|e| e == "safetensors");
+            match safetensors.then(|| host::checkpoint::read_header(path)) {
+                Some(Err(host::checkpoint::CheckpointError::Corrupt { reason, .. })) => header_problem(&reason),
+                _ => crate::reason::one_line(detail),
+            }
+        });
+        Self::Corrupt { path: path.to_path_buf(), reason }
+    }
+
+    /// A candle error from mapping or reading the weight files at `fallback` (the first
+    /// of them); the file is the one the error names, if it names one.
+    fn from_candle(fallback: &Path, e: &candle_core::Error) -> Self {
+        let (path, inner) = crate::reason::candle_path(e);
+        Self::corrupt(path.unwrap_or(fallback), &crate::reason::candle(inner))
+    }
+}
+
+/// "the file is empty" when it is: clearer than any reader's words for it.
+fn empty_file(path: &Path) -> Option<String> {
+    std::fs::metadata(path).is_ok_and(|m| m.len() == 0).then(|| "the file is empty (0 bytes)".to_string())
+}
+
+/// `host::checkpoint`'s reason for a bad safetensors header, said as what is wrong with
+/// the file.
+fn header_problem(reason: &str) -> String {
+    if reason.contains("too short for a header") {
+        return format!("too short to be a safetensors file ({reason})");
+    }
+    if reason.contains("does not fit a") {
+        return format!("not a safetensors file, or cut short inside its header ({reason})");
+    }
+    // "the header describes X bytes but the file has Y (truncated?)"
+    let numbers: Vec<u64> = reason.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    if reason.starts_with("the header describes") && numbers.len() == 2 {
+        let detail = reason.trim_end_matches(" (truncated?)");
+        return if numbers[1] < numbers[0] {
+            format!("it is truncated ({detail})")
+        } else {
+            format!("it has bytes its header does not describe ({detail})")
+        };
+    }
+    format!("its safetensors header is not valid ({reason})")
 }
 
 /// The same failures in this service's words (its messages predate the shared crate,
@@ -85,7 +141,10 @@ impl From<host::checkpoint::CheckpointError> for CheckpointError {
             Host::NoWeights { dir } => Self::NoWeights { dir },
             Host::Io { path, source } => Self::Io { path, source },
             Host::BadIndex { path, reason } => Self::BadIndex { path, reason },
-            Host::Corrupt { path, reason } => Self::Corrupt { path, reason },
+            Host::Corrupt { path, reason } => {
+                let reason = empty_file(&path).unwrap_or_else(|| header_problem(&reason));
+                Self::Corrupt { path, reason }
+            }
         }
     }
 }
@@ -166,12 +225,11 @@ impl Checkpoint {
                 // checkpoint, and a concurrent writer is the user's error, as with any
                 // mmap-based loader (candle's, safetensors').
                 let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
-                    .map_err(|e| CheckpointError::Corrupt { path: paths[0].clone(), reason: e.to_string() })?;
+                    .map_err(|e| CheckpointError::from_candle(&paths[0], &e))?;
                 Box::new(mmaped)
             }
             WeightFiles::Pytorch(path) => Box::new(
-                candle_core::pickle::PthTensors::new(path, None)
-                    .map_err(|e| CheckpointError::Corrupt { path: path.clone(), reason: e.to_string() })?,
+                candle_core::pickle::PthTensors::new(path, None).map_err(|e| CheckpointError::from_candle(path, &e))?,
             ),
         };
         let backend: Box<dyn SimpleBackend> = Box::new(CountingBackend { inner, loaded: progress });
@@ -185,10 +243,11 @@ fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 
 /// The tensors of one safetensors file, sorted by name, in the dtypes candle loads.
 fn safetensors_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
     let mut entries: Vec<TensorEntry> = Vec::new();
     for t in host::checkpoint::read_tensors(path)? {
-        let dtype = candle_dtype(t.dtype).ok_or_else(|| corrupt(format!("{}: unsupported dtype {:?}", t.name, t.dtype)))?;
+        let unsupported =
+            || CheckpointError::UnsupportedDtype { path: path.to_path_buf(), tensor: t.name.clone(), dtype: t.dtype };
+        let dtype = candle_dtype(t.dtype).ok_or_else(unsupported)?;
         entries.push(TensorEntry { elements: t.elements(), name: t.name, dtype });
     }
     Ok(entries)
@@ -196,7 +255,7 @@ fn safetensors_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointErro
 
 fn pytorch_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
     let infos = candle_core::pickle::read_pth_tensor_info(path, false, None)
-        .map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| CheckpointError::from_candle(path, &e))?;
     // A pickle may name one storage under several keys (tied weights); count each name,
     // as loading materialises each name it is asked for.
     let mut by_name: BTreeMap<String, TensorEntry> = BTreeMap::new();
@@ -329,6 +388,39 @@ mod tests {
         let err = Checkpoint::open(dir.path()).unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+
+    /// The header was read when the folder was opened; the file changes before the load
+    /// maps it (a download still running, a copy over it): safetensors' own checks refuse
+    /// it at the mmap, and the reason is still a sentence naming the file.
+    #[test]
+    fn a_file_that_changes_before_the_load_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), "m2m_100");
+        let path = dir.path().join("model.safetensors");
+        write_safetensors(&path, &[("a", vec![1024])]);
+        let ck = Checkpoint::open(dir.path()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 151 + 17) as u8).collect();
+        for (content, what) in [
+            (bytes[..bytes.len() - 100].to_vec(), "truncated"),
+            (Vec::new(), "empty (0 bytes)"),
+            (bytes[..5].to_vec(), "too short to be a safetensors file"),
+            (garbage, "not a safetensors file"),
+            (bytes.iter().chain(b"extra").copied().collect(), "bytes its header does not describe"),
+        ] {
+            std::fs::write(&path, &content).unwrap();
+            let err = match ck.var_builder(DType::F32, &Device::Cpu, Arc::new(AtomicU64::new(0))) {
+                Err(e) => e,
+                Ok(_) => panic!("{} bytes loaded", content.len()),
+            };
+            let text = err.to_string();
+            assert!(matches!(err, CheckpointError::Corrupt { .. }), "{text}");
+            assert!(text.starts_with(&format!("{}: corrupt weights file: ", path.display())), "{text}");
+            assert!(text.contains(what), "{text:?} does not say {what:?}");
+            assert!(text.ends_with("re-download it, or regenerate it with `workload gen-model`"), "{text}");
+            assert!(!text.contains("path: ") && !text.contains('\n'), "{text:?}");
+        }
     }
 
     #[test]

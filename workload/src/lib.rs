@@ -10,6 +10,7 @@ pub mod languages;
 pub mod loader;
 pub mod models;
 pub mod probe;
+pub mod reason;
 pub mod registry;
 pub mod server;
 pub mod synth;

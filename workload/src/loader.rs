@@ -86,11 +86,7 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
     let started = Instant::now();
     let checkpoint = match Checkpoint::open(&slot.spec.dir) {
         Ok(c) => c,
-        Err(e) => {
-            tracing::error!(model = %name, "load failed: {e}");
-            slot.fail(e.to_string());
-            return;
-        }
+        Err(e) => return fail(slot, &e),
     };
     let placement = &config.placement;
     let bytes = checkpoint.bytes_at(placement.dtype);
@@ -139,7 +135,7 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let result = Translator::load(&checkpoint, placement, slot.progress.clone());
+        let result = Translator::load(name, &checkpoint, placement, slot.progress.clone());
         done.store(true, Ordering::Relaxed);
         result
     });
@@ -154,11 +150,15 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
             }
             slot.ready(translator.with_max_new_tokens(config.max_new_tokens), seconds);
         }
-        Err(e) => {
-            tracing::error!(model = %name, "load failed: {e}");
-            slot.fail(e.to_string());
-        }
+        Err(e) => fail(slot, &e),
     }
+}
+
+/// FAILED with `e` as the reason, in one line (see [`crate::reason`]), logged the same.
+fn fail(slot: &ModelSlot, e: &dyn std::fmt::Display) {
+    let reason = crate::reason::one_line(&e.to_string());
+    tracing::error!(model = %slot.spec.name, "load failed: {reason}");
+    slot.fail(reason);
 }
 
 /// The FAILED reason of a refused load; names the GPU when the budget was the GPU's.

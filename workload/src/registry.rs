@@ -128,8 +128,10 @@ impl ModelSlot {
         true
     }
 
+    /// FAILED with `reason`, made one line of bounded length whatever its source.
     pub fn fail(&self, reason: String) {
         *lock(&self.translator) = None;
+        let reason = crate::reason::one_line(&reason);
         self.update(|s| {
             s.state = State::Failed;
             s.reason = Some(reason);
@@ -212,8 +214,24 @@ mod tests {
         assert!(!slot.begin_load());
         slot.fail("no".into());
         assert_eq!(slot.status().state, State::Failed);
+        assert_eq!(slot.status().reason.as_deref(), Some("no"));
         assert!(slot.begin_load());
         assert_eq!(slot.status().reason, None);
         assert_eq!(r.ready_count(), 0);
+    }
+
+    #[test]
+    fn a_failed_reason_is_one_bounded_line() {
+        let r = Registry::new(vec!["a=/x".parse().unwrap()]).unwrap();
+        let slot = &r.slots()[0];
+        assert!(slot.begin_load());
+        let backtrace = "   0: candle_core::error::Error::bt\n             at /src/error.rs:260:25\n";
+        slot.fail(format!("/m: weights do not match:\n  shape   mismatch\n{backtrace}"));
+        assert_eq!(slot.status().reason.as_deref(), Some("/m: weights do not match: shape mismatch"));
+        assert!(slot.begin_load());
+        slot.fail(format!("{}; do this", "x".repeat(1000)));
+        let reason = slot.status().reason.unwrap();
+        assert_eq!(reason.chars().count(), crate::reason::MAX_REASON_CHARS);
+        assert!(reason.ends_with("; do this"), "{reason}");
     }
 }

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::loader::Loader;
+use crate::reason::one_line;
 use crate::registry::{ModelStatus, Registry, State as ModelState};
 
 /// Longest text accepted by `/translate` unless `--max-text-chars` says otherwise.
@@ -151,8 +152,8 @@ async fn translate(
             "output_tokens": t.output_tokens,
             "seconds": started.elapsed().as_secs_f64(),
         }))),
-        Err(e) if e.is_client_error() => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
-        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) if e.is_client_error() => Err(ApiError::new(StatusCode::BAD_REQUEST, one_line(&e.to_string()))),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, one_line(&e.to_string()))),
     }
 }
 

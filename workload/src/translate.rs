@@ -21,6 +21,8 @@ enum Engine {
 
 /// One model ready to translate.
 pub struct Translator {
+    /// The name it is served under (`--model NAME=DIR`), which its errors give.
+    name: String,
     engine: Engine,
     tokenizer: Tokenizer,
     max_new_tokens: usize,
@@ -32,22 +34,37 @@ pub enum LoadError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: cannot load the tokenizer: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
-    #[error("{path}: config does not fit the {arch} model: {reason}")]
+    /// The tokenizer loads, but no request could be served with it.
+    #[error("{path}: unusable for the {arch} model: {missing}; {TOKENIZER_FIX}")]
+    TokenizerUnusable { path: PathBuf, arch: &'static str, missing: String },
+    #[error("{path}: config does not fit the {arch} model: {reason}; use the config.json that came with the weights")]
     Config { path: PathBuf, arch: &'static str, reason: String },
-    #[error("{dir}: weights do not match the {arch} model: {reason}")]
+    #[error(
+        "{dir}: weights do not match the {arch} model: {reason}; config.json and the weights must come from \
+         the same checkpoint"
+    )]
     Weights { dir: PathBuf, arch: &'static str, reason: String },
 }
 
+const TOKENIZER_FIX: &str = "copy it from the model's repository, or regenerate the checkpoint with `workload gen-model`";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TranslateError {
-    #[error("unknown language {code:?} for model {arch}: use a FLORES-200 code like eng_Latn or fra_Latn that the model supports")]
-    UnknownLanguage { code: String, arch: &'static str },
+    #[error("unknown language {code:?} for model {model}: use a FLORES-200 code like eng_Latn or fra_Latn that the model supports")]
+    UnknownLanguage { code: String, model: String },
     #[error("text is {tokens} tokens long, the model takes at most {max}")]
     TooLong { tokens: usize, max: usize },
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
+    /// One line, without the backtrace candle may attach.
     #[error("model failed: {0}")]
-    Model(#[from] candle_core::Error),
+    Model(String),
+}
+
+impl From<candle_core::Error> for TranslateError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(crate::reason::candle(&e))
+    }
 }
 
 impl TranslateError {
@@ -66,16 +83,30 @@ pub struct Translation {
 }
 
 impl Translator {
-    /// Builds the model from the checkpoint on `placement`; `loaded` counts weight bytes
-    /// as they are read.
-    pub fn load(checkpoint: &Checkpoint, placement: &Placement, loaded: Arc<AtomicU64>) -> Result<Self, LoadError> {
-        let tokenizer = load_tokenizer(&checkpoint.dir.join("tokenizer.json"))?;
+    /// Builds the model served as `name` from the checkpoint on `placement`; `loaded`
+    /// counts weight bytes as they are read.
+    pub fn load(
+        name: &str,
+        checkpoint: &Checkpoint,
+        placement: &Placement,
+        loaded: Arc<AtomicU64>,
+    ) -> Result<Self, LoadError> {
+        let tokenizer_path = checkpoint.dir.join("tokenizer.json");
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
+        check_tokenizer(&tokenizer, checkpoint.arch, &tokenizer_path).map_err(|missing| LoadError::TokenizerUnusable {
+            path: tokenizer_path.clone(),
+            arch: checkpoint.arch.name(),
+            missing,
+        })?;
         let vb = checkpoint.var_builder(placement.dtype, &placement.device, loaded)?;
         let config_path = checkpoint.dir.join("config.json");
         let arch = checkpoint.arch.name();
         let config_error = |e: serde_json::Error| LoadError::Config { path: config_path.clone(), arch, reason: e.to_string() };
-        let weights_error =
-            |e: candle_core::Error| LoadError::Weights { dir: checkpoint.dir.clone(), arch, reason: e.to_string() };
+        let weights_error = |e: candle_core::Error| LoadError::Weights {
+            dir: checkpoint.dir.clone(),
+            arch,
+            reason: crate::reason::candle(&e),
+        };
         let engine = match checkpoint.arch {
             Arch::Nllb => {
                 let cfg: nllb::Config = serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?;
@@ -86,7 +117,7 @@ impl Translator {
                 Engine::Aya(aya::Model::load(vb, &cfg).map_err(weights_error)?)
             }
         };
-        Ok(Self { engine, tokenizer, max_new_tokens: DEFAULT_MAX_NEW_TOKENS })
+        Ok(Self { name: name.to_string(), engine, tokenizer, max_new_tokens: DEFAULT_MAX_NEW_TOKENS })
     }
 
     pub fn with_max_new_tokens(mut self, max_new_tokens: usize) -> Self {
@@ -106,8 +137,12 @@ impl Translator {
         self.check_language(code).is_ok()
     }
 
+    fn unknown_language(&self, code: &str) -> TranslateError {
+        TranslateError::UnknownLanguage { code: code.to_string(), model: self.name.clone() }
+    }
+
     fn check_language(&self, code: &str) -> Result<(), TranslateError> {
-        let unknown = || TranslateError::UnknownLanguage { code: code.to_string(), arch: self.arch().name() };
+        let unknown = || self.unknown_language(code);
         if !languages::looks_like_code(code) {
             return Err(unknown());
         }
@@ -120,14 +155,10 @@ impl Translator {
     pub fn translate(&mut self, text: &str, source: &str, target: &str) -> Result<Translation, TranslateError> {
         self.check_language(source)?;
         self.check_language(target)?;
+        let unknown = |code: &str| TranslateError::UnknownLanguage { code: code.to_string(), model: self.name.clone() };
         match &mut self.engine {
             Engine::Nllb(model) => {
-                let lang_id = |code: &str| {
-                    self.tokenizer.token_to_id(code).ok_or_else(|| TranslateError::UnknownLanguage {
-                        code: code.to_string(),
-                        arch: "nllb",
-                    })
-                };
+                let lang_id = |code: &str| self.tokenizer.token_to_id(code).ok_or_else(|| unknown(code));
                 let (src_lang, tgt_lang) = (lang_id(source)?, lang_id(target)?);
                 let eos = model.config().eos_token_id;
                 let max_positions = model.config().max_position_embeddings;
@@ -148,9 +179,8 @@ impl Translator {
                 Ok(Translation { text, input_tokens: src.len(), output_tokens: generated.len() })
             }
             Engine::Aya(model) => {
-                let (Some(from), Some(to)) = (languages::aya_name(source), languages::aya_name(target)) else {
-                    return Err(TranslateError::UnknownLanguage { code: source.to_string(), arch: "aya" });
-                };
+                let from = languages::aya_name(source).ok_or_else(|| unknown(source))?;
+                let to = languages::aya_name(target).ok_or_else(|| unknown(target))?;
                 let prompt = aya::translation_prompt(text, from, to);
                 let ids = encode(&self.tokenizer, &prompt)?;
                 let max_positions = model.config().max_position_embeddings;
@@ -174,7 +204,52 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
             reason: "file is missing; copy tokenizer.json from the model repository next to config.json".into(),
         });
     }
-    Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })
+    Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer {
+        path: path.to_path_buf(),
+        reason: format!("{}; {TOKENIZER_FIX}", crate::reason::one_line(&e.to_string())),
+    })
+}
+
+/// The tokens the Aya prompt is built from ([`aya::translation_prompt`]).
+const AYA_PROMPT_TOKENS: [&str; 5] =
+    ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|CHATBOT_TOKEN|>"];
+
+/// What the tokenizer lacks for `arch` to serve any request: a vocabulary that encodes
+/// text, and NLLB's language tokens or Aya's chat-template tokens.
+fn check_tokenizer(tokenizer: &Tokenizer, arch: Arch, path: &Path) -> Result<(), String> {
+    if tokenizer.get_vocab_size(true) == 0 {
+        return Err("its vocabulary is empty".into());
+    }
+    const PROBE: &str = "Hello, world";
+    match tokenizer.encode(PROBE, false) {
+        Ok(e) if !e.get_ids().is_empty() => {}
+        Ok(_) => return Err(format!("it encodes {PROBE:?} to no tokens")),
+        Err(e) => return Err(format!("it cannot encode {PROBE:?}: {}", crate::reason::one_line(&e.to_string()))),
+    }
+    match arch {
+        Arch::Nllb => {
+            let codes: Vec<&str> = languages::nllb_codes().collect();
+            let missing: Vec<&str> = codes.iter().copied().filter(|c| tokenizer.token_to_id(c).is_none()).collect();
+            if missing.len() == codes.len() {
+                return Err("it has none of NLLB's language tokens (eng_Latn, fra_Latn, …)".into());
+            }
+            if !missing.is_empty() {
+                tracing::warn!(
+                    "{}: no language token for {}: requests in those languages will be refused",
+                    path.display(),
+                    missing.join(", ")
+                );
+            }
+        }
+        Arch::Aya => {
+            let missing: Vec<&str> =
+                AYA_PROMPT_TOKENS.iter().copied().filter(|t| tokenizer.token_to_id(t).is_none()).collect();
+            if !missing.is_empty() {
+                return Err(format!("it lacks Aya's chat-template tokens {}", missing.join(", ")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Token ids of `text` without the tokenizer's own special tokens: each model's layout

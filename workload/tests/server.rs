@@ -21,11 +21,17 @@ struct Service {
 
 impl Service {
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Service::start`], with extra environment variables for the server process.
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_workload"))
             .arg("serve")
             .args(args)
             .args(["--port", "0"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -294,4 +300,157 @@ fn sigterm_stops_the_service_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}\n{}", svc.log());
+}
+
+/// A reason is one short line: no newline, no backtrace frame, at most 300 characters.
+fn assert_one_line(reason: &str) {
+    assert!(!reason.contains('\n') && !reason.contains("  "), "not one line: {reason:?}");
+    assert!(!reason.contains("candle_core::") && !reason.contains(" at /"), "a backtrace in {reason:?}");
+    assert!(reason.chars().count() <= 300, "{} characters: {reason:?}", reason.chars().count());
+}
+
+/// Rewrites `dir/tokenizer.json` with `edit` applied to its JSON.
+fn edit_tokenizer(dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join("tokenizer.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::write(&path, json.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn failed_reasons_are_one_line_even_with_rust_backtrace_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A config.json from another checkpoint: candle refuses the first tensor's shape, with
+    // a backtrace attached when RUST_BACKTRACE is set.
+    let mismatch = generate(Arch::Nllb, Preset::Tiny, &tmp.path().join("mismatch"));
+    let config_path = mismatch.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["vocab_size"] = 1000.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let svc = Service::start_with_env(&["--model", &model_arg("mismatch", &mismatch)], &[("RUST_BACKTRACE", "1")]);
+
+    let m = svc.settled("mismatch").await;
+    assert_eq!(m["state"], "FAILED", "{m}");
+    let reason = m["reason"].as_str().unwrap();
+    assert_one_line(reason);
+    assert!(reason.contains("weights do not match the nllb model") && reason.contains("shape mismatch"), "{reason}");
+    assert!(reason.contains("config.json"), "says nothing of what to fix: {reason}");
+
+    let (status, ready) = svc.get("/ready").await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["models"]["mismatch"]["reason"].as_str(), Some(reason));
+    let (status, out) = svc.post("/translate", &FR.replace("}", r#", "model": "mismatch"}"#)).await;
+    assert_eq!(status, 409, "{out}");
+    let error = out["error"].as_str().unwrap();
+    assert!(error.contains(reason) && !error.contains('\n'), "{error:?}");
+    let (status, out) = svc.post("/translate", FR).await;
+    assert_eq!(status, 409, "{out}");
+    assert!(!out["error"].as_str().unwrap().contains('\n'), "{out}");
+}
+
+#[tokio::test]
+async fn corrupt_weight_files_fail_with_a_sentence_naming_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = generate(Arch::Nllb, Preset::Tiny, &tmp.path().join("good"));
+    let bytes = std::fs::read(good.join("model.safetensors")).unwrap();
+    let mut garbage = vec![0u8; 5000];
+    for (i, b) in garbage.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(17);
+    }
+    let cases: [(&str, &str, Vec<u8>, &str); 5] = [
+        ("truncated", "model.safetensors", bytes[..bytes.len() / 2].to_vec(), "truncated"),
+        ("cut-in-header", "model.safetensors", bytes[..20].to_vec(), "not a safetensors file"),
+        ("empty", "model.safetensors", Vec::new(), "empty (0 bytes)"),
+        ("garbage", "model.safetensors", garbage.clone(), "not a safetensors file"),
+        ("empty-pth", "pytorch_model.bin", Vec::new(), "empty (0 bytes)"),
+    ];
+    let mut args = Vec::new();
+    for (name, file, content, _) in &cases {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for keep in ["config.json", "tokenizer.json"] {
+            std::fs::copy(good.join(keep), dir.join(keep)).unwrap();
+        }
+        std::fs::write(dir.join(file), content).unwrap();
+        args.extend(["--model".to_string(), model_arg(name, &dir)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let svc = Service::start_with_env(&args, &[("RUST_BACKTRACE", "1")]);
+
+    for (name, file, _, what) in &cases {
+        let m = svc.settled(name).await;
+        assert_eq!(m["state"], "FAILED", "{m}");
+        let reason = m["reason"].as_str().unwrap();
+        eprintln!("{name}: {reason}");
+        assert_one_line(reason);
+        let path = tmp.path().join(name).join(file);
+        assert!(reason.starts_with(&format!("{}: corrupt weights file: ", path.display())), "{reason}");
+        assert!(reason.contains(what), "{name}: {reason:?} does not say {what:?}");
+        let fix = "re-download it, or regenerate it with `workload gen-model`";
+        assert!(reason.contains(fix), "{name}: no fix in {reason:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_tokenizer_that_cannot_serve_the_model_fails_the_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = generate(Arch::Nllb, Preset::Tiny, &tmp.path().join("empty"));
+    edit_tokenizer(&empty, |t| {
+        t["model"]["vocab"] = serde_json::json!({});
+        t["added_tokens"] = serde_json::json!([]);
+    });
+    // Every FLORES-200 code taken out, as in a tokenizer from another model family.
+    let no_codes = generate(Arch::Nllb, Preset::Tiny, &tmp.path().join("no-codes"));
+    let is_code = |s: &str| workload::languages::looks_like_code(s);
+    edit_tokenizer(&no_codes, |t| {
+        t["model"]["vocab"].as_object_mut().unwrap().retain(|k, _| !is_code(k));
+        t["added_tokens"].as_array_mut().unwrap().retain(|a| !is_code(a["content"].as_str().unwrap()));
+    });
+    let aya = generate(Arch::Aya, Preset::Tiny, &tmp.path().join("aya"));
+    edit_tokenizer(&aya, |t| {
+        t["model"]["vocab"].as_object_mut().unwrap().retain(|k, _| !k.contains("TURN_TOKEN"));
+        t["added_tokens"].as_array_mut().unwrap().retain(|a| !a["content"].as_str().unwrap().contains("TURN_TOKEN"));
+    });
+    let svc = Service::start(&[
+        "--model",
+        &model_arg("empty", &empty),
+        "--model",
+        &model_arg("no-codes", &no_codes),
+        "--model",
+        &model_arg("aya", &aya),
+    ]);
+
+    for (name, dir, missing) in [
+        ("empty", &empty, "its vocabulary is empty"),
+        ("no-codes", &no_codes, "it has none of NLLB's language tokens (eng_Latn, fra_Latn, …)"),
+        ("aya", &aya, "lacks Aya's chat-template tokens <|START_OF_TURN_TOKEN|>, <|END_OF_TURN_TOKEN|>"),
+    ] {
+        let m = svc.settled(name).await;
+        assert_eq!(m["state"], "FAILED", "{name} loaded with an unusable tokenizer: {m}");
+        let reason = m["reason"].as_str().unwrap();
+        assert_one_line(reason);
+        let path = dir.join("tokenizer.json");
+        assert!(reason.starts_with(&format!("{}: ", path.display())), "{reason}");
+        assert!(reason.contains(missing), "{name}: {reason:?} lacks {missing:?}");
+        assert!(reason.ends_with("regenerate the checkpoint with `workload gen-model`"), "{name}: no fix in {reason:?}");
+    }
+}
+
+#[tokio::test]
+async fn request_errors_name_the_served_model_not_its_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = generate(Arch::Nllb, Preset::Tiny, &tmp.path().join("nllb"));
+    let svc = Service::start(&["--model", &model_arg("eng-fra", &dir)]);
+    assert_eq!(svc.settled("eng-fra").await["state"], "READY");
+
+    for body in [
+        r#"{"text": "hi", "source": "eng_Latn", "target": "xxx_Latn", "model": "eng-fra"}"#,
+        r#"{"text": "hi", "source": "klingon", "target": "fra_Latn", "model": "eng-fra"}"#,
+    ] {
+        let (status, out) = svc.post("/translate", body).await;
+        assert_eq!(status, 400, "{body}: {out}");
+        let error = out["error"].as_str().unwrap();
+        assert!(error.contains("for model eng-fra"), "{error}");
+        assert!(!error.contains("nllb"), "names the architecture, not the served model: {error}");
+    }
 }
