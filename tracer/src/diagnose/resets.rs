@@ -43,6 +43,10 @@ pub(crate) struct Reset<'a> {
     /// its connect failed. How a refusal shows on kernels whose received resets carry no
     /// state (before 6.10), where the refusing side's NO_SOCKET reset is not traced either.
     pub connect_failed: bool,
+    /// The owner's socket on this connection went ESTABLISHED -> CLOSE as the reset went
+    /// out: an abortive close (unread data, or SO_LINGER 0), on kernels whose sent resets
+    /// carry no reason (before 6.10).
+    pub aborted: bool,
 }
 
 impl Reset<'_> {
@@ -79,15 +83,21 @@ const CONNECT_FAILED_NS: u64 = 100_000_000;
 
 /// Attributed resets in time order.
 pub(crate) fn attributed<'a>(t: &Trace<'a>) -> Vec<Reset<'a>> {
-    // (owner, local address) -> times its connect failed.
+    // (owner, local address) -> times its connect failed; (owner, local, remote) -> times
+    // an established connection was closed abortively.
     let mut failed: HashMap<(u32, &str), Vec<u64>> = HashMap::new();
+    let mut aborted: HashMap<(u32, &str, &str), Vec<u64>> = HashMap::new();
     for (_, e) in t.iter() {
-        if let EventKind::TcpState { old_state, new_state, saddr, .. } = &e.kind {
+        if let EventKind::TcpState { old_state, new_state, saddr, daddr, .. } = &e.kind {
             if old_state == "TCP_SYN_SENT" && new_state == "TCP_CLOSE" {
                 failed.entry((e.pid, saddr.as_str())).or_default().push(e.ts_ns);
             }
+            if old_state == "TCP_ESTABLISHED" && new_state == "TCP_CLOSE" {
+                aborted.entry((e.pid, saddr.as_str(), daddr.as_str())).or_default().push(e.ts_ns);
+            }
         }
     }
+    let near = |times: Option<&Vec<u64>>, ts: u64| times.is_some_and(|v| v.iter().any(|&c| c.abs_diff(ts) <= CONNECT_FAILED_NS));
     t.iter()
         .filter_map(|(i, e)| {
             let EventKind::TcpReset { direction, state, reason, saddr, daddr, attributed_by: Some(by), .. } = &e.kind else {
@@ -108,9 +118,8 @@ pub(crate) fn attributed<'a>(t: &Trace<'a>) -> Vec<Reset<'a>> {
                 by,
                 local_port: port(saddr),
                 remote_port: port(daddr),
-                connect_failed: failed
-                    .get(&(e.pid, saddr.as_str()))
-                    .is_some_and(|ts| ts.iter().any(|&c| c.abs_diff(e.ts_ns) <= CONNECT_FAILED_NS)),
+                connect_failed: near(failed.get(&(e.pid, saddr.as_str())), e.ts_ns),
+                aborted: near(aborted.get(&(e.pid, saddr.as_str(), daddr.as_str())), e.ts_ns),
             })
         })
         .collect()
@@ -256,6 +265,10 @@ pub(crate) fn reset_by_peer(r: &Reset) -> Option<AliveCause> {
 
 /// The owner closed a connection with unread data (or disconnected with data).
 pub(crate) fn abort_on_close(r: &Reset) -> Option<AliveCause> {
+    // Before 6.10: no reason, but the owner's own socket went ESTABLISHED -> CLOSE.
+    if r.sent && r.reason.is_none() && r.aborted {
+        return alive(Cause::AbortOnClose, Confidence::Medium);
+    }
     match r.reason? {
         "TCP_ABORT_ON_CLOSE" | "TCP_DISCONNECT_WITH_DATA" => alive(Cause::AbortOnClose, Confidence::High),
         _ => None,
@@ -378,8 +391,10 @@ fn span_line(group: &[&Reset], shown: usize) -> String {
 }
 
 /// Distinct connections (4-tuples) among resets.
+/// Distinct connections: the two ends' views of one connection (a refused connect seen
+/// as the refusing side's reset and as the connecting side's received one) count once.
 fn connections(group: &[&Reset]) -> u64 {
-    group.iter().map(|r| (r.saddr, r.daddr)).collect::<BTreeSet<_>>().len() as u64
+    group.iter().map(|r| if r.saddr <= r.daddr { (r.saddr, r.daddr) } else { (r.daddr, r.saddr) }).collect::<BTreeSet<_>>().len() as u64
 }
 
 /// Resets of one owner, cause, port and reason, split into bursts.
@@ -431,6 +446,12 @@ pub(crate) fn alive_verdict(
     let summary = match c.cause {
         Cause::AbortOnClose if reason == "TCP_DISCONNECT_WITH_DATA" => {
             format!("{who} disconnected {conns}{on} with unread data; the kernel reset them (TCP_DISCONNECT_WITH_DATA)")
+        }
+        Cause::AbortOnClose if first.reason.is_none() => {
+            evidence.push(
+                "this kernel reports no reset reason (before Linux 6.10): the abortive close is inferred from the socket going from ESTABLISHED straight to CLOSE as the reset went out; unread data or SO_LINGER 0 both do that".into(),
+            );
+            format!("{who} closed {conns}{on} abortively (with unread data, or SO_LINGER 0); the kernel reset them")
         }
         Cause::AbortOnClose => format!("{who} closed {conns}{on} with unread data; the kernel reset them (TCP_ABORT_ON_CLOSE)"),
         Cause::LingerZero if reason == "TCP_STATE" => {
@@ -504,7 +525,8 @@ fn refused_summary(
     let Some(&first) = group.first() else { return String::new() };
     let owner = first.owner;
     let who = t.who(owner);
-    let n = group.len() as u64;
+    // Connects, not resets: one refused connect can show as two (both ends).
+    let n = connections(group);
     let p = sp.map(|s| s.port).or(first.local_port).unwrap_or(0);
     // The owner's own connect, refused: the refusing side's reset (peer_of_connection) or
     // the one the owner's socket received.
@@ -618,7 +640,7 @@ pub(crate) fn death_verdict(t: &Trace, l: &Listeners, d: &Death, resets: &[&Rese
     }
     if !refused.is_empty() {
         let rp = ports(&refused);
-        let n = refused.len() as u64;
+        let n = connections(&refused);
         let verb = if n == 1 { "was" } else { "were" };
         let to = |set: &BTreeSet<ServicePort>| ports_phrase(set).replacen(" on ", " to ", 1);
         if at_death.is_empty() {
@@ -786,6 +808,24 @@ mod tests {
         b.reset(1_000, PID, Direction::Received, None, Some("TCP_SYN_SENT"), "127.0.0.1:40000", "127.0.0.1:9", Some("socket"));
         let v = one(&b);
         assert_eq!((v.cause, v.port, v.resets), (Cause::ConnectionRefused, Some(9), 2));
+        // The kernel matrix found "2 connects ... were refused" for this single connect.
+        assert!(v.summary.starts_with("1 connect from pid 4711 (workload) to :9 was refused"), "{}", v.summary);
+    }
+
+    /// Issue 13: before 6.10 a sent reset has no reason; an abortive close shows as the
+    /// owner's socket going from ESTABLISHED straight to CLOSE as the reset goes out.
+    #[test]
+    fn an_abortive_close_on_a_kernel_without_reset_reasons_is_inferred_from_the_socket() {
+        let mut b = Tb::new(PID);
+        b.tcp_state(990, PID, "TCP_ESTABLISHED", "TCP_CLOSE", "127.0.0.1:37041", "127.0.0.1:50000");
+        b.reset(990, PID, Direction::Sent, None, Some("TCP_CLOSE"), "127.0.0.1:37041", "127.0.0.1:50000", Some("socket"));
+        let v = one(&b);
+        assert_eq!((v.cause, v.confidence), (Cause::AbortOnClose, Confidence::Medium), "{v:#?}");
+        assert!(v.evidence.iter().any(|e| e.contains("ESTABLISHED straight to CLOSE")), "{:?}", v.evidence);
+        // A reason-less reset without that transition stays unexplained.
+        let mut b = Tb::new(PID);
+        b.reset(990, PID, Direction::Sent, None, Some("TCP_CLOSE"), "127.0.0.1:37041", "127.0.0.1:50000", Some("socket"));
+        assert_eq!(one(&b).cause, Cause::Unexplained);
     }
 
     /// Issue 13: 5.10 and 6.1 fire no tcp_send_reset for a reset without a socket, and the
@@ -925,6 +965,7 @@ mod tests {
             local_port: Some(45000),
             remote_port: Some(8443),
             connect_failed: false,
+            aborted: false,
         };
         assert_eq!(service_port(&r, &l), Some(ServicePort { port: 8443, local: false }));
         let r = Reset { saddr: "10.0.0.1:8000", local_port: Some(8000), remote_port: Some(45000), ..r };
