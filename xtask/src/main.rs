@@ -2,6 +2,7 @@
 mod bench;
 mod build_gpu;
 mod exec;
+mod kernels;
 mod run_workload;
 mod setup;
 mod test;

@@ -5,17 +5,22 @@ use clap::Args;
 
 use crate::{
     exec::{command, exec, workspace_root},
-    setup,
+    kernels, setup,
 };
 
 #[derive(Args)]
 pub struct Options {
     /// Only tests whose name contains this
     filter: Option<String>,
+    #[command(flatten)]
+    kernels: kernels::Options,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
     setup::run(&setup::Options {})?;
+    if opts.kernels.kernels_only {
+        return kernels::run(&opts.kernels);
+    }
     let root = workspace_root();
     // The end-to-end tests drive the real binaries; build them with the tests. Default
     // members only: tracer-ebpf is built for the bpf target by tracer/build.rs.
@@ -26,5 +31,6 @@ pub fn run(opts: &Options) -> Result<()> {
     if let Some(f) = &opts.filter {
         cmd.arg(f);
     }
-    exec(cmd.env("TRACER_BIN", tracer).env("WORKLOAD_BIN", root.join("target/debug/workload")))
+    let suite = exec(cmd.env("TRACER_BIN", tracer).env("WORKLOAD_BIN", root.join("target/debug/workload")));
+    kernels::after_suite(&opts.kernels, suite)
 }
