@@ -95,6 +95,11 @@ pub struct CgroupPeak {
     /// The kernel's own peak (memory.peak / max_usage_in_bytes), highest seen.
     pub kernel_peak_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
+    /// Cgroups the target was in before it moved into this one (`tracer run`'s shell
+    /// joins the cgroup after the first sample): their figures are not this cgroup's, so
+    /// they are left out of it and the move is said as a move.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved_from: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -297,6 +302,8 @@ struct MemoryScan<'e> {
     from_rss: BTreeMap<u32, (BTreeMap<String, u64>, Option<ProcessPeak>)>,
     gpus: BTreeMap<u32, GpuPeak>,
     files: BTreeMap<&'e str, FileMapping>,
+    /// Cgroups left behind so far, for the next cgroup's peak.
+    moved_from: Vec<String>,
 }
 
 impl<'e> MemoryScan<'e> {
@@ -328,6 +335,18 @@ impl<'e> MemoryScan<'e> {
             }
         }
         if let Some(c) = cgroup {
+            // Figures set against a limit come from the cgroup of that limit: a move
+            // starts the peaks again.
+            let moved = self.mem.cgroup.as_ref().filter(|p| p.path != c.path).map(|p| {
+                let mut from = p.moved_from.clone();
+                from.push(p.path.clone());
+                from
+            });
+            if let Some(from) = moved {
+                self.mem.cgroup = None;
+                self.moved_from = from;
+            }
+            let moved_from = &self.moved_from;
             let peak = self.mem.cgroup.get_or_insert_with(|| CgroupPeak {
                 path: c.path.clone(),
                 version: c.version,
@@ -336,6 +355,7 @@ impl<'e> MemoryScan<'e> {
                 limit_bytes: c.limit_bytes,
                 kernel_peak_bytes: None,
                 oom_kills: None,
+                moved_from: moved_from.clone(),
             });
             if c.usage_bytes > peak.peak_usage_bytes {
                 peak.peak_usage_bytes = c.usage_bytes;
@@ -424,7 +444,7 @@ fn memory(events: &[Event]) -> Memory {
             _ => {}
         }
     }
-    let MemoryScan { mut mem, from_samples, from_rss, gpus, files } = scan;
+    let MemoryScan { mut mem, from_samples, from_rss, gpus, files, .. } = scan;
     let mut processes: Vec<ProcessPeak> = if !from_samples.is_empty() {
         mem.source = "samples".into();
         from_samples.into_values().collect()
@@ -475,6 +495,44 @@ mod tests {
 
     fn ev(ts: u64, pid: u32, kind: EventKind) -> Event {
         Event { ts_ns: ts, pid, tid: pid, comm: "w".into(), kind }
+    }
+
+    /// Issue 14: "usage peak 4.30 GiB ... of limit 1.00 GiB (430%)" set another cgroup's
+    /// usage (the one `tracer run`'s shell was in before it joined) against the limit.
+    #[test]
+    fn a_move_between_cgroups_keeps_each_figure_with_its_own_cgroup() {
+        let sample = |ts: u64, path: &str, usage: u64, limit: Option<u64>| {
+            ev(
+                ts,
+                5,
+                EventKind::Sample {
+                    processes: vec![],
+                    cgroup: Some(CgroupSample {
+                        path: path.into(),
+                        version: 1,
+                        usage_bytes: usage,
+                        limit_bytes: limit,
+                        peak_bytes: None,
+                        oom_kills: None,
+                    }),
+                    gpus: vec![],
+                    system: SystemSample { mem_total_bytes: 1 << 40, mem_available_bytes: 1 << 39, psi_memory_some_avg10: None, psi_memory_full_avg10: None },
+                },
+            )
+        };
+        let events = vec![
+            sample(1, "/sys/fs/cgroup/memory/process_api", 4400 << 20, None),
+            sample(2, "/sys/fs/cgroup/memory/tracer-oom", 10 << 20, Some(1 << 30)),
+            sample(3, "/sys/fs/cgroup/memory/tracer-oom", 900 << 20, Some(1 << 30)),
+        ];
+        let r = Report::build(&events, vec![], vec![], None);
+        let c = r.memory.cgroup.as_ref().unwrap();
+        assert_eq!(c.path, "/sys/fs/cgroup/memory/tracer-oom");
+        assert_eq!((c.peak_usage_bytes, c.at_ns, c.limit_bytes), (900 << 20, 3, Some(1 << 30)));
+        assert_eq!(c.moved_from, ["/sys/fs/cgroup/memory/process_api"]);
+        let line = r.cgroup_line(c);
+        assert!(line.starts_with("usage peak 900 MiB") && line.contains("(88%)"), "{line}");
+        assert!(line.contains("moved in from /sys/fs/cgroup/memory/process_api"), "{line}");
     }
 
     #[test]

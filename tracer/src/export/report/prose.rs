@@ -153,6 +153,9 @@ impl Report {
         if let Some(k) = c.oom_kills {
             let _ = write!(s, "; OOM kills {k}");
         }
+        if !c.moved_from.is_empty() {
+            let _ = write!(s, "; the target moved in from {} (figures of this cgroup only)", c.moved_from.join(", "));
+        }
         s
     }
 
