@@ -20,11 +20,11 @@ pub enum TargetError {
     #[error("pid {pid} ({comm}) is a kernel thread: it has no user memory or sockets to trace; give the pid of a user-space process")]
     KernelThread { pid: u32, comm: String },
     #[error(
-        "tracer runs inside a PID namespace (a container without the host's PIDs), so pid {0} here is not the pid \
-         the kernel reports and nothing would be traced: run tracer on the host, or give its container the host's \
-         PID namespace (`docker run --pid=host`, Kubernetes `hostPID: true`)"
+        "tracer runs inside a PID namespace (a container without the host's PIDs), so the pids it sees here are not \
+         the pids the kernel reports and nothing would be traced: run tracer on the host, or give its container the \
+         host's PID namespace (`docker run --pid=host`, Kubernetes `hostPID: true`)"
     )]
-    PidNamespace(u32),
+    PidNamespace,
 }
 
 /// A pid resolved to the process to trace.
@@ -89,10 +89,18 @@ pub fn classify(pid: u32, facts: Option<ProcFacts>, parent_comm: impl FnOnce(u32
 
 /// What `--pid PID` names, on this machine.
 pub fn resolve(pid: u32) -> Result<Resolved, TargetError> {
-    if !in_initial_pid_namespace() {
-        return Err(TargetError::PidNamespace(pid));
-    }
+    require_host_pids()?;
     classify(pid, read_facts(pid), |ppid| read_facts(ppid).map(|f| f.comm))
+}
+
+/// Fails inside a PID namespace, where no pid this process sees or starts is the one
+/// the kernel programs see.
+pub fn require_host_pids() -> Result<(), TargetError> {
+    if in_initial_pid_namespace() {
+        Ok(())
+    } else {
+        Err(TargetError::PidNamespace)
+    }
 }
 
 /// Whether this process sees the kernel's own pids (not a container's PID namespace).

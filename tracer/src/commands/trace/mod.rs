@@ -138,13 +138,7 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
 /// `tracer run -- CMD ARGS...`.
 pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
     // The command's pid would be the namespace's, not the one the kernel reports.
-    if !process::target::in_initial_pid_namespace() {
-        anyhow::bail!(
-            "tracer runs inside a PID namespace (a container without the host's PIDs): the kernel would report \
-             other pids than the ones seen here and nothing would be traced; run tracer on the host, or give its \
-             container the host's PID namespace (`docker run --pid=host`, Kubernetes `hostPID: true`)"
-        );
-    }
+    process::target::require_host_pids()?;
     let plan = output_plan(args, &output::program_label(&cmd[0]));
     let mut capture = Capture::load(&capture_options(args))?;
     // The live view owns the terminal: the command's output goes to a file next to the trace.
