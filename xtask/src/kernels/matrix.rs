@@ -19,6 +19,8 @@ pub struct Row {
     pub cells: BTreeMap<Scenario, Observed>,
     /// Seconds each scenario took (the guest's clock for a guest).
     pub scenario_s: BTreeMap<Scenario, f64>,
+    /// Boots before this one whose guest kernel crashed: the first lines of each oops.
+    pub crashes: Vec<String>,
 }
 
 /// A kernel that could not be compared at all.
@@ -97,6 +99,9 @@ pub fn differences(host: &Row, kernels: &[Row]) -> Vec<Difference> {
 pub fn notes(host: &Row, kernels: &[Row]) -> Vec<String> {
     let mut out = Vec::new();
     for k in kernels {
+        for crash in &k.crashes {
+            out.push(format!("{}: the guest kernel crashed on an earlier boot and was booted again; its oops began: {crash}", label(k)));
+        }
         for s in Scenario::ALL {
             if let (Some(Ok(h)), Some(Ok(g))) = (host.cells.get(&s), k.cells.get(&s)) {
                 if h.causes == g.causes && h.resets != g.resets {
@@ -189,6 +194,7 @@ mod tests {
             run_s: Some(61.0),
             cells: cells.iter().cloned().collect(),
             scenario_s: BTreeMap::new(),
+            crashes: Vec::new(),
         }
     }
 

@@ -249,24 +249,75 @@ fn section_file(name: &str) -> String {
     }
 }
 
+/// How many times a kernel is booted when its guest kernel crashes (an oops or panic, not
+/// a timeout or a failed scenario). Software emulation of two CPUs has been seen to crash
+/// a guest while tracepoints were being switched on (code patched on one vCPU while the
+/// other runs it); a second crash in a row fails the kernel.
+const BOOTS_ON_CRASH: usize = 2;
+
+/// The console from the guest kernel's first oops or panic line, at most 40 lines.
+fn oops_excerpt(console: &str) -> Option<String> {
+    const STARTS: [&str; 8] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "invalid opcode",
+        "kernel BUG at",
+        "Unable to handle",
+        "RIP:",
+        "Kernel panic",
+    ];
+    let lines: Vec<&str> = console.lines().collect();
+    let first = lines.iter().position(|l| STARTS.iter().any(|m| l.contains(m)))?;
+    Some(lines[first..lines.len().min(first + 40)].join("\n"))
+}
+
 fn boot_kernel(k: &Kernel, initrd: &Path, timeout: Duration, out: &Path) -> Result<Row> {
     let dir = out.join(k.distro.key);
     std::fs::create_dir_all(&dir)?;
     let label = format!("{} {}", k.distro.label, k.release);
-    let b = qemu::boot(&label, &k.vmlinuz, initrd, timeout, &dir.join("console.log"))?;
-    let console = qemu::parse_console(&b.console);
+    let mut crashes = Vec::new();
+    loop {
+        let b = qemu::boot(&label, &k.vmlinuz, initrd, timeout, &dir.join("console.log"))?;
+        let console = qemu::parse_console(&b.console);
+        let crash = if b.timed_out || console.done { None } else { oops_excerpt(&b.console) };
+        if let Some(oops) = crash.filter(|_| crashes.len() + 1 < BOOTS_ON_CRASH) {
+            let kept = dir.join(format!("console.crash{}.log", crashes.len() + 1));
+            let _ = std::fs::rename(dir.join("console.log"), &kept);
+            eprintln!(
+                "xtask: kernels: {label}: WARNING: the guest kernel crashed (console in {}); booting it again. The oops:\n{oops}",
+                kept.display()
+            );
+            crashes.push(oops.lines().take(3).collect::<Vec<_>>().join(" / "));
+            continue;
+        }
+        return kernel_row(k, &label, &b, &console, timeout, &dir, crashes);
+    }
+}
+
+fn kernel_row(
+    k: &Kernel,
+    label: &str,
+    b: &qemu::Boot,
+    console: &qemu::Console,
+    timeout: Duration,
+    dir: &Path,
+    crashes: Vec<String>,
+) -> Result<Row> {
     for (name, section) in &console.sections {
         std::fs::write(dir.join(section_file(name)), &section.body)?;
     }
-    let cells = Scenario::ALL.into_iter().map(|s| (s, guest_observed(&console, s, &b))).collect();
+    let cells = Scenario::ALL.into_iter().map(|s| (s, guest_observed(console, s, b))).collect();
     let scenario_s = Scenario::ALL.into_iter().filter_map(|s| Some((s, console.sections.get(s.name())?.secs?))).collect();
     if b.timed_out {
         eprintln!("xtask: kernels: {label}: WARNING: stopped after {} s without finishing (raise --kernel-timeout?)", timeout.as_secs());
     } else if !console.done {
-        let tail: Vec<&str> = b.console.lines().collect();
+        let shown = oops_excerpt(&b.console).unwrap_or_else(|| {
+            let tail: Vec<&str> = b.console.lines().collect();
+            tail[tail.len().saturating_sub(15)..].join("\n")
+        });
         eprintln!(
-            "xtask: kernels: {label}: WARNING: the guest ended before its last scenario; the console ended with:\n{}{}",
-            tail[tail.len().saturating_sub(15)..].join("\n"),
+            "xtask: kernels: {label}: WARNING: the guest ended before its last scenario; the console said:\n{shown}{}",
             if b.stderr.trim().is_empty() { String::new() } else { format!("\nQEMU said: {}", b.stderr.trim()) }
         );
     }
@@ -279,6 +330,7 @@ fn boot_kernel(k: &Kernel, initrd: &Path, timeout: Duration, out: &Path) -> Resu
         run_s: Some(b.wall.as_secs_f64()),
         cells,
         scenario_s,
+        crashes,
     })
 }
 
@@ -365,6 +417,7 @@ pub fn run(opts: &Options) -> Result<()> {
         run_s: Some(host_started.elapsed().as_secs_f64()),
         cells: host_results.iter().map(|(s, o, _)| (*s, o.clone())).collect(),
         scenario_s: host_results.iter().map(|(s, _, t)| (*s, *t)).collect(),
+        crashes: Vec::new(),
     };
 
     let mut rows = Vec::new();
@@ -508,6 +561,15 @@ mod tests {
         assert_eq!(verdicts_of_report(r#"{"verdicts":[]}"#).unwrap(), Verdicts::default());
         assert!(verdicts_of_report("tracer: cannot read").is_err());
         assert!(verdicts_of_report(r#"{"summary":[]}"#).is_err());
+    }
+
+    #[test]
+    fn an_oops_is_shown_from_its_first_line() {
+        let console = "@@@KERNEL 6.12\n@@@BEGIN abort t=1\nguest: listening\n[ 14.7] BUG: unable to handle page fault for address: 0\n[ 14.7] RIP: 0010:x\n[ 14.8] Kernel panic - not syncing\n";
+        let oops = oops_excerpt(console).unwrap();
+        assert!(oops.starts_with("[ 14.7] BUG: unable"), "{oops}");
+        assert_eq!(oops.lines().count(), 3);
+        assert_eq!(oops_excerpt("@@@KERNEL 6.12\n@@@BEGIN abort t=1\nguest: no \"x\" in y\n"), None);
     }
 
     #[test]
