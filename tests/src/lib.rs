@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod facts;
+
 use tracer::diagnose::Verdict;
 use tracer::event::{Event, EventKind};
 
@@ -95,6 +97,7 @@ pub struct TracerRun {
     pub stdout: Option<BufReader<ChildStdout>>,
     stderr: Arc<Mutex<String>>,
     trace: PathBuf,
+    args: Vec<String>,
     _dir: TempDir,
 }
 
@@ -143,7 +146,7 @@ impl TracerRun {
                 line.clear();
             }
         });
-        TracerRun { child: ChildGuard(child), stdout, stderr, trace, _dir: dir }
+        TracerRun { child: ChildGuard(child), stdout, stderr, trace, args: args.iter().map(|a| a.to_string()).collect(), _dir: dir }
     }
 
     pub fn pid(&self) -> u32 {
@@ -196,6 +199,7 @@ impl TracerRun {
                 events.push(serde_json::from_value::<Event>(value).unwrap_or_else(|e| panic!("bad trace line {line}: {e}")));
             }
         }
+        facts::assert_true(&events, &format!("the trace of `tracer {}`", self.args.join(" ")));
         Trace { status: status.code(), events, verdicts, stderr: self.stderr() }
     }
 

@@ -153,6 +153,88 @@ fn file_mapping_has_its_path_and_file_rss_grows() {
     assert!(file_rss.len() >= 10 && growth >= 56 << 20, "file rss after the mmap: {file_rss:?}\n{dump}");
 }
 
+/// Issue 14: the file behind an mmap is named in the kernel at the syscall. Here the
+/// mapping is undone, the file renamed and its fd number reused for another file before
+/// the tracer could look in /proc: the trace still names the mapped file, with the
+/// device, inode and size it had.
+#[test]
+fn a_mapped_file_is_named_at_the_mmap_even_when_renamed_and_its_fd_reused() {
+    require_root("end-to-end capture tests load eBPF programs");
+    let dir = TempDir::new("mmap-hide");
+    let file = dir.0.join("model.safetensors");
+    std::fs::write(&file, vec![7u8; 3 << 20]).unwrap();
+    let decoy = dir.0.join("tokenizer.json");
+    std::fs::write(&decoy, b"{}").unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let path = file.display().to_string();
+    let trace = TracerRun::start(&["run", "--grace", "200ms", "--", &stress(), "mmap-hide", &path, &decoy.display().to_string()])
+        .finish(T);
+    let pid = trace.target_pid();
+    let dump = trace.dump();
+    let maps: Vec<_> = trace
+        .events
+        .iter()
+        .filter(|e| e.pid == pid)
+        .filter_map(|e| match &e.kind {
+            EventKind::Mmap { len, path, file, error: None, .. } if *len == 3 << 20 => Some((path.clone(), file.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maps.len(), 1, "one 3 MiB mmap: {maps:?}\n{dump}");
+    let (named, id) = &maps[0];
+    assert_eq!(named.as_deref(), Some(path.as_str()), "the name at the mmap, not the decoy or the new name");
+    let id = id.as_ref().expect("the kernel's identity of the file");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(id.ino, meta.ino());
+    assert_eq!(id.size, 3 << 20);
+    assert_eq!(id.dev, format!("{:02x}:{:02x}", libc::major(meta.dev()), libc::minor(meta.dev())));
+    assert!(!id.path_cut);
+}
+
+/// A path deeper than the kernel keeps is marked cut, never made up; a file on another
+/// mount (tmpfs at /dev/shm) is named across the mount.
+#[test]
+fn deep_paths_are_cut_visibly_and_mounts_are_crossed() {
+    require_root("end-to-end capture tests load eBPF programs");
+    let dir = TempDir::new("mmap-deep");
+    let mut deep = dir.0.clone();
+    for i in 0..20 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let file = deep.join("w.bin");
+    std::fs::write(&file, vec![1u8; 1 << 20]).unwrap();
+    let shm = std::path::PathBuf::from(format!("/dev/shm/tracer-test-{}.bin", std::process::id()));
+    std::fs::write(&shm, vec![2u8; 2 << 20]).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _shm_guard = Remove(shm.clone());
+    let script = format!("{s} mmap-file {} && {s} mmap-file {}", file.display(), shm.display(), s = stress());
+    let trace = TracerRun::start(&["run", "--follow-children", "--grace", "200ms", "--", "sh", "-c", &script]).finish(T);
+    let dump = trace.dump();
+    let mapped = |len: u64| {
+        trace
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Mmap { len: l, path: Some(p), file: Some(f), error: None, .. } if *l == len => Some((p.clone(), f.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no mmap of {len} bytes with a path\n{dump}"))
+    };
+    let (deep_path, deep_id) = mapped(1 << 20);
+    assert!(deep_id.path_cut, "{deep_path}");
+    assert!(deep_path.starts_with("…/") && deep_path.ends_with("/d19/w.bin"), "{deep_path}");
+    assert!(file.display().to_string().ends_with(deep_path.trim_start_matches('…')), "{deep_path} is not the end of {}", file.display());
+    let (shm_path, shm_id) = mapped(2 << 20);
+    assert_eq!(shm_path, shm.display().to_string());
+    assert!(!shm_id.path_cut);
+}
+
 #[test]
 fn connect_without_listener_is_reset_no_socket_attributed_to_the_client() {
     require_root("end-to-end capture tests load eBPF programs");

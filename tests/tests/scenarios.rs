@@ -58,6 +58,10 @@ fn every_scenario_shows_its_story_and_cleans_up() {
             panic!("{scenario}: {why}\n{}", explain(&outcome));
         }
         assert_clean(&outcome);
+        let trace = tracer::export::reader::read_trace_file(&outcome.trace).unwrap_or_else(|e| panic!("{scenario}: {e}"));
+        let done = tracer_tests::facts::assert_true(&trace.events, &format!("the {scenario} scenario's trace"));
+        assert!(done.names > 0 && done.chains > 0, "{scenario}: the fact-check found nothing to check: {done:?}");
+        eprintln!("{scenario}: fact-check {done:?}");
         eprintln!("{scenario}: ok: {:?}, probe errors {:?}", outcome.causes(), outcome.connection_errors());
     }
 }

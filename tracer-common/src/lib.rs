@@ -111,6 +111,89 @@ pub struct KernelConfig {
     pub _pad: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
+    /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
+    /// unknown (no BTF, or a member this kernel does not have).
+    pub kernel_offsets: [u32; kfield::COUNT],
+}
+
+/// Indices into [`KernelConfig::kernel_offsets`]: the kernel structs the programs walk to
+/// name the file behind an mmap (fd table -> file -> dentry chain, mounts crossed) and to
+/// read an exec'd program's arguments. Each is `struct.member`.
+pub mod kfield {
+    /// task_struct.files
+    pub const TASK_FILES: usize = 0;
+    /// files_struct.fdt
+    pub const FILES_FDT: usize = 1;
+    /// fdtable.max_fds
+    pub const FDT_MAX_FDS: usize = 2;
+    /// fdtable.fd
+    pub const FDT_FD: usize = 3;
+    /// file.f_path
+    pub const FILE_PATH: usize = 4;
+    /// file.f_inode
+    pub const FILE_INODE: usize = 5;
+    /// path.mnt
+    pub const PATH_MNT: usize = 6;
+    /// path.dentry
+    pub const PATH_DENTRY: usize = 7;
+    /// inode.i_ino
+    pub const INODE_INO: usize = 8;
+    /// inode.i_size
+    pub const INODE_SIZE: usize = 9;
+    /// inode.i_sb
+    pub const INODE_SB: usize = 10;
+    /// super_block.s_dev
+    pub const SB_DEV: usize = 11;
+    /// dentry.d_name
+    pub const DENTRY_NAME: usize = 12;
+    /// dentry.d_parent
+    pub const DENTRY_PARENT: usize = 13;
+    /// qstr.name
+    pub const QSTR_NAME: usize = 14;
+    /// mount.mnt (the vfsmount inside a mount)
+    pub const MOUNT_MNT: usize = 15;
+    /// mount.mnt_parent
+    pub const MOUNT_PARENT: usize = 16;
+    /// mount.mnt_mountpoint
+    pub const MOUNT_MOUNTPOINT: usize = 17;
+    /// vfsmount.mnt_root
+    pub const VFSMOUNT_ROOT: usize = 18;
+    /// task_struct.mm
+    pub const TASK_MM: usize = 19;
+    /// mm_struct.arg_start
+    pub const MM_ARG_START: usize = 20;
+    /// mm_struct.arg_end
+    pub const MM_ARG_END: usize = 21;
+    /// qstr.len (inside an anonymous struct of qstr)
+    pub const QSTR_LEN: usize = 22;
+    pub const COUNT: usize = 24;
+
+    /// `(index, struct, member)` for each offset, for user space to look up in BTF.
+    pub const ALL: [(usize, &str, &str); 23] = [
+        (TASK_FILES, "task_struct", "files"),
+        (FILES_FDT, "files_struct", "fdt"),
+        (FDT_MAX_FDS, "fdtable", "max_fds"),
+        (FDT_FD, "fdtable", "fd"),
+        (FILE_PATH, "file", "f_path"),
+        (FILE_INODE, "file", "f_inode"),
+        (PATH_MNT, "path", "mnt"),
+        (PATH_DENTRY, "path", "dentry"),
+        (INODE_INO, "inode", "i_ino"),
+        (INODE_SIZE, "inode", "i_size"),
+        (INODE_SB, "inode", "i_sb"),
+        (SB_DEV, "super_block", "s_dev"),
+        (DENTRY_NAME, "dentry", "d_name"),
+        (DENTRY_PARENT, "dentry", "d_parent"),
+        (QSTR_NAME, "qstr", "name"),
+        (MOUNT_MNT, "mount", "mnt"),
+        (MOUNT_PARENT, "mount", "mnt_parent"),
+        (MOUNT_MOUNTPOINT, "mount", "mnt_mountpoint"),
+        (VFSMOUNT_ROOT, "vfsmount", "mnt_root"),
+        (TASK_MM, "task_struct", "mm"),
+        (MM_ARG_START, "mm_struct", "arg_start"),
+        (MM_ARG_END, "mm_struct", "arg_end"),
+        (QSTR_LEN, "qstr", "len"),
+    ];
 }
 
 impl KernelConfig {
@@ -126,6 +209,7 @@ impl KernelConfig {
             tcp_close_state: u32::MAX,
             _pad: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
+            kernel_offsets: [u32::MAX; kfield::COUNT],
         }
     }
 }
@@ -183,6 +267,65 @@ pub struct MemSyscall {
     pub ret: i64,
     /// Monotonic ns at sys_enter (header.ts_ns is at sys_exit).
     pub enter_ns: u64,
+}
+
+/// Steps of the path walk kept per mapped file, leaf first: a component's name, or an
+/// empty slot where a mount was crossed. A path that needs more is cut (not ROOTED).
+pub const PATH_DEPTH: usize = 16;
+/// Bytes kept per path component, NUL included; a longer name is marked cut.
+pub const NAME_LEN: usize = 64;
+
+/// [`FileIdentity::flags`] bits.
+pub mod file_flags {
+    /// The fd resolved to a file and its inode was read.
+    pub const KNOWN: u32 = 1;
+    /// A component was longer than [`super::NAME_LEN`] - 1 bytes and is cut.
+    pub const NAME_CUT: u32 = 4;
+    /// The walk reached the top of its mounts: the path is whole from `/`. Without it
+    /// the top components are missing (a deeper path, or a read that failed).
+    pub const ROOTED: u32 = 8;
+}
+
+/// The file behind an fd, read in the kernel at the syscall: what /proc cannot say
+/// after the fd is closed or the file renamed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileIdentity {
+    /// `super_block.s_dev` (the kernel's dev_t: major << 20 | minor).
+    pub dev: u32,
+    /// Slots of `names` filled (an empty one: a mount crossed).
+    pub depth: u32,
+    pub ino: u64,
+    /// `inode.i_size` at the syscall.
+    pub size: i64,
+    /// [`file_flags`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+    /// Path components, leaf first, each NUL-terminated; empty where a mount was crossed.
+    pub names: [[u8; NAME_LEN]; PATH_DEPTH],
+}
+
+/// A completed mmap of a file: the syscall and the file behind its fd.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmapFileRecord {
+    pub sys: MemSyscall,
+    pub file: FileIdentity,
+}
+
+/// Bytes of an exec'd program's arguments kept (NUL-separated, as in its memory).
+pub const ARGV_LEN: usize = 256;
+
+/// sched:sched_process_exec with the new program's arguments, read from its memory.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub raw: RawRecord,
+    /// Bytes of `argv` filled; 0 when they could not be read.
+    pub argv_len: u32,
+    /// Non-zero when the arguments were longer than [`ARGV_LEN`].
+    pub argv_cut: u32,
+    pub argv: [u8; ARGV_LEN],
 }
 
 /// Arguments of a memory syscall between its enter and exit, keyed by TID.

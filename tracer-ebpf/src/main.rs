@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod file;
 mod maps;
 mod mem;
 mod oom;

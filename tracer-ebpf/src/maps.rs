@@ -53,6 +53,13 @@ pub fn config_offset(index: usize) -> Option<usize> {
     }
 }
 
+/// A kernel struct member's offset from BTF ([`tracer_common::kfield`]), if known.
+#[inline(always)]
+pub fn kernel_offset(index: usize) -> Option<usize> {
+    let off = unsafe { core::ptr::read_volatile(&raw const CONFIG.kernel_offsets[index]) };
+    if off == u32::MAX { None } else { Some(off as usize) }
+}
+
 #[inline(always)]
 pub fn config_u32(field: &u32) -> u32 {
     unsafe { core::ptr::read_volatile(field) }

@@ -6,9 +6,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use tracer_common::{field, MemSyscall, PendingSyscall, Probe};
+use tracer_common::{field, MemSyscall, MmapFileRecord, PendingSyscall, Probe};
 
 use crate::{
+    file::identify,
     maps::{config_offset, count_lost, is_traced_tgid, EVENTS, PENDING},
     record::header,
 };
@@ -54,18 +55,36 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
         Some(off) => unsafe { ctx.read_at::<i64>(off) }.unwrap_or(0),
         None => 0,
     };
+    let sys = MemSyscall { header: header(probe), args: pending.args, ret, enter_ns: pending.enter_ns };
+    if probe == Probe::Mmap && ret >= 0 && (pending.args[4] as i32) >= 0 && pending.args[3] & MAP_ANONYMOUS == 0 {
+        emit_mmap_file(sys, pending.args[4] as i32 as u64);
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<MemSyscall>(0) else {
         count_lost(probe as u32);
         return 0;
     };
-    entry.write(MemSyscall {
-        header: header(probe),
-        args: pending.args,
-        ret,
-        enter_ns: pending.enter_ns,
-    });
+    entry.write(sys);
     entry.submit(0);
     0
+}
+
+/// MAP_ANONYMOUS from <linux/mman.h>: no file behind the mapping.
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// A successful mmap of a file: the syscall and the file behind its fd, named now.
+#[inline(always)]
+fn emit_mmap_file(sys: MemSyscall, fd: u64) {
+    let Some(mut entry) = EVENTS.reserve::<MmapFileRecord>(0) else {
+        count_lost(Probe::Mmap as u32);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        (*rec).sys = sys;
+        identify(fd, &raw mut (*rec).file);
+    }
+    entry.submit(0);
 }
 
 #[tracepoint]

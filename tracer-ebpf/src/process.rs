@@ -10,7 +10,7 @@ use tracer_common::{aux, field, Probe, CLONE_THREAD};
 
 use crate::{
     maps::{config_offset, config_u32, is_traced_tgid, CONFIG, TGIDS, TIDS},
-    record::emit_raw,
+    record::{emit_exec, emit_raw},
 };
 
 /// task_newtask rather than sched_process_fork: it carries clone_flags, which is the only
@@ -50,7 +50,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if !is_traced_tgid(tgid) {
         return 0;
     }
-    emit_raw(&ctx, Probe::ProcessExec, [0; 2]);
+    emit_exec(&ctx);
     0
 }
 

@@ -4,7 +4,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{Header, Probe, RawRecord, RAW_DATA_LEN};
+use tracer_common::{ExecRecord, Header, Probe, RawRecord, RAW_DATA_LEN};
 
 use crate::maps::{count_lost, EVENTS};
 
@@ -40,6 +40,32 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
             count_lost(probe as u32);
             return;
         }
+    }
+    entry.submit(0);
+}
+
+/// sched_process_exec: the record verbatim and the new program's arguments.
+#[inline(always)]
+pub fn emit_exec(ctx: &TracePointContext) {
+    let probe = Probe::ProcessExec;
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count_lost(probe as u32);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        (*rec).raw.header = header(probe);
+        (*rec).raw.aux = [0; 2];
+        let data = &mut (*rec).raw.data;
+        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
+            entry.discard(0);
+            count_lost(probe as u32);
+            return;
+        }
+        let argv = &mut (*rec).argv;
+        let (len, cut) = crate::file::read_argv(argv);
+        (*rec).argv_len = len;
+        (*rec).argv_cut = cut as u32;
     }
     entry.submit(0);
 }

@@ -4,6 +4,27 @@
 //! of eBPF or of how events are captured.
 use serde::{Deserialize, Serialize};
 
+/// An exec's arguments as one line, as /proc's cmdline is shown: `…` where the kernel
+/// cut them.
+pub fn argv_line(argv: &[String], cut: bool) -> String {
+    let line = argv.join(" ");
+    if cut { format!("{line} …") } else { line }
+}
+
+/// A file as the kernel knew it at a syscall: which one (device and inode), and how big.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    /// `MAJOR:MINOR` of the filesystem's device, as in /proc/PID/maps.
+    pub dev: String,
+    pub ino: u64,
+    /// The file's size in bytes at the syscall.
+    pub size: u64,
+    /// The path is missing its top components (deeper than what is kept) or a
+    /// component is cut; `path` then starts with `…/` or holds a `…`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_cut: bool,
+}
+
 /// One thing that happened, with the process context it happened in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -60,6 +81,13 @@ pub enum EventKind {
     Exec {
         filename: String,
         old_pid: u32,
+        /// The new program's arguments, read from its memory at exec (absent when the
+        /// kernel's layout is unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        argv: Option<Vec<String>>,
+        /// The arguments were longer than what is kept: the last ones are missing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        argv_cut: bool,
     },
     /// A thread of a traced process exited; `group_dead` marks the end of the process.
     Exit {
@@ -123,9 +151,13 @@ pub enum EventKind {
         offset: u64,
         result: u64,
         error: Option<String>,
-        /// Backing file of a file mapping, from /proc when the mapping was still there.
+        /// Backing file of a file mapping: named in the kernel at the syscall (see
+        /// `file`), or from /proc afterwards on a kernel without BTF.
         path: Option<String>,
         duration_ns: u64,
+        /// The file behind `fd`, read in the kernel at the syscall.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<FileId>,
     },
     Munmap {
         addr: u64,

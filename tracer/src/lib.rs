@@ -12,6 +12,7 @@ pub mod export;
 pub mod names;
 pub mod process;
 pub mod sample;
+pub mod mappings;
 pub mod timeline;
 pub mod session;
 pub mod sink;

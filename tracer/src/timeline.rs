@@ -118,7 +118,7 @@ mod tests {
                 result: 0x1000,
                 error: None,
                 path: path.map(Into::into),
-                duration_ns: 1,
+                duration_ns: 1, file: None,
             },
         )
     }

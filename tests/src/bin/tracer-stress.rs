@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: tracer-stress <command>
   alloc [--cgroup DIR]          join the cgroup, then allocate and touch 1 MiB at a time forever
   mmap-file PATH                map PATH read-only, touch every page, print `touched N`, exit
+  mmap-hide PATH DECOY          map PATH, rename it to PATH.moved, close it, open DECOY (same fd), unmap, exit
   mmap-burst N                  print `ready`, wait for a line on stdin, then N/2 mmap+munmap pairs, _exit(0)
   ignore-term                   ignore SIGTERM, print `ready`, sleep until killed
   exit CODE                     exit with CODE
@@ -85,6 +86,32 @@ fn run(args: &[String]) -> Result<()> {
             // file from /proc/PID/maps when it decodes the record, which a process that
             // exits at once can beat on a loaded machine.
             std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        }
+        Some("mmap-hide") => {
+            // Everything /proc could say about the mapping is gone or wrong by the time
+            // the tracer reads the record: the mapping is undone, the name changed, and
+            // the fd number names another file.
+            let path: String = arg(args, 1, "PATH")?;
+            let decoy: String = arg(args, 2, "DECOY")?;
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            let fd = file.as_raw_fd();
+            let len = file.metadata()?.len() as usize;
+            // SAFETY: read-only private mapping of a file we opened.
+            let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0) };
+            if ptr == libc::MAP_FAILED {
+                bail!("mmap {path}: {}", std::io::Error::last_os_error());
+            }
+            std::fs::rename(&path, format!("{path}.moved"))?;
+            drop(file);
+            let other = std::fs::File::open(&decoy).with_context(|| format!("opening {decoy}"))?;
+            if other.as_raw_fd() != fd {
+                bail!("the decoy got fd {}, not {fd}", other.as_raw_fd());
+            }
+            // SAFETY: the mapping made above.
+            unsafe { libc::munmap(ptr, len) };
+            say(&format!("hidden fd {fd}"));
+            std::thread::sleep(Duration::from_millis(300));
             Ok(())
         }
         Some("mmap-burst") => {

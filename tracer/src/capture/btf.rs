@@ -36,6 +36,8 @@ fn name_at(strings: &[u8], off: u32) -> &[u8] {
 struct BtfType<'b> {
     kind: u32,
     name: &'b [u8],
+    /// Size for structs, unions, enums and ints; the referred type id for the others.
+    size_type: u32,
     kind_flag: bool,
     vlen: usize,
     extra: &'b [u8],
@@ -76,6 +78,7 @@ fn find_type<T>(btf: &[u8], mut visit: impl FnMut(&BtfType, &[u8]) -> Result<Opt
         let ty = BtfType {
             kind,
             name: name_at(strings, name_off),
+            size_type: u32_at(types, at - 4)?,
             kind_flag: info >> 31 == 1,
             vlen,
             extra: types.get(at..at + extra).ok_or(BtfError::Truncated)?,
@@ -125,6 +128,101 @@ pub fn enum_with(btf: &[u8], value_name: &str) -> Result<Option<BTreeMap<i64, St
         }
         Ok(has.then_some(values))
     })
+}
+
+const KIND_UNION: u32 = 5;
+
+/// A struct or union member: name, type id, byte offset.
+struct Member {
+    name: String,
+    type_id: u32,
+    offset: u32,
+}
+
+/// The structs and unions of a BTF blob, and what each type id is, parsed once: for
+/// offsets of members reached through anonymous structs and unions (`qstr.len`, and
+/// `file.f_path` on kernels that wrap it in a union).
+pub struct Structs {
+    /// Per type id (index 0 is `void`): kind, and the type it refers to for modifiers.
+    kinds: Vec<(u32, u32)>,
+    members: BTreeMap<u32, Vec<Member>>,
+    by_name: BTreeMap<String, u32>,
+}
+
+impl Structs {
+    pub fn parse(btf: &[u8]) -> Result<Structs, BtfError> {
+        let mut kinds = vec![(0, 0)];
+        let mut members = BTreeMap::new();
+        let mut by_name = BTreeMap::new();
+        find_type::<()>(btf, |ty, strings| {
+            let id = kinds.len() as u32;
+            // For modifiers and typedefs the header's size_type field is the referred type.
+            let referred = if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION { 0 } else { ty.size_type };
+            kinds.push((ty.kind, referred));
+            if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION {
+                let mut list = Vec::with_capacity(ty.vlen);
+                for m in 0..ty.vlen {
+                    let name = String::from_utf8_lossy(name_at(strings, u32_at(ty.extra, m * 12)?)).into_owned();
+                    let type_id = u32_at(ty.extra, m * 12 + 4)?;
+                    let raw = u32_at(ty.extra, m * 12 + 8)?;
+                    let bits = if ty.kind_flag { raw & 0x00ff_ffff } else { raw };
+                    list.push(Member { name, type_id, offset: bits / 8 });
+                }
+                // A struct declared twice (rare) keeps its first, complete definition.
+                if ty.kind == KIND_STRUCT && !ty.name.is_empty() && ty.vlen > 0 {
+                    by_name.entry(String::from_utf8_lossy(ty.name).into_owned()).or_insert(id);
+                }
+                members.insert(id, list);
+            }
+            Ok(None)
+        })?;
+        Ok(Structs { kinds, members, by_name })
+    }
+
+    /// Byte offset of `member` in `struct name`, looking inside anonymous structs and
+    /// unions; `None` when the struct or the member is absent.
+    pub fn offset(&self, name: &str, member: &str) -> Option<u32> {
+        self.offset_in(*self.by_name.get(name)?, member, 0)
+    }
+
+    fn offset_in(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+        if depth > 4 {
+            return None;
+        }
+        let list = self.members.get(&id)?;
+        if let Some(m) = list.iter().find(|m| m.name == member) {
+            return Some(m.offset);
+        }
+        list.iter()
+            .filter(|m| m.name.is_empty())
+            .find_map(|m| Some(m.offset + self.offset_in(self.resolve(m.type_id), member, depth + 1)?))
+    }
+
+    /// Through typedefs and modifiers to the type itself.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..8 {
+            match self.kinds.get(id as usize) {
+                Some(&(8 | 9 | 10 | 11 | 18, referred)) => id = referred,
+                _ => break,
+            }
+        }
+        id
+    }
+}
+
+/// The kernel struct offsets the programs walk ([`tracer_common::kfield`]), from the
+/// running kernel's BTF; `u32::MAX` for each one not found.
+pub fn kernel_offsets() -> [u32; tracer_common::kfield::COUNT] {
+    let mut out = [u32::MAX; tracer_common::kfield::COUNT];
+    let Some(structs) = running_kernel_btf().and_then(|b| Structs::parse(&b).ok()) else {
+        return out;
+    };
+    for (index, name, member) in tracer_common::kfield::ALL {
+        if let Some(off) = structs.offset(name, member) {
+            out[index] = off;
+        }
+    }
+    out
 }
 
 /// The running kernel's BTF, if it has one.
@@ -202,6 +300,24 @@ mod tests {
                 assert_eq!(names.get(v), Some(name), "BTF and {format} disagree on {v}");
             }
         }
+    }
+
+    #[test]
+    fn running_kernel_has_every_struct_member_the_programs_walk() {
+        let Ok(blob) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no BTF on this kernel: mapped files are named from /proc");
+            return;
+        };
+        let structs = Structs::parse(&blob).unwrap();
+        for (_, name, member) in tracer_common::kfield::ALL {
+            assert!(structs.offset(name, member).is_some(), "{name}.{member} not in this kernel's BTF");
+        }
+        // qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const char *name; }
+        assert_eq!(structs.offset("qstr", "len"), Some(4));
+        assert_eq!(structs.offset("qstr", "name"), Some(8));
+        assert_eq!(structs.offset("path", "dentry"), Some(8));
+        // The flat lookup agrees where the member is not nested.
+        assert_eq!(structs.offset("task_struct", "exit_code"), member_offset(&blob, "task_struct", "exit_code").unwrap());
     }
 
     #[test]

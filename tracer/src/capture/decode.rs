@@ -4,7 +4,9 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use tracer_common::{aux, Header, MemSyscall, Probe, RawRecord, RssRecord, CLONE_THREAD};
+use tracer_common::{
+    aux, file_flags, ExecRecord, FileIdentity, Header, MemSyscall, MmapFileRecord, Probe, RawRecord, RssRecord, CLONE_THREAD,
+};
 
 use super::{
     format::Format,
@@ -13,7 +15,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    event::{Direction, Event, EventKind},
+    event::{Direction, Event, EventKind, FileId},
     names,
 };
 
@@ -65,9 +67,25 @@ impl Decoder {
         let header: Header = read_record(bytes)?;
         let probe = Probe::from_u32(header.probe)?;
         match probe {
+            Probe::Mmap if bytes.len() >= std::mem::size_of::<MmapFileRecord>() => {
+                let rec: MmapFileRecord = read_record(bytes)?;
+                Some(self.mem_syscall(probe, &rec.sys, Some(&rec.file)))
+            }
             Probe::Mmap | Probe::Munmap | Probe::Brk | Probe::Mremap => {
                 let rec: MemSyscall = read_record(bytes)?;
-                Some(self.mem_syscall(probe, &rec))
+                Some(self.mem_syscall(probe, &rec, None))
+            }
+            Probe::ProcessExec if bytes.len() >= std::mem::size_of::<ExecRecord>() => {
+                let rec: ExecRecord = read_record(bytes)?;
+                let mut ev = self.exec(&rec.raw)?;
+                if let EventKind::Exec { argv, argv_cut, .. } = &mut ev.kind {
+                    let len = (rec.argv_len as usize).min(rec.argv.len());
+                    if len > 0 {
+                        *argv = Some(split_argv(&rec.argv[..len]));
+                        *argv_cut = rec.argv_cut != 0;
+                    }
+                }
+                Some(ev)
             }
             Probe::RssStat => {
                 let rec: RssRecord = read_record(bytes)?;
@@ -132,6 +150,8 @@ impl Decoder {
             EventKind::Exec {
                 filename: f.read_str(d, "filename").unwrap_or_default(),
                 old_pid: f.read_int(d, "old_pid").unwrap_or(0) as u32,
+                argv: None,
+                argv_cut: false,
             },
         ))
     }
@@ -306,7 +326,7 @@ impl Decoder {
         )
     }
 
-    fn mem_syscall(&self, probe: Probe, rec: &MemSyscall) -> Event {
+    fn mem_syscall(&self, probe: Probe, rec: &MemSyscall, identity: Option<&FileIdentity>) -> Event {
         let a = rec.args;
         let ret = rec.ret;
         let duration_ns = rec.header.ts_ns.saturating_sub(rec.enter_ns);
@@ -314,7 +334,14 @@ impl Decoder {
             Probe::Mmap => {
                 let fd = a[4] as i32 as i64;
                 let error = names::syscall_error(ret);
-                let path = if fd >= 0 && error.is_none() { mapping_path(rec.header.tgid, ret as u64, fd) } else { None };
+                let named = identity.and_then(file_id);
+                let path = match (&named, identity) {
+                    (Some((path, _)), _) => path.clone(),
+                    // The kernel could not read the file (no BTF): /proc, if still there.
+                    (None, Some(_)) => mapping_path(rec.header.tgid, ret as u64, fd),
+                    (None, None) => None,
+                };
+                let file = named.map(|(_, id)| id);
                 EventKind::Mmap {
                     addr: a[0],
                     len: a[1],
@@ -326,6 +353,7 @@ impl Decoder {
                     error,
                     path,
                     duration_ns,
+                    file,
                 }
             }
             Probe::Munmap => EventKind::Munmap { addr: a[0], len: a[1], error: names::syscall_error(ret), duration_ns },
@@ -372,6 +400,41 @@ fn is_fatal_by_default(sig: i32) -> bool {
 fn tgid_of(tid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The path and identity the kernel read for a mapped file; `None` when it could not.
+fn file_id(f: &FileIdentity) -> Option<(Option<String>, FileId)> {
+    if f.flags & file_flags::KNOWN == 0 {
+        return None;
+    }
+    let depth = (f.depth as usize).min(f.names.len());
+    let mut cut = f.flags & file_flags::NAME_CUT != 0;
+    let mut parts: Vec<String> = Vec::with_capacity(depth);
+    for raw in f.names[..depth].iter().rev() {
+        let name = comm(raw);
+        if name.is_empty() {
+            continue; // a mount crossed
+        }
+        // The kernel keeps NAME_LEN - 1 bytes and the NUL: a full slot may be a cut name.
+        let name_cut = f.flags & file_flags::NAME_CUT != 0 && raw[..raw.len() - 1].iter().all(|&b| b != 0);
+        parts.push(if name_cut { format!("{name}…") } else { name });
+    }
+    let path = if parts.is_empty() {
+        None
+    } else if f.flags & file_flags::ROOTED != 0 {
+        Some(format!("/{}", parts.join("/")))
+    } else {
+        cut = true;
+        Some(format!("…/{}", parts.join("/")))
+    };
+    let (major, minor) = (f.dev >> 20, f.dev & 0xf_ffff);
+    Some((path, FileId { dev: format!("{major:02x}:{minor:02x}"), ino: f.ino, size: f.size.max(0) as u64, path_cut: cut }))
+}
+
+/// An exec'd program's arguments as its memory holds them: NUL-separated.
+fn split_argv(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    bytes.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 /// The file behind a new mapping: /proc/PID/maps at the returned address, else the fd.

@@ -125,7 +125,19 @@ impl Capture {
         if exit_code_offset.is_none() {
             tracing::warn!("no BTF for task_struct.exit_code: exit causes come from the last fatal signal");
         }
-        let config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
+        let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
+        config.kernel_offsets = btf::kernel_offsets();
+        let unknown: Vec<&str> = tracer_common::kfield::ALL
+            .iter()
+            .filter(|(i, _, _)| config.kernel_offsets[*i] == u32::MAX)
+            .map(|(_, _, m)| *m)
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                "no BTF offsets for {}: mapped files are named from /proc after the fact and exec arguments are not recorded",
+                unknown.join(", ")
+            );
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)

@@ -30,7 +30,7 @@ mod growth;
 mod process;
 mod resets;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod trace;
 
 

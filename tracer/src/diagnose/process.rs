@@ -267,6 +267,23 @@ fn oom_held(t: &Trace, idx: usize) -> Option<String> {
     }
 }
 
+/// Where the kernel's anon, file and shmem figures of the victim add up to more than the
+/// memory cgroup's limit, the one clause that explains it: the RSS counts every page the
+/// process maps, the limit only the pages charged to this cgroup.
+fn beyond_limit(t: &Trace, idx: usize, limit: &growth::LimitKind) -> String {
+    let growth::LimitKind::Memcg { limit, .. } = limit else { return String::new() };
+    let EventKind::OomKill { anon_rss_kb, file_rss_kb, shmem_rss_kb, .. } = &t.ev[idx].kind else { return String::new() };
+    let held = [anon_rss_kb, file_rss_kb, shmem_rss_kb].iter().filter_map(|v| **v).fold(0u64, |a, kb| a.saturating_add(kb.saturating_mul(1024)));
+    if held <= *limit || file_rss_kb.unwrap_or(0) == 0 {
+        return String::new();
+    }
+    format!(
+        " ({} in all, more than the {} limit: file pages count against the memory cgroup that first read them into the page cache, which need not be this one)",
+        format_bytes(held),
+        format_bytes(*limit)
+    )
+}
+
 /// What the victim held just before the kill by the tracer's own figures, for kernels
 /// whose `oom:mark_victim` carries only the pid (before 5.14): the last `rss_stat`
 /// members, else the last sample. The phrase says where the figure came from.
@@ -466,7 +483,7 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
     let (headline, confidence) = if let Some(o) = oom {
         let c = if w.exit.is_some() { Confidence::High } else { Confidence::Medium };
         let held = match oom_held(t, o) {
-            Some(h) => format!(", holding {h},"),
+            Some(h) => format!(", holding {h}{},", beyond_limit(t, o, &limit.kind)),
             None => match last_memory_before(t, w.pid, kill_ts) {
                 Some((h, source)) => {
                     evidence.push(source);
@@ -811,6 +828,31 @@ mod tests {
         );
         assert!(d.evidence.iter().any(|e| e.contains("this is not an OOM kill")), "{:?}", d.evidence);
         assert_eq!(kinds(&d), ["mmap", "mmap", "exit"]);
+    }
+
+    /// Issue 14: anon + file RSS above the cgroup's limit gets the one clause that says why.
+    #[test]
+    fn rss_beyond_the_limit_is_explained_in_one_clause() {
+        let mut b = Tb::new(PID);
+        b.cgroup_sample(1_900, GIB - MIB, Some(GIB), Some(0));
+        b.oom_kill(2_000, PID, "workload", PID, "workload", 1021 * 1024, 718 * 1024);
+        b.exit_signal(2_010, PID, SIGKILL);
+        let d = only_death(&b);
+        assert!(
+            d.headline.contains(
+                "holding 1021 MiB anon and 718 MiB file RSS (1.70 GiB in all, more than the 1.00 GiB limit: file pages count \
+                 against the memory cgroup that first read them into the page cache, which need not be this one),"
+            ),
+            "{}",
+            d.headline
+        );
+        // Under the limit: no clause.
+        let mut b = Tb::new(PID);
+        b.cgroup_sample(1_900, GIB - MIB, Some(GIB), Some(0));
+        b.oom_kill(2_000, PID, "workload", PID, "workload", 900 * 1024, 12 * 1024);
+        b.exit_signal(2_010, PID, SIGKILL);
+        let d = only_death(&b);
+        assert!(d.headline.contains("holding 900 MiB anon and 12.0 MiB file RSS,"), "{}", d.headline);
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Tb {
                 result: 0x7f00_0000_0000,
                 error: None,
                 path: Some(path.into()),
-                duration_ns: 1000,
+                duration_ns: 1000, file: None,
             },
         )
     }
@@ -88,7 +88,7 @@ impl Tb {
                 result: 0x7f10_0000_0000,
                 error: None,
                 path: None,
-                duration_ns: 1000,
+                duration_ns: 1000, file: None,
             },
         )
     }

@@ -317,9 +317,9 @@ fn instant(ev: &Event, ts: f64) -> Option<TraceEvent> {
             te.s = Some("p");
             Some(te)
         }
-        EventKind::Exec { filename, old_pid } => {
+        EventKind::Exec { filename, old_pid, argv, argv_cut } => {
             let mut te = TraceEvent::new("i", format!("exec {}", basename(filename)), ts, track(ev))
-                .args(json!({ "filename": filename, "old_pid": old_pid }));
+                .args(json!({ "filename": filename, "old_pid": old_pid, "argv": argv, "argv_cut": argv_cut }));
             te.s = Some("p");
             Some(te)
         }
@@ -646,7 +646,7 @@ mod tests {
                 result: addr,
                 error: None,
                 path: Some(path.into()),
-                duration_ns: 1,
+                duration_ns: 1, file: None,
             },
         )
     }

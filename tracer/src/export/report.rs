@@ -45,7 +45,28 @@ pub struct Target {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub cmdline: Option<String>,
+    /// The program the target ran last, from its last `exec` in the trace (its
+    /// arguments as the kernel read them): what `cmdline` became after a shell's exec.
+    pub program: Option<String>,
     pub follow_children: Option<bool>,
+}
+
+impl Target {
+    /// What the target ran: its last exec's arguments, unless they are the start of the
+    /// command line it was traced with (the same program, cut at the kernel's limit).
+    pub fn ran(&self) -> Option<&str> {
+        match (&self.program, &self.cmdline) {
+            (Some(p), Some(c)) if c.starts_with(p.trim_end_matches(" …")) => Some(c),
+            (Some(p), _) => Some(p),
+            (None, c) => c.as_deref(),
+        }
+    }
+
+    /// The command line it was traced with, when it is not what it ran (a shell that
+    /// exec'd the program).
+    pub fn started_as(&self) -> Option<&str> {
+        self.cmdline.as_deref().filter(|c| Some(*c) != self.ran())
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -125,10 +146,29 @@ pub struct FileMapping {
     pub path: String,
     /// Process of the first mapping.
     pub pid: u32,
-    /// Sum of the lengths of the successful mappings of this file.
+    /// Bytes of the file that were mapped, each counted once (never more than its size).
     pub bytes: u64,
+    /// Sum of the lengths of the successful mappings of this file (more than `bytes`
+    /// when the same range was mapped again).
+    pub mapped_bytes: u64,
+    /// The file's size, when the kernel read it at the mmap.
+    pub size: Option<u64>,
     pub mappings: u64,
     pub first_ns: u64,
+    /// How it was mapped: "" (once), " in 3 mmaps", " (mapped twice)".
+    pub how: String,
+}
+
+impl FileMapping {
+    /// `1 mmap`, `3 mmaps`, `2 mmaps, 3.00 GiB in all` (when ranges were mapped again).
+    pub fn mmaps_cell(&self) -> String {
+        let n = if self.mappings == 1 { "1 mmap".to_string() } else { format!("{} mmaps", self.mappings) };
+        if self.mapped_bytes > self.bytes {
+            format!("{n}, {} in all", format_bytes(self.mapped_bytes))
+        } else {
+            n
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -200,12 +240,16 @@ impl Report {
                         pid: Some(*target_pid),
                         comm: Some(ev.comm.clone()).filter(|c| !c.is_empty()),
                         cmdline: Some(target_cmdline.clone()).filter(|c| !c.is_empty()),
+                        program: None,
                         follow_children: Some(*follow_children),
                     };
                     environment.kernel = Some(kernel.clone()).filter(|k| !k.is_empty());
                     environment.probes = probes.clone();
                     environment.missing_probes = missing_probes.clone();
                     environment.rss_threshold_bytes = Some(*rss_threshold_bytes);
+                }
+                EventKind::Exec { argv: Some(argv), argv_cut, .. } if target.pid == Some(ev.pid) && !argv.is_empty() => {
+                    target.program = Some(crate::event::argv_line(argv, *argv_cut));
                 }
                 EventKind::TraceEnd { reason, lost, .. } => {
                     span.end_reason = Some(reason.clone());
@@ -301,7 +345,9 @@ struct MemoryScan<'e> {
     from_samples: BTreeMap<u32, ProcessPeak>,
     from_rss: BTreeMap<u32, (BTreeMap<String, u64>, Option<ProcessPeak>)>,
     gpus: BTreeMap<u32, GpuPeak>,
-    files: BTreeMap<&'e str, FileMapping>,
+    files: crate::mappings::Mappings,
+    seen: usize,
+    _events: std::marker::PhantomData<&'e ()>,
     /// Cgroups left behind so far, for the next cgroup's peak.
     moved_from: Vec<String>,
 }
@@ -420,18 +466,6 @@ impl<'e> MemoryScan<'e> {
         }
     }
 
-    /// Files mapped with mmap, summed per path.
-    fn mapping(&mut self, ev: &Event, path: &'e str, len: u64) {
-        let f = self.files.entry(path).or_insert_with(|| FileMapping {
-            path: path.to_string(),
-            pid: ev.pid,
-            bytes: 0,
-            mappings: 0,
-            first_ns: ev.ts_ns,
-        });
-        f.bytes = f.bytes.saturating_add(len);
-        f.mappings += 1;
-    }
 }
 
 fn memory(events: &[Event]) -> Memory {
@@ -440,9 +474,12 @@ fn memory(events: &[Event]) -> Memory {
         match &ev.kind {
             EventKind::Sample { processes, cgroup, gpus, system } => scan.sample(ev, processes, cgroup, gpus, system),
             EventKind::Rss { member, bytes } => scan.rss(ev, member, bytes),
-            EventKind::Mmap { path: Some(path), error: None, len, .. } => scan.mapping(ev, path, *len),
+            EventKind::Mmap { .. } => {
+                scan.files.add(scan.seen, ev);
+            }
             _ => {}
         }
+        scan.seen += 1;
     }
     let MemoryScan { mut mem, from_samples, from_rss, gpus, files, .. } = scan;
     let mut processes: Vec<ProcessPeak> = if !from_samples.is_empty() {
@@ -458,9 +495,21 @@ fn memory(events: &[Event]) -> Memory {
     processes.sort_by(|a, b| b.peak_rss_bytes.cmp(&a.peak_rss_bytes).then(a.pid.cmp(&b.pid)));
     mem.processes = processes;
     mem.gpus = gpus.into_values().collect();
-    let mut files: Vec<FileMapping> = files.into_values().collect();
-    files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
-    files.truncate(TOP_FILE_MAPPINGS);
+    let files: Vec<FileMapping> = files
+        .files()
+        .into_iter()
+        .take(TOP_FILE_MAPPINGS)
+        .map(|f| FileMapping {
+            how: f.how(format_bytes),
+            path: f.path,
+            pid: f.pid,
+            bytes: f.distinct_bytes,
+            mapped_bytes: f.mapped_bytes,
+            size: f.size,
+            mappings: f.calls,
+            first_ns: f.first_ns,
+        })
+        .collect();
     mem.file_mappings = files;
     mem
 }

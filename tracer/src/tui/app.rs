@@ -77,6 +77,9 @@ pub enum Popup {
 pub struct Row {
     pub seq: u64,
     pub ev: Event,
+    /// What the list adds to the event: for an mmap of a file mapped before, that
+    /// file's bytes and how often it was mapped.
+    pub note: Option<String>,
 }
 
 /// What the screen shows below the header: live, or frozen by a pause.
@@ -171,6 +174,8 @@ pub struct App {
     top: u64,
     page: usize,
     pub popup: Option<Popup>,
+    /// File mappings so far, per file.
+    files: crate::mappings::Mappings,
 }
 
 impl App {
@@ -205,6 +210,7 @@ impl App {
             top: 0,
             page: 10,
             popup: None,
+            files: Default::default(),
         }
     }
 
@@ -267,12 +273,24 @@ impl App {
         if self.live.rows.len() >= self.limits.events.max(1) {
             self.live.rows.pop_front();
         }
-        self.live.rows.push_back(Row { seq, ev: ev.clone() });
+        let note = self
+            .files
+            .add(seq as usize, ev)
+            .filter(|m| m.calls > 1)
+            .map(|m| format!("this file: {} mapped{}", crate::units::format_bytes(m.distinct_bytes), m.how(crate::units::format_bytes)));
+        self.live.rows.push_back(Row { seq, ev: ev.clone(), note });
     }
 
     fn header_and_chart(&mut self, ev: &Event, x: f64) {
         use EventKind as K;
         match &ev.kind {
+            K::Exec { argv: Some(argv), argv_cut, .. } if self.is_target(ev.pid) && !argv.is_empty() => {
+                let line = crate::event::argv_line(argv, *argv_cut);
+                // The same program cut at the kernel's limit keeps the whole command line.
+                if !self.cmdline.starts_with(line.trim_end_matches(" …")) {
+                    self.cmdline = line;
+                }
+            }
             K::TraceStart { target_pid, target_cmdline, .. } => {
                 self.target_pid = Some(*target_pid);
                 self.cmdline = target_cmdline.clone();
@@ -621,6 +639,24 @@ mod tests {
         assert_eq!(app.state, TargetState::Running, "a thread's exit is not the process's");
         app.on_event(&r.ev[3]);
         assert_eq!(app.state.text(), "exited with code 3");
+    }
+
+    #[test]
+    fn a_file_mapped_again_says_so_in_the_list() {
+        let mut b = crate::diagnose::testkit::Tb::new(crate::diagnose::testkit::PID);
+        let pid = crate::diagnose::testkit::PID;
+        for ms in [10, 20] {
+            let i = b.mmap_file(ms, pid, 3 << 20, "/m/model.safetensors");
+            if let EventKind::Mmap { file, .. } = &mut b.ev[i].kind {
+                *file = Some(crate::event::FileId { dev: "08:01".into(), ino: 42, size: 3 << 20, path_cut: false });
+            }
+        }
+        let app = fed(&b.ev);
+        let notes: Vec<Option<&str>> = app.view().rows.iter().map(|r| r.note.as_deref()).collect();
+        assert_eq!(notes.iter().filter(|n| n.is_some()).count(), 1, "{notes:?}");
+        assert_eq!(notes.last().copied().flatten(), Some("this file: 3.00 MiB mapped (mapped twice)"));
+        let line = crate::tui::detail::detail(&app.view().rows.back().unwrap().ev);
+        assert!(line.contains("/m/model.safetensors (a 3.00M file)"), "{line}");
     }
 
     #[test]

@@ -166,8 +166,9 @@ pub fn detail(ev: &Event) -> String {
             }
             s
         }
-        K::Mmap { len, prot, flags, result, error, path, .. } => {
-            let file = path.as_deref().map(|p| format!(" {}", clean(p))).unwrap_or_default();
+        K::Mmap { len, prot, flags, result, error, path, file, .. } => {
+            let size = file.as_ref().map(|f| format!(" (a {} file)", bytes(f.size))).unwrap_or_default();
+            let file = path.as_deref().map(|p| format!(" {}{size}", clean(p))).unwrap_or_default();
             match error {
                 Some(e) => format!("{} {} {}{file} failed: {}", bytes(*len), clean(prot), clean(flags), clean(e)),
                 None => format!("{} {} {}{file} at {result:#x}", bytes(*len), clean(prot), clean(flags)),

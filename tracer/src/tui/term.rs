@@ -33,7 +33,7 @@ use super::ui;
 /// What the session sends the TUI.
 #[derive(Debug)]
 pub enum TuiUpdate {
-    Event(Event),
+    Event(Box<Event>),
     /// A batch of events in time order (cheaper than one message each).
     Events(Vec<Event>),
     /// The current diagnosis; replaces the previous one.
@@ -365,7 +365,7 @@ mod tests {
             e.ts_ns = ts(i / 100);
             batch.push(e);
         }
-        tx.try_send(TuiUpdate::Event(r.ev[0].clone())).unwrap();
+        tx.try_send(TuiUpdate::Event(Box::new(r.ev[0].clone()))).unwrap();
         tx.try_send(TuiUpdate::Events(batch)).unwrap();
         tx.try_send(TuiUpdate::Verdicts(vec![oom_verdict()])).unwrap();
         let mut app = App::new(Limits::default());

@@ -143,7 +143,7 @@ impl Rec {
                 result: 0x7f00_0000_0000,
                 error: None,
                 path: Some("/models/aya/model-00001.safetensors".into()),
-                duration_ns: 1000,
+                duration_ns: 1000, file: None,
             },
         );
         r.rss(1_000, "MM_ANONPAGES", 200 * MIB);

@@ -209,12 +209,16 @@ fn events(frame: &mut Frame, area: Rect, app: &App) {
         .take(height)
         .map(|(pos, &i)| {
             let ev = &view.rows[i].ev;
+            let text = match &view.rows[i].note {
+                Some(note) => format!("{} ({})", detail(ev), crate::tui::detail::clean(note)),
+                None => detail(ev),
+            };
             let secs = ev.ts_ns.saturating_sub(start) as f64 / 1e9;
             let row = Row::new(vec![
                 Cell::from(rel(secs)).style(Style::new().fg(Color::Gray)),
                 Cell::from(ev.kind_name()).style(Style::new().fg(kind_color(&ev.kind))),
                 Cell::from(who(&ev.comm, ev.pid)),
-                Cell::from(detail(ev)),
+                Cell::from(text),
             ]);
             if Some(pos) == sel {
                 row.style(Style::new().add_modifier(Modifier::REVERSED))

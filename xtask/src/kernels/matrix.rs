@@ -58,9 +58,19 @@ pub fn verdicts_text(v: &Verdicts) -> String {
     }
 }
 
+/// The cell: the verdicts, then the facts the kernel programs read (`; ` between).
+fn cell_text(v: &Verdicts) -> String {
+    let mut s = verdicts_text(v);
+    for f in &v.facts {
+        s.push_str("; ");
+        s.push_str(f);
+    }
+    s
+}
+
 fn observed_text(o: Option<&Observed>) -> String {
     match o {
-        Some(Ok(v)) => verdicts_text(v),
+        Some(Ok(v)) => cell_text(v),
         Some(Err(e)) => format!("no result: {}", first_line(e)),
         None => "not run".into(),
     }
@@ -76,7 +86,7 @@ fn label(r: &Row) -> String {
 
 /// Whether the kernel's causes are the host's (both gave a result).
 fn same_causes(h: Option<&Observed>, g: Option<&Observed>) -> bool {
-    matches!((h, g), (Some(Ok(a)), Some(Ok(b))) if a.causes == b.causes)
+    matches!((h, g), (Some(Ok(a)), Some(Ok(b))) if a.causes == b.causes && a.facts == b.facts)
 }
 
 /// Every (kernel, scenario) where a kernel's causes are not the host's. A scenario that
@@ -182,7 +192,7 @@ mod tests {
     use super::*;
 
     fn causes(list: &[&str]) -> Observed {
-        Ok(Verdicts { causes: list.iter().map(|s| s.to_string()).collect(), resets: 0 })
+        Ok(Verdicts { causes: list.iter().map(|s| s.to_string()).collect(), resets: 0, facts: Default::default() })
     }
 
     fn row(name: &str, cells: &[(Scenario, Observed)]) -> Row {
@@ -218,6 +228,19 @@ mod tests {
     }
 
     #[test]
+    fn a_different_fact_is_a_difference() {
+        let host = row("host", &all(&["connection_refused"]));
+        let mut k = row("Debian 11", &all(&["connection_refused"]));
+        if let Some(Ok(v)) = k.cells.get_mut(&Scenario::MmapFile) {
+            v.facts.insert("mapped 16 MiB of model.bin, a ? file".into());
+        }
+        let d = differences(&host, &[k]);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].scenario, Scenario::MmapFile);
+        assert!(d[0].guest.contains("a ? file"), "{}", d[0].guest);
+    }
+
+    #[test]
     fn a_different_cause_is_a_difference_and_a_cross() {
         let host = row("host", &all(&["connection_refused"]));
         let old = row("Debian 11", &all(&["reset_by_peer"]));
@@ -243,7 +266,7 @@ mod tests {
 
     #[test]
     fn resets_are_shown_and_noted_not_compared() {
-        let with = |n| Ok(Verdicts { causes: ["killed_by_signal".to_string()].into(), resets: n });
+        let with = |n| Ok(Verdicts { causes: ["killed_by_signal".to_string()].into(), resets: n, facts: Default::default() });
         let host = row("host", &[(Scenario::KilledWithClients, with(3))]);
         let old = row("Debian 11", &[(Scenario::KilledWithClients, with(0))]);
         let diffs = differences(&host, std::slice::from_ref(&old));
@@ -254,7 +277,7 @@ mod tests {
         );
         let t = table(&host, &[old], &[]);
         assert!(t.contains("| killed_by_signal (3 resets) |") && t.contains("| killed_by_signal ✓ |"), "{t}");
-        assert_eq!(verdicts_text(&Verdicts { causes: ["a".to_string()].into(), resets: 1 }), "a (1 reset)");
+        assert_eq!(verdicts_text(&Verdicts { causes: ["a".to_string()].into(), resets: 1, facts: Default::default() }), "a (1 reset)");
         assert_eq!(verdicts_text(&Verdicts::default()), "(none)");
     }
 

@@ -138,6 +138,10 @@ pub struct Verdicts {
     /// The resets the verdicts explain, summed: shown and noted, not compared (how many
     /// resets a kernel lets the tracer see differs by version).
     pub resets: u64,
+    /// Facts the kernel programs read themselves, compared like the causes: the mapped
+    /// file named at the mmap (its name, bytes and size) and the program the target
+    /// exec'd, where the scenario has them.
+    pub facts: BTreeSet<String>,
 }
 
 /// The verdicts, or why there are none to compare.
@@ -151,6 +155,20 @@ pub fn verdicts_of_report(json: &str) -> Result<Verdicts> {
     for v in verdicts {
         out.causes.insert(v.get("cause").and_then(|c| c.as_str()).context("a verdict without `cause`")?.to_string());
         out.resets += v.get("resets").and_then(|r| r.as_u64()).unwrap_or(0);
+    }
+    // The checkpoint the mmap_file scenario maps: named by the kernel, with its size.
+    for f in v.pointer("/memory/file_mappings").and_then(|f| f.as_array()).into_iter().flatten() {
+        let path = f.get("path").and_then(|p| p.as_str()).unwrap_or("");
+        if path.rsplit('/').next() == Some("model.bin") {
+            let mib = |key: &str| f.get(key).and_then(|b| b.as_u64()).map_or("?".into(), |b| format!("{} MiB", b >> 20));
+            out.facts.insert(format!("mapped {} of model.bin, a {} file", mib("bytes"), mib("size")));
+        }
+    }
+    // The program, as its exec's arguments say (`tracer run` starts it through `sh -c`).
+    if let Some(program) = v.pointer("/target/program").and_then(|p| p.as_str()) {
+        let mut words = program.split(' ');
+        let first = words.next().unwrap_or("").rsplit('/').next().unwrap_or("");
+        out.facts.insert(format!("ran {first} {}", words.next().unwrap_or("")).trim_end().to_string());
     }
     Ok(out)
 }
@@ -559,6 +577,13 @@ mod tests {
         assert_eq!(v.causes.into_iter().collect::<Vec<_>>(), ["abort_on_close", "killed_by_signal"]);
         assert_eq!(v.resets, 4);
         assert_eq!(verdicts_of_report(r#"{"verdicts":[]}"#).unwrap(), Verdicts::default());
+        let json = r#"{"verdicts":[],"target":{"program":"/bin/tracer-stress mmap-file /tmp/model.bin"},
+            "memory":{"file_mappings":[{"path":"/tmp/model.bin","bytes":16777216,"size":16777216},{"path":"/lib/libc.so.6","bytes":1,"size":1}]}}"#;
+        let v = verdicts_of_report(json).unwrap();
+        assert_eq!(v.facts.into_iter().collect::<Vec<_>>(), ["mapped 16 MiB of model.bin, a 16 MiB file", "ran tracer-stress mmap-file"]);
+        // A kernel where the programs could not read the file: no size, a different fact.
+        let json = r#"{"verdicts":[],"memory":{"file_mappings":[{"path":"/tmp/model.bin","bytes":16777216,"size":null}]}}"#;
+        assert_eq!(verdicts_of_report(json).unwrap().facts.into_iter().collect::<Vec<_>>(), ["mapped 16 MiB of model.bin, a ? file"]);
         assert!(verdicts_of_report("tracer: cannot read").is_err());
         assert!(verdicts_of_report(r#"{"summary":[]}"#).is_err());
     }
@@ -583,7 +608,7 @@ mod tests {
                        @@@BEGIN killed_with_clients t=5\nguest: waiting\n";
         let c = qemu::parse_console(console);
         let b = qemu::Boot { console: console.into(), boot: None, wall: Duration::ZERO, timed_out: true, stderr: String::new() };
-        assert_eq!(guest_observed(&c, Scenario::Refused, &b), Ok(Verdicts { causes: ["reset_by_peer".to_string()].into(), resets: 0 }));
+        assert_eq!(guest_observed(&c, Scenario::Refused, &b), Ok(Verdicts { causes: ["reset_by_peer".to_string()].into(), resets: 0, facts: Default::default() }));
         assert_eq!(guest_observed(&c, Scenario::Abort, &b), Err("no report (tracer exit 1); tracer said: Error: cannot attach".into()));
         assert!(guest_observed(&c, Scenario::KilledWithClients, &b).unwrap_err().starts_with("cut short"));
         assert_eq!(guest_observed(&c, Scenario::MmapFile, &b), Err("not run: the guest timed out before it".into()));

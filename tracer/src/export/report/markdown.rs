@@ -94,13 +94,13 @@ pub fn render_markdown(r: &Report) -> String {
                 vec![
                     format!("`{}`", f.path),
                     format_bytes(f.bytes),
-                    f.mappings.to_string(),
+                    f.mmaps_cell(),
                     f.pid.to_string(),
                     rel(f.first_ns, t0),
                 ]
             })
             .collect();
-        md_table(&mut out, &["file", "mapped", "mappings", "pid", "first at"], &rows);
+        md_table(&mut out, &["file", "mapped", "mmaps", "pid", "first at"], &rows);
     }
 
     out.push_str("\n## Events\n\n");

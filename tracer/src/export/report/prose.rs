@@ -87,7 +87,7 @@ impl Report {
     /// The title: what was traced.
     pub fn title(&self) -> String {
         let t = &self.target;
-        match (t.pid, &t.cmdline) {
+        match (t.pid, t.ran()) {
             (Some(pid), Some(cmd)) => format!("tracer report: pid {pid} ({})", shorten(&one_line(cmd), TITLE_CMDLINE)),
             (Some(pid), None) => format!("tracer report: {}", who(Some(pid), t.comm.as_deref())),
             (None, _) => "tracer report: unknown target (the trace has no trace_start line)".into(),
@@ -117,8 +117,11 @@ impl Report {
     pub(super) fn target_line(&self) -> String {
         let t = &self.target;
         let mut s = who(t.pid, t.comm.as_deref());
-        if let Some(cmd) = &t.cmdline {
-            let _ = write!(s, ": {}", one_line(cmd));
+        if let Some(ran) = t.ran() {
+            let _ = write!(s, ": {}", one_line(ran));
+        }
+        if let Some(before) = t.started_as() {
+            let _ = write!(s, " (started as: {})", one_line(before));
         }
         match t.follow_children {
             Some(true) => s.push_str(", children followed"),

@@ -103,7 +103,7 @@ pub fn render_text(r: &Report) -> String {
             .map(|f| {
                 vec![
                     format_bytes(f.bytes),
-                    format!("{} mapping{}", f.mappings, if f.mappings == 1 { "" } else { "s" }),
+                    f.mmaps_cell(),
                     format!("pid {}", f.pid),
                     format!("from {}", rel(f.first_ns, t0)),
                     f.path.clone(),
