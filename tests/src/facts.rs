@@ -110,7 +110,8 @@ fn mapping_sizes_fit_the_files(report: &Report, verdicts: &[Verdict], wrong: &mu
         for l in &v.chain {
             let Some(rest) = l.what.strip_prefix("mapped ") else { continue };
             let Some((shown, path)) = rest.split_once(" of ") else { continue };
-            let path = path.split(" (").next().unwrap_or(path).split(" in ").next().unwrap_or(path);
+            // What follows the path: " in 3 mmaps", ", mapped twice", " in 2 overlapping mmaps, …".
+            let path = [" in ", ", mapped "].iter().fold(path, |p, sep| p.split(sep).next().unwrap_or(p));
             let (Some((bytes, slack)), Some(size)) = (parse_shown_bytes(shown), disk_size(path)) else { continue };
             done.sizes += 1;
             if bytes - slack > size as f64 {

@@ -26,9 +26,9 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// How the bytes were mapped, after "mapped 1.50 GiB of FILE": `` (one mmap),
-    /// ` in 3 mmaps`, ` (mapped twice)`, ` (mapped 3 times)`, or ` in 5 mmaps, 2.1 GiB
-    /// in all (some bytes more than once)`.
+    /// How the bytes were mapped, after "mapped 1.50 GiB of FILE", without brackets so
+    /// that callers may bracket it: `` (one mmap), ` in 3 mmaps`, `, mapped twice`,
+    /// `, mapped 3 times`, or ` in 5 overlapping mmaps, 2.10 GiB in all`.
     pub fn how(&self, format_bytes: impl Fn(u64) -> String) -> String {
         if self.calls <= 1 {
             return String::new();
@@ -37,9 +37,9 @@ impl MappedFile {
             return format!(" in {} mmaps", self.calls);
         }
         if self.distinct_bytes > 0 && self.mapped_bytes == self.distinct_bytes * self.calls {
-            return if self.calls == 2 { " (mapped twice)".into() } else { format!(" (mapped {} times)", self.calls) };
+            return if self.calls == 2 { ", mapped twice".into() } else { format!(", mapped {} times", self.calls) };
         }
-        format!(" in {} mmaps, {} in all (some bytes more than once)", self.calls, format_bytes(self.mapped_bytes))
+        format!(" in {} overlapping mmaps, {} in all", self.calls, format_bytes(self.mapped_bytes))
     }
 }
 
@@ -185,11 +185,11 @@ mod tests {
         let mut m = Mappings::default();
         m.add(0, &mmap(1000, 0, "/m/model.safetensors", Some((5, 1000))));
         let so_far = m.add(1, &mmap(1000, 0, "/m/model.safetensors", Some((5, 1000)))).unwrap();
-        assert_eq!(so_far.how(bytes), " (mapped twice)");
+        assert_eq!(so_far.how(bytes), ", mapped twice");
         let files = m.files();
         assert_eq!(files.len(), 1);
         assert_eq!((files[0].distinct_bytes, files[0].mapped_bytes, files[0].calls), (1000, 2000, 2));
-        assert_eq!(files[0].how(bytes), " (mapped twice)");
+        assert_eq!(files[0].how(bytes), ", mapped twice");
     }
 
     #[test]
@@ -203,7 +203,7 @@ mod tests {
         let f = &m.files()[0];
         assert_eq!(f.distinct_bytes, 6000);
         assert_eq!(f.mapped_bytes, 6000 + 4096 + 1904);
-        assert_eq!(f.how(bytes), " in 3 mmaps, 12000 B in all (some bytes more than once)");
+        assert_eq!(f.how(bytes), " in 3 overlapping mmaps, 12000 B in all");
     }
 
     #[test]
@@ -225,7 +225,7 @@ mod tests {
         m.add(1, &mmap(100, 50, "/m/w.bin", None));
         let f = &m.files()[0];
         assert_eq!((f.distinct_bytes, f.calls, f.size), (150, 2, None));
-        assert_eq!(f.how(bytes), " in 2 mmaps, 200 B in all (some bytes more than once)");
+        assert_eq!(f.how(bytes), " in 2 overlapping mmaps, 200 B in all");
         let mut m = Mappings::default();
         m.add(0, &mmap(100, 0, "/m/w.bin", None));
         m.add(1, &mmap(100, 100, "/m/w.bin", None));

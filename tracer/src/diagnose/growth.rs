@@ -88,8 +88,16 @@ pub(crate) fn rss_growth(t: &Trace, pid: u32, from: u64, to: u64) -> Vec<RssGrow
     /// (baseline bytes, (bytes, index) of the last record in the window)
     type Span = (Option<i64>, Option<(i64, usize)>);
     let mut m: BTreeMap<&str, Span> = BTreeMap::new();
+    // An exec replaces the memory: records of the program before it (`tracer run`'s
+    // copy of itself, a shell) are no baseline for the one after.
+    let exec_at = t
+        .iter()
+        .filter(|(_, e)| e.pid == pid && e.ts_ns <= to && matches!(e.kind, EventKind::Exec { .. }))
+        .map(|(_, e)| e.ts_ns)
+        .last()
+        .unwrap_or(0);
     for (i, e) in t.iter() {
-        if e.pid != pid || e.ts_ns > to {
+        if e.pid != pid || e.ts_ns > to || e.ts_ns < exec_at {
             continue;
         }
         let EventKind::Rss { member, bytes } = &e.kind else { continue };
@@ -158,7 +166,8 @@ pub(crate) fn before_kill(t: &Trace, pid: u32, kill_ts: u64) -> Growth {
             maps.iter().take(3).map(|m| format!("{} ({}{})", m.path, format_bytes(m.distinct_bytes), m.how(format_bytes))).collect();
         let more = if maps.len() > 3 { format!(" and {} more", count(maps.len() as u64 - 3, "file")) } else { String::new() };
         g.evidence.push(format!("file mappings {span}: {}{more}", listed.join(", ")));
-        for m in maps.iter().take(3) {
+        // Only mappings that matter next to the largest (a model, not libc) join the chain.
+        for m in maps.iter().take(3).filter(|m| m.distinct_bytes >= top.distinct_bytes / 20) {
             g.links.push(t.link(m.largest, format!("mapped {} of {}{}", format_bytes(m.distinct_bytes), m.path, m.how(format_bytes))));
         }
         phrase_parts.push(if maps.len() == 1 {
@@ -451,6 +460,19 @@ mod tests {
         assert_eq!(kinds, ["mmap", "rss"]);
         let rss = rss_growth(&t, PID, window_start(&t, kill), kill);
         assert_eq!((rss[0].before, rss[0].after), ((100 * MIB) as i64, (1900 * MIB) as i64));
+    }
+
+    #[test]
+    fn the_program_before_an_exec_is_no_baseline() {
+        let mut b = Tb::new(PID);
+        // `tracer run`'s child is a copy of the tracer until it execs the command.
+        b.rss(100, PID, "MM_ANONPAGES", (40 * MIB) as i64);
+        b.push(200, PID, "workload", EventKind::Exec { filename: "/bin/workload".into(), old_pid: PID, argv: None, argv_cut: false });
+        b.rss(300, PID, "MM_ANONPAGES", (8 * MIB) as i64);
+        b.rss(900, PID, "MM_ANONPAGES", (60 * MIB) as i64);
+        let t = Trace::new(&b.ev);
+        let rss = rss_growth(&t, PID, 0, b.ts(1_000));
+        assert_eq!((rss[0].before, rss[0].after), ((8 * MIB) as i64, (60 * MIB) as i64));
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl App {
             .files
             .add(seq as usize, ev)
             .filter(|m| m.calls > 1)
-            .map(|m| format!("this file: {} mapped{}", crate::units::format_bytes(m.distinct_bytes), m.how(crate::units::format_bytes)));
+            .map(|m| format!("this file: {}{}", crate::units::format_bytes(m.distinct_bytes), m.how(crate::units::format_bytes)));
         self.live.rows.push_back(Row { seq, ev: ev.clone(), note });
     }
 
@@ -285,6 +285,7 @@ impl App {
         use EventKind as K;
         match &ev.kind {
             K::Exec { argv: Some(argv), argv_cut, .. } if self.is_target(ev.pid) && !argv.is_empty() => {
+                self.target_comm = ev.comm.clone();
                 let line = crate::event::argv_line(argv, *argv_cut);
                 // The same program cut at the kernel's limit keeps the whole command line.
                 if !self.cmdline.starts_with(line.trim_end_matches(" …")) {
@@ -642,6 +643,24 @@ mod tests {
     }
 
     #[test]
+    fn the_header_shows_the_program_the_target_execd() {
+        let pid = crate::diagnose::testkit::PID;
+        let mut b = crate::diagnose::testkit::Tb::new(pid);
+        b.push(5, pid, "workload", EventKind::Exec {
+            filename: "/bin/workload".into(),
+            old_pid: pid,
+            argv: Some(vec!["workload".into(), "serve".into(), "--load".into(), "background".into()]),
+            argv_cut: false,
+        });
+        b.ev[0].comm = "sh".into();
+        if let EventKind::TraceStart { target_cmdline, .. } = &mut b.ev[0].kind {
+            *target_cmdline = "sh -c exec workload serve --load background".into();
+        }
+        let app = fed(&b.ev);
+        assert_eq!((app.target_comm.as_str(), app.cmdline.as_str()), ("workload", "workload serve --load background"));
+    }
+
+    #[test]
     fn a_file_mapped_again_says_so_in_the_list() {
         let mut b = crate::diagnose::testkit::Tb::new(crate::diagnose::testkit::PID);
         let pid = crate::diagnose::testkit::PID;
@@ -654,7 +673,7 @@ mod tests {
         let app = fed(&b.ev);
         let notes: Vec<Option<&str>> = app.view().rows.iter().map(|r| r.note.as_deref()).collect();
         assert_eq!(notes.iter().filter(|n| n.is_some()).count(), 1, "{notes:?}");
-        assert_eq!(notes.last().copied().flatten(), Some("this file: 3.00 MiB mapped (mapped twice)"));
+        assert_eq!(notes.last().copied().flatten(), Some("this file: 3.00 MiB, mapped twice"));
         let line = crate::tui::detail::detail(&app.view().rows.back().unwrap().ev);
         assert!(line.contains("/m/model.safetensors (a 3.00M file)"), "{line}");
     }
