@@ -108,7 +108,10 @@ pub struct KernelConfig {
     pub tcp_syn_sent_state: u32,
     pub tcp_syn_recv_state: u32,
     pub tcp_close_state: u32,
-    pub _pad: u32,
+    /// Non-zero: when a traced process ends, the exec programs start reporting every exec
+    /// on the host (flagged [`aux::EXEC_WATCHED`]) until user space has found its
+    /// successor (`--follow-restarts`).
+    pub follow_restarts: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
@@ -207,7 +210,7 @@ impl KernelConfig {
             tcp_syn_sent_state: u32::MAX,
             tcp_syn_recv_state: u32::MAX,
             tcp_close_state: u32::MAX,
-            _pad: 0,
+            follow_restarts: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
         }
@@ -255,6 +258,9 @@ pub mod aux {
     /// MarkVictim / SignalGenerate: aux[0] = TGID of the victim/receiver thread if traced
     /// (0 otherwise).
     pub const TARGET_TGID: usize = 0;
+    /// ProcessExec: aux[0] = 1 for a process that is not traced, reported because the
+    /// restart watch was on (a candidate successor of a traced process that ended).
+    pub const EXEC_WATCHED: usize = 0;
 }
 
 /// One completed memory syscall of a traced process (mmap, munmap, brk, mremap): the

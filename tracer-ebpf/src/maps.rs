@@ -1,7 +1,7 @@
 //! Maps shared by the programs, and the configuration global written by user space.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{KernelConfig, PendingSyscall, RssKey, PROBE_COUNT};
 
@@ -32,6 +32,11 @@ pub static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
 /// Local ports a traced process listened on: port -> TGID.
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(4096, 0);
+
+/// The restart watch: [0] non-zero while every exec on the host is reported (set here
+/// when a traced process ends with `follow_restarts`, cleared by user space).
+#[map]
+pub static RESTART_WATCH: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Ring buffer reservations that failed, per CPU and per probe. Never silent loss.
 #[map]

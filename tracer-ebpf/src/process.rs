@@ -9,7 +9,7 @@ use aya_log_ebpf::warn;
 use tracer_common::{aux, field, Probe, CLONE_THREAD};
 
 use crate::{
-    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, TGIDS, TIDS},
+    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, RESTART_WATCH, TGIDS, TIDS},
     record::{emit_exec, emit_raw},
 };
 
@@ -47,10 +47,11 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_traced_tgid(tgid) {
-        return 0;
+    if is_traced_tgid(tgid) {
+        emit_exec(&ctx, false);
+    } else if RESTART_WATCH.get(0).is_some_and(|on| *on != 0) {
+        emit_exec(&ctx, true);
     }
-    emit_exec(&ctx);
     0
 }
 
@@ -63,6 +64,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     let tid = pid_tgid as u32;
     let _ = TIDS.remove(&tid);
+    // The end of a traced process (its main thread): watch for its successor from now on,
+    // before user space has even read this record.
+    if tid == tgid && config_u32(&CONFIG.follow_restarts) != 0 {
+        if let Some(on) = RESTART_WATCH.get_ptr_mut(0) {
+            unsafe { *on = 1 };
+        }
+    }
     let mut extra = [0u64; 2];
     let off = config_u32(&CONFIG.task_exit_code_offset);
     if off != u32::MAX {

@@ -44,9 +44,10 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
     entry.submit(0);
 }
 
-/// sched_process_exec: the record verbatim and the new program's arguments.
+/// sched_process_exec: the record verbatim and the new program's arguments; `watched`
+/// marks a process that is not traced (a candidate successor, see `RESTART_WATCH`).
 #[inline(always)]
-pub fn emit_exec(ctx: &TracePointContext) {
+pub fn emit_exec(ctx: &TracePointContext, watched: bool) {
     let probe = Probe::ProcessExec;
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(probe as u32);
@@ -55,7 +56,7 @@ pub fn emit_exec(ctx: &TracePointContext) {
     let rec = entry.as_mut_ptr();
     unsafe {
         (*rec).raw.header = header(probe);
-        (*rec).raw.aux = [0; 2];
+        (*rec).raw.aux = [watched as u64, 0];
         let data = &mut (*rec).raw.data;
         if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
             entry.discard(0);

@@ -63,7 +63,8 @@ pub enum EventKind {
     },
     /// Last line of every trace.
     TraceEnd {
-        /// `target_exited`, `duration`, `interrupted`.
+        /// `target_exited`, `duration`, `interrupted`, `output_closed`, `write_failed`,
+        /// `no_restart` (`--follow-restarts` waited in vain).
         reason: String,
         events: u64,
         lost: u64,
@@ -88,6 +89,18 @@ pub enum EventKind {
         /// The arguments were longer than what is kept: the last ones are missing.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         argv_cut: bool,
+    },
+    /// `--follow-restarts`: the traced process ended and this one (`pid`) exec'd the same
+    /// program with the same arguments; it is traced from here on.
+    Restart {
+        old_pid: u32,
+        new_pid: u32,
+        /// From the end of the old process to the exec of the new one.
+        gap_ns: u64,
+        argv: Vec<String>,
+        /// Who started the new process, when it could be read.
+        parent_pid: Option<u32>,
+        parent_comm: Option<String>,
     },
     /// A thread of a traced process exited; `group_dead` marks the end of the process.
     Exit {

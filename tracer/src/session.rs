@@ -33,6 +33,8 @@ pub struct SessionOptions {
     pub sample_interval: Option<Duration>,
     /// The capture traces forked processes too: sample them as well.
     pub follow_children: bool,
+    /// `--follow-restarts`: when the target dies, wait this long for its successor.
+    pub restart_wait: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub enum StopReason {
     OutputClosed,
     /// Writing the trace failed (a full disk): the capture stopped.
     WriteFailed,
+    /// `--follow-restarts`: no successor within the wait.
+    NoRestart,
 }
 
 impl StopReason {
@@ -54,6 +58,7 @@ impl StopReason {
             StopReason::Interrupted => "interrupted",
             StopReason::OutputClosed => "output_closed",
             StopReason::WriteFailed => "write_failed",
+            StopReason::NoRestart => "no_restart",
         }
     }
 }
@@ -80,6 +85,44 @@ pub type StopRequest = Pin<Box<dyn Future<Output = bool>>>;
 pub struct Target {
     pub pid: u32,
     pub child: Option<StartedCommand>,
+    /// Its arguments: what a successor must exec to be it (`--follow-restarts`).
+    pub argv: Vec<String>,
+}
+
+/// Whether an exec's arguments (cut by the kernel when `cut`) are `target`'s.
+fn same_program(argv: &[String], cut: bool, target: &[String]) -> bool {
+    if argv.is_empty() {
+        return false;
+    }
+    if !cut {
+        return argv == target;
+    }
+    // The kernel kept the first bytes: the last argument may be a prefix.
+    let (whole, last) = argv.split_at(argv.len() - 1);
+    target.len() >= argv.len() && whole == &target[..whole.len()] && target[whole.len()].starts_with(&last[0])
+}
+
+/// The `restart` event for `exec`, the successor of `old_pid`, which ended at `ended_ns`.
+fn restart_event(exec: &Event, old_pid: u32, ended_ns: u64) -> Event {
+    let (argv, _) = match &exec.kind {
+        EventKind::Exec { argv: Some(a), argv_cut, .. } => (a.clone(), *argv_cut),
+        _ => (Vec::new(), false),
+    };
+    let parent = process::parent(exec.pid);
+    Event {
+        ts_ns: exec.ts_ns,
+        pid: exec.pid,
+        tid: exec.pid,
+        comm: exec.comm.clone(),
+        kind: EventKind::Restart {
+            old_pid,
+            new_pid: exec.pid,
+            gap_ns: exec.ts_ns.saturating_sub(ended_ns),
+            argv,
+            parent_pid: parent.as_ref().map(|p| p.0),
+            parent_comm: parent.map(|p| p.1),
+        },
+    }
 }
 
 /// The session's state while it runs.
@@ -146,7 +189,9 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     let started = Instant::now();
     let mut exited_at: Option<Instant> = None;
-    let target_pid = target.pid;
+    // Wall-clock time of the target's end, for a successor's gap.
+    let mut ended_ns = 0u64;
+    let mut target_pid = target.pid;
     let mut sampler = opts.sample_interval.and_then(|every| match Sampler::new(target_pid, opts.follow_children, every) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -175,11 +220,47 @@ pub async fn run(
                 // The exit record, else the process table: a lost record must not keep us
                 // running forever.
                 if exited_at.is_none()
-                    && (saw_exit
+                    && (saw_exit.is_some()
                         || target.child.as_mut().is_some_and(|c| c.try_wait().is_some())
                         || !process::process_exists(target_pid))
                 {
                     exited_at = Some(Instant::now());
+                    ended_ns = saw_exit.unwrap_or_else(wall_now_ns);
+                }
+                let candidates = capture.take_watched_execs();
+                if let Some(wait) = opts.restart_wait {
+                    match exited_at {
+                        Some(at) => {
+                            let found = candidates.into_iter().find(|e| match &e.kind {
+                                EventKind::Exec { argv: Some(a), argv_cut, .. } => same_program(a, *argv_cut, &target.argv),
+                                _ => false,
+                            });
+                            if let Some(exec) = found {
+                                let restart = restart_event(&exec, target_pid, ended_ns);
+                                capture.add_process(exec.pid)?;
+                                if opts.follow_children {
+                                    for child in process::descendants(exec.pid) {
+                                        capture.add_process(child)?;
+                                    }
+                                }
+                                let _ = capture.stop_restart_watch();
+                                tracing::info!("pid {} restarted as pid {}", target_pid, exec.pid);
+                                capture.inject([exec.clone(), restart]);
+                                target_pid = exec.pid;
+                                if let Some(s) = sampler.as_mut() {
+                                    s.retarget(target_pid);
+                                }
+                                exited_at = None;
+                            } else if at.elapsed() >= wait {
+                                break StopReason::NoRestart;
+                            }
+                        }
+                        // A child of the target ended: nobody to wait for.
+                        None if !candidates.is_empty() => {
+                            let _ = capture.stop_restart_watch();
+                        }
+                        None => {}
+                    }
                 }
                 run.tick();
                 match &run.closed {
@@ -187,7 +268,7 @@ pub async fn run(
                     Some(SinkError::Failed(_)) => break StopReason::WriteFailed,
                     None => {}
                 }
-                if exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
+                if opts.restart_wait.is_none() && exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
                     break StopReason::TargetExited;
                 }
                 if opts.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -238,16 +319,19 @@ pub async fn run(
     Ok(Summary { reason, events, lost, timeline, verdicts, failure })
 }
 
-/// Releases what capture has finished to the sinks; true when it includes the end of the
-/// target process.
-fn take(capture: &mut Capture, run: &mut Running, sampler: Option<&mut Sampler>, target_pid: u32) -> bool {
+/// Releases what capture has finished to the sinks; the time of the target's end when it
+/// is among them.
+fn take(capture: &mut Capture, run: &mut Running, sampler: Option<&mut Sampler>, target_pid: u32) -> Option<u64> {
     let released = capture.poll(wall_now_ns());
     // The sampler follows traced children through their fork and exit records.
     if let Some(s) = sampler {
         s.observe(&released.events);
     }
-    let saw_exit =
-        released.events.iter().any(|e| e.pid == target_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }));
+    let saw_exit = released
+        .events
+        .iter()
+        .find(|e| e.pid == target_pid && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
+        .map(|e| e.ts_ns);
     run.emit_merged(released.events, released.until_ns);
     saw_exit
 }
@@ -268,5 +352,26 @@ async fn interrupt_command(c: &mut StartedCommand) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn a_successor_execs_the_same_arguments() {
+        let target = v(&["python3", "server.py", "--port", "8000"]);
+        assert!(same_program(&target, false, &target));
+        assert!(!same_program(&v(&["python3", "server.py", "--port", "8001"]), false, &target));
+        assert!(!same_program(&v(&["python3", "server.py"]), false, &target));
+        // Cut by the kernel in the middle of an argument.
+        assert!(same_program(&v(&["python3", "server.py", "--po"]), true, &target));
+        assert!(!same_program(&v(&["python3", "client.py", "--po"]), true, &target));
+        assert!(!same_program(&[], false, &[]));
     }
 }

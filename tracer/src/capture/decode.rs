@@ -41,6 +41,12 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
+/// Whether a ring-buffer item is an exec reported by the restart watch (a process that
+/// is not traced).
+pub fn is_watched_exec(bytes: &[u8]) -> bool {
+    matches!(read_record::<RawRecord>(bytes), Some(r) if r.header.probe == Probe::ProcessExec as u32 && r.aux[aux::EXEC_WATCHED] == 1)
+}
+
 impl Decoder {
     /// Sockets a process had before tracing began, so that resets on them are its own.
     pub fn seed_sockets(&mut self, owner: u32, sockets: &[crate::process::OwnedSocket]) {

@@ -15,7 +15,7 @@ pub mod tracefs;
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
@@ -75,6 +75,9 @@ pub struct CaptureOptions {
     pub probes: BTreeSet<ProbeGroup>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// When a traced process ends, report every exec on the host until
+    /// [`Capture::stop_restart_watch`]: the candidates for its successor.
+    pub follow_restarts: bool,
 }
 
 /// How long events wait in the window before release.
@@ -98,6 +101,9 @@ pub struct Capture {
     tids: BpfHashMap<MapData, u32, u32>,
     listen_ports: BpfHashMap<MapData, u16, u32>,
     lost: PerCpuArray<MapData, u64>,
+    restart_watch: Array<MapData, u32>,
+    /// Execs of processes that are not traced, reported while the restart watch was on.
+    watched_execs: Vec<Event>,
     lost_seen: [u64; PROBE_COUNT as usize],
     decoder: Decoder,
     /// Decoded events not released yet: the reorder window.
@@ -127,6 +133,7 @@ impl Capture {
         }
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
+        config.follow_restarts = opts.follow_restarts as u32;
         let unknown: Vec<&str> = tracer_common::kfield::ALL
             .iter()
             .filter(|(i, _, _)| config.kernel_offsets[*i] == u32::MAX)
@@ -180,7 +187,10 @@ impl Capture {
         let tids = take(&mut ebpf, "TIDS")?;
         let lost = take(&mut ebpf, "LOST")?;
         let listen_ports = take(&mut ebpf, "LISTEN_PORTS")?;
+        let restart_watch = take(&mut ebpf, "RESTART_WATCH")?;
         Ok(Capture {
+            restart_watch,
+            watched_execs: Vec::new(),
             _ebpf: ebpf,
             logger,
             ring,
@@ -245,11 +255,17 @@ impl Capture {
         self.drain();
     }
 
-    /// Decodes everything waiting in the ring buffer into the window.
+    /// Decodes everything waiting in the ring buffer into the window (execs caught by
+    /// the restart watch aside: they are candidates, not events of the trace).
     fn drain(&mut self) {
         while let Some(item) = self.ring.next() {
+            let watched = decode::is_watched_exec(&item);
             if let Some(ev) = self.decoder.decode(&item) {
-                self.window.push(ev);
+                if watched {
+                    self.watched_execs.push(ev);
+                } else {
+                    self.window.push(ev);
+                }
             }
         }
         if let Some(logger) = self.logger.as_mut() {
@@ -292,6 +308,23 @@ impl Capture {
                 *seen = total;
             }
         }
+    }
+
+    /// The execs of untraced processes seen since the last call, while the restart watch
+    /// was on (the kernel turns it on when a traced process ends).
+    pub fn take_watched_execs(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.watched_execs)
+    }
+
+    /// Turns the restart watch off: the successor was found (or is no longer wanted).
+    pub fn stop_restart_watch(&mut self) -> Result<(), CaptureError> {
+        self.restart_watch.set(0, 0, 0).map_err(|source| CaptureError::Map { map: "RESTART_WATCH", source })
+    }
+
+    /// Puts events the session made (a `restart`) into the window, to be released in time
+    /// order with the kernel's.
+    pub fn inject(&mut self, events: impl IntoIterator<Item = Event>) {
+        self.window.extend(events);
     }
 
     pub fn lost_total(&self) -> u64 {

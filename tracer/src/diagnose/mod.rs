@@ -29,6 +29,7 @@ mod fmt;
 mod growth;
 mod process;
 mod resets;
+mod restarts;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod trace;
@@ -62,6 +63,8 @@ pub enum Cause {
     /// Nobody listened on the port.
     ConnectionRefused,
     Unexplained,
+    /// The service died again and again and was started again each time.
+    CrashLoop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -126,6 +129,7 @@ impl Cause {
             Cause::ResetByPeer => "reset_by_peer",
             Cause::ConnectionRefused => "connection_refused",
             Cause::Unexplained => "unexplained",
+            Cause::CrashLoop => "crash_loop",
         }
     }
 }
@@ -199,6 +203,7 @@ pub fn diagnose(events: &[Event]) -> Vec<Verdict> {
             .min_by_key(|d| d.start_ns);
         out.extend(resets::alive_verdict(&t, &listeners, &cause, port, &group, later));
     }
+    let mut out = restarts::group(&t, out);
     note_other_oom_kills(&t, &mut out);
     out.sort_by_key(|v| (started(v), v.first_ns, v.pid));
     out

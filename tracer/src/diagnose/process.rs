@@ -566,6 +566,32 @@ pub(crate) fn crashed(w: &Window) -> Option<Death> {
     Some(w.death(Cause::Crashed, confidence, headline, chain, evidence))
 }
 
+/// Who a signal's sender is, by its name and whether it is the victim's parent: the
+/// sentence that says what kind of actor killed the process (never an OOM kill by the
+/// kernel).
+pub(crate) fn sender_role(comm: &str, is_parent: bool) -> Option<String> {
+    let c = comm.to_ascii_lowercase();
+    let parent = if is_parent { ", and its parent" } else { "" };
+    let role = if ["systemd-oomd", "earlyoom", "oomd", "nohang", "low-memory-moni"].iter().any(|n| c.starts_with(n)) {
+        format!("{comm} is a userspace OOM killer: it acted on memory pressure, before and instead of the kernel's OOM killer")
+    } else if c == "systemd" || c == "init" {
+        format!("{comm} is the service manager: the unit was stopped or restarted, or its stop timed out")
+    } else if c.starts_with("gunicorn") {
+        format!("{comm} is gunicorn{parent}: its master kills a worker that misses --timeout (SIGABRT, then SIGKILL) or is being restarted")
+    } else if ["supervisord", "circusd", "uvicorn", "celery", "pm2", "runsv", "s6-supervise", "tini", "dumb-init"].iter().any(|n| c.starts_with(n)) {
+        format!("{comm} is a process supervisor{parent}: a restart, a stop or a timeout of its own")
+    } else if ["kubelet", "containerd", "containerd-shim", "runc", "crun", "dockerd", "docker", "conmon", "crio", "podman"].iter().any(|n| c.starts_with(n)) {
+        format!("{comm} is the container runtime or orchestrator: the container was stopped (a deploy, a failed liveness probe, an eviction)")
+    } else if ["sh", "bash", "dash", "zsh", "fish", "ksh", "kill", "pkill", "killall", "timeout", "sudo"].contains(&c.as_str()) {
+        format!("{comm} is a shell or a kill command{parent}: a person or a script sent it")
+    } else if is_parent {
+        format!("{comm} is its parent")
+    } else {
+        return None;
+    };
+    Some(role)
+}
+
 /// Another process (or the kernel, for a non-OOM reason) sent the owner a fatal signal.
 pub(crate) fn killed_by_signal(w: &Window) -> Option<Death> {
     let t = w.t;
@@ -587,7 +613,8 @@ pub(crate) fn killed_by_signal(w: &Window) -> Option<Death> {
         Some(g) if g.sender == w.pid && g.sent_by_a_process() => format!("{who} was killed by {name} it sent itself ({})", g.code),
         Some(g) if g.sent_by_a_process() => {
             let how = code_meaning(g.code, sig).map(|m| format!(": {m}")).unwrap_or_default();
-            format!("{who} was killed by {name} from {} ({}{how}) at {}", g.sender_who(), g.code, time_of_day(g.ts))
+            let role = sender_role(g.sender_comm, t.parent_of(w.pid) == Some(g.sender)).map(|r| format!("; {r}")).unwrap_or_default();
+            format!("{who} was killed by {name} from {} ({}{how}) at {}{role}", g.sender_who(), g.code, time_of_day(g.ts))
         }
         Some(g) => format!("{who} was killed by {name} from the kernel ({})", if g.code.is_empty() { "no si_code" } else { g.code }),
         None => {
@@ -854,6 +881,19 @@ mod tests {
         b.exit_signal(2_010, PID, SIGKILL);
         let d = only_death(&b);
         assert!(d.headline.contains("holding 900 MiB anon and 12.0 MiB file RSS,"), "{}", d.headline);
+    }
+
+    #[test]
+    fn a_senders_kind_is_named_never_as_an_oom_kill_by_the_kernel() {
+        assert!(sender_role("systemd-oomd", false).unwrap().contains("userspace OOM killer"));
+        assert!(sender_role("earlyoom", false).unwrap().contains("before and instead of the kernel's OOM killer"));
+        assert!(sender_role("gunicorn", true).unwrap().contains("misses --timeout (SIGABRT, then SIGKILL)"));
+        assert!(sender_role("kubelet", false).unwrap().contains("container runtime or orchestrator"));
+        assert!(sender_role("containerd-shim", false).unwrap().contains("container runtime"));
+        assert!(sender_role("bash", false).unwrap().contains("a person or a script"));
+        assert!(sender_role("systemd", false).unwrap().contains("service manager"));
+        assert_eq!(sender_role("python3", true).as_deref(), Some("python3 is its parent"));
+        assert_eq!(sender_role("python3", false), None);
     }
 
     #[test]

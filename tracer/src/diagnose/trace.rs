@@ -129,6 +129,16 @@ impl<'a> Trace<'a> {
     }
 
     /// `pid 4711 (workload)`, or `pid 4711` without a name.
+    /// The parent of `pid` as the trace knows it: the traced process that forked it, or
+    /// the starter a `restart` event names.
+    pub fn parent_of(&self, pid: u32) -> Option<u32> {
+        self.ev.iter().find_map(|e| match &e.kind {
+            EventKind::Fork { child_pid, thread: false, .. } if *child_pid == pid => Some(e.pid),
+            EventKind::Restart { new_pid, parent_pid, .. } if *new_pid == pid => *parent_pid,
+            _ => None,
+        })
+    }
+
     pub fn who(&self, pid: u32) -> String {
         match self.comm(pid) {
             Some(c) => format!("pid {pid} ({c})"),

@@ -350,6 +350,14 @@ fn instant(ev: &Event, ts: f64) -> Option<TraceEvent> {
             te.s = Some(if attributed_by.is_some() { "p" } else { "g" });
             Some(te)
         }
+        EventKind::Restart { old_pid, new_pid, gap_ns, argv, parent_pid, parent_comm } => {
+            let mut te = TraceEvent::new("i", format!("restart: pid {old_pid} → {new_pid}"), ts, track(ev)).args(json!({
+                "old_pid": old_pid, "new_pid": new_pid, "gap_ns": gap_ns, "argv": argv,
+                "parent_pid": parent_pid, "parent_comm": parent_comm,
+            }));
+            te.s = Some("g");
+            Some(te)
+        }
         EventKind::Lost { probe, count, total } => {
             let mut te = TraceEvent::new("i", format!("lost {count} ({probe})"), ts, track(ev))
                 .args(json!({ "probe": probe, "count": count, "total": total }));

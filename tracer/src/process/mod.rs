@@ -17,15 +17,23 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 pub fn cmdline(pid: u32) -> String {
+    argv(pid).join(" ")
+}
+
+/// The arguments of `pid`, as its memory holds them (empty for a kernel thread or a
+/// process gone).
+pub fn argv(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default()
+}
+
+/// The parent of `pid`: its pid and comm, while both are alive.
+pub fn parent(pid: u32) -> Option<(u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?.trim_end().to_string();
+    Some((ppid, comm))
 }
 
 /// Thread ids of a process.

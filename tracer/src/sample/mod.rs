@@ -87,6 +87,16 @@ impl Sampler {
         }
     }
 
+    /// The target was restarted as `pid` (`--follow-restarts`): sample it from now on, and
+    /// the memory cgroup it is in.
+    pub fn retarget(&mut self, pid: u32) {
+        self.target_pid = pid;
+        if !self.pids.contains(&pid) {
+            self.pids.insert(0, pid);
+        }
+        self.cgroup = CgroupSampler::new(pid);
+    }
+
     /// The processes the next sample covers.
     pub fn pids(&self) -> &[u32] {
         &self.pids

@@ -327,6 +327,14 @@ impl App {
                 self.live.markers.push(x, MarkerKind::Oom);
             }
             K::TcpReset { attributed_by: Some(_), .. } => self.live.markers.push(x, MarkerKind::Rst),
+            K::Restart { old_pid, new_pid, argv, .. } if self.is_target(*old_pid) => {
+                // The live view follows the service to its new pid.
+                self.target_pid = Some(*new_pid);
+                self.target_comm = ev.comm.clone();
+                self.cmdline = argv.join(" ");
+                self.state = TargetState::Running;
+                self.live.markers.push(x, MarkerKind::Restart);
+            }
             K::Lost { count, .. } => self.lost = self.lost.saturating_add(*count),
             K::Rss { member, bytes } if self.is_target(ev.pid) => {
                 if let Some(i) = RSS_MEMBERS.iter().position(|m| m == member) {

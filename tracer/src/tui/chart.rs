@@ -33,6 +33,7 @@ fn marker_color(kind: &MarkerKind) -> Color {
         MarkerKind::Oom | MarkerKind::Exit => Color::Red,
         MarkerKind::Signal(_) => Color::Magenta,
         MarkerKind::Rst => Color::Yellow,
+        MarkerKind::Restart => Color::Green,
     }
 }
 

@@ -50,7 +50,13 @@ impl Filter {
             Filter::Signals => matches!(kind, K::Signal { .. } | K::SignalDeliver { .. } | K::OomKill { .. } | K::Exit { .. }),
             Filter::Process => matches!(
                 kind,
-                K::TraceStart { .. } | K::TraceEnd { .. } | K::Fork { .. } | K::Exec { .. } | K::Exit { .. } | K::Lost { .. }
+                K::TraceStart { .. }
+                    | K::TraceEnd { .. }
+                    | K::Fork { .. }
+                    | K::Exec { .. }
+                    | K::Exit { .. }
+                    | K::Lost { .. }
+                    | K::Restart { .. }
             ),
             Filter::Tcp => matches!(kind, K::TcpReset { .. } | K::TcpState { .. }),
         }
@@ -127,6 +133,13 @@ pub fn detail(ev: &Event) -> String {
             format!("new {what} {}{traced}", who(child_comm, *child_pid))
         }
         K::Exec { filename, .. } => format!("exec {}", clean(filename)),
+        K::Restart { old_pid, new_pid, gap_ns, parent_pid, parent_comm, .. } => {
+            let by = match (parent_pid, parent_comm) {
+                (Some(p), Some(c)) => format!(" by {}[{p}]", clean(c)),
+                _ => String::new(),
+            };
+            format!("pid {old_pid} started again as pid {new_pid}{by}, {} after it ended", crate::units::duration(*gap_ns))
+        }
         K::Exit { group_dead, exit_code, signal, signal_name, core_dumped, .. } => {
             let what = if *group_dead { "process" } else { "thread" };
             let how = match (signal, exit_code) {

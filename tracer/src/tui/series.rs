@@ -76,6 +76,8 @@ pub enum MarkerKind {
     Exit,
     /// Attributed TCP resets.
     Rst,
+    /// The target was started again (`--follow-restarts`).
+    Restart,
 }
 
 impl MarkerKind {
@@ -85,6 +87,7 @@ impl MarkerKind {
             MarkerKind::Signal(name) => name,
             MarkerKind::Exit => "exit",
             MarkerKind::Rst => "RST",
+            MarkerKind::Restart => "restart",
         }
     }
 }

@@ -30,6 +30,18 @@ pub struct TraceArgs {
     #[arg(long)]
     pub follow_children: bool,
 
+    /// When the target dies, keep tracing and attach to its successor: the next process
+    /// anywhere on the host that execs the same program with the same arguments within
+    /// --restart-wait (a supervisor's restart, a shell loop, systemd). A `restart` event
+    /// names the old and new pid; no successor in time ends the trace (`no_restart`).
+    /// `--pid` only
+    #[arg(long)]
+    pub follow_restarts: bool,
+
+    /// How long --follow-restarts waits for a successor after the target died
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub restart_wait: Duration,
+
     /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
     #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
@@ -103,6 +115,7 @@ fn capture_options(args: &TraceArgs) -> CaptureOptions {
         rss_threshold_bytes: args.rss_threshold,
         probes: args.probe_set(),
         ring_buffer_bytes: args.ring_buffer as u32,
+        follow_restarts: args.follow_restarts,
     }
 }
 
@@ -131,12 +144,19 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
     if !process::process_exists(pid) {
         return Err(CaptureError::ExitedDuringAttach(pid).into());
     }
-    let start = start_event(&capture, pid, process::cmdline(pid), args);
-    record(capture, Target { pid, child: None }, start, args, &plan, None)
+    let argv = process::argv(pid);
+    let start = start_event(&capture, pid, argv.join(" "), args);
+    record(capture, Target { pid, child: None, argv }, start, args, &plan, None)
 }
 
 /// `tracer run -- CMD ARGS...`.
 pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCode> {
+    if args.follow_restarts {
+        anyhow::bail!(
+            "--follow-restarts follows a service that something else restarts; `tracer run` starts the command itself and \
+             ends with it: trace the running service with `tracer --pid PID --follow-restarts` instead"
+        );
+    }
     // The command's pid would be the namespace's, not the one the kernel reports.
     process::target::require_host_pids()?;
     let plan = output_plan(args, &output::program_label(&cmd[0]));
@@ -155,7 +175,7 @@ pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCod
     capture.add_process(pid)?;
     let start = start_event(&capture, pid, cmd.join(" "), args);
     let child = held.release(&cmd[0])?;
-    record(capture, Target { pid, child: Some(child) }, start, args, &plan, output_log.as_deref())
+    record(capture, Target { pid, child: Some(child), argv: cmd.to_vec() }, start, args, &plan, output_log.as_deref())
 }
 
 /// Runs the session into the trace file, under the live view or with plain lines, then
@@ -182,6 +202,7 @@ fn record(
         grace: args.grace,
         sample_interval: Some(args.sample_interval).filter(|d| !d.is_zero()),
         follow_children: args.follow_children,
+        restart_wait: args.follow_restarts.then_some(args.restart_wait),
     };
     let pid = target.pid;
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {

@@ -1,0 +1,106 @@
+//! A service rather than one pid: `--follow-restarts` on the real kernel with a real
+//! supervisor (a shell loop that starts the server again each time it dies), the end of
+//! the wait when nobody restarts it, and the options that make no sense refused. Root.
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tracer::event::EventKind;
+use tracer_tests::{require_root, stress, tracer_bin, ChildGuard, TracerRun};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The supervisor and everything it started, killed when the test ends, even on failure.
+struct Supervisor(ChildGuard);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for p in tracer::process::descendants(self.0.pid()) {
+            // SAFETY: plain kill(2) of a process this test started.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The first child of `parent` running `comm`, waited for.
+fn child_named(parent: u32, comm: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for c in tracer::process::descendants(parent) {
+            if std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|s| s.trim() == comm) {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "no {comm} under pid {parent}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_server_restarted_by_a_shell_loop_is_followed_and_its_deaths_are_one_crash_loop() {
+    require_root("end-to-end tests load eBPF programs");
+    // The server lives 0.8 s, is killed, and the loop starts it again 0.2 s later.
+    let script = format!("while :; do {} ignore-term >/dev/null & p=$!; sleep 0.8; kill -9 $p; wait $p; sleep 0.2; done", stress());
+    let sup = Supervisor(ChildGuard(Command::new("sh").args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()));
+    let first = child_named(sup.0.pid(), "tracer-stress");
+    let trace = TracerRun::start(&["--pid", &first.to_string(), "--follow-restarts", "--restart-wait", "5s", "--duration", "4s", "--no-tui"])
+        .finish(T);
+    let dump = trace.dump();
+    let restarts: Vec<(u32, u32, u64, Option<u32>)> = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Restart { old_pid, new_pid, gap_ns, parent_pid, .. } => Some((*old_pid, *new_pid, *gap_ns, *parent_pid)),
+            _ => None,
+        })
+        .collect();
+    assert!(restarts.len() >= 2, "at least two restarts in 4 s: {restarts:?}\n{dump}");
+    assert_eq!(restarts[0].0, first, "{restarts:?}");
+    for pair in restarts.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1, "each restart follows the one before: {restarts:?}");
+    }
+    for (_, new, gap, parent) in &restarts {
+        assert_eq!(*parent, Some(sup.0.pid()), "the shell loop started pid {new}");
+        // sleep 0.2 between the kill and the next start; well under the wait.
+        assert!((100_000_000..2_000_000_000).contains(gap), "gap {gap} ns\n{dump}");
+        // The successor is traced: its own death is in the trace.
+        assert!(
+            trace.events.iter().any(|e| e.pid == *new && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
+                || trace.events.iter().any(|e| e.pid == *new && matches!(e.kind, EventKind::Sample { .. })),
+            "pid {new} is not traced\n{dump}"
+        );
+    }
+    let loops: Vec<_> = trace.verdicts.iter().filter(|v| v.cause.as_str() == "crash_loop").collect();
+    assert_eq!(loops.len(), 1, "{:#?}", trace.verdicts);
+    let s = &loops[0].summary;
+    assert!(s.contains(&format!("started again by sh[{}]", sup.0.pid())), "{s}");
+    assert!(s.contains("each time it was killed by a signal"), "{s}");
+    assert!(s.contains("a person or a script sent it"), "{s}");
+    assert!(!trace.verdicts.iter().any(|v| v.cause.as_str() == "killed_by_signal"), "deaths are grouped: {:#?}", trace.verdicts);
+}
+
+#[test]
+fn no_successor_in_time_ends_the_trace_with_no_restart() {
+    require_root("end-to-end tests load eBPF programs");
+    let server = ChildGuard(Command::new(stress()).arg("ignore-term").stdout(Stdio::null()).spawn().unwrap());
+    let pid = server.pid();
+    let run = TracerRun::start(&["--pid", &pid.to_string(), "--follow-restarts", "--restart-wait", "1s", "--no-tui"]);
+    run.wait_attached(T);
+    server.signal(libc::SIGKILL);
+    let started = Instant::now();
+    let trace = run.finish(T);
+    let end = trace.events.last().map(|e| e.kind.clone());
+    assert!(matches!(&end, Some(EventKind::TraceEnd { reason, .. }) if reason == "no_restart"), "{end:?}\n{}", trace.dump());
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited for a successor");
+    drop(server);
+}
+
+#[test]
+fn follow_restarts_with_run_is_refused_in_one_sentence() {
+    let out = Command::new(tracer_bin()).args(["run", "--follow-restarts", "--no-tui", "--", "true"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tracer --pid PID --follow-restarts"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
