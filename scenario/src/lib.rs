@@ -4,6 +4,7 @@
 //! the report and the Perfetto timeline in one folder. Everything it starts (cgroup,
 //! processes) is removed on drop, also on failure or Ctrl-C.
 
+mod crash_loop;
 pub mod http;
 pub mod memcg;
 pub mod process;
@@ -20,10 +21,12 @@ pub enum Scenario {
     Fixed,
     Killed,
     Crash,
+    CrashLoop,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [Scenario::OomDuringLoad, Scenario::Fixed, Scenario::Killed, Scenario::Crash];
+    pub const ALL: [Scenario; 5] =
+        [Scenario::OomDuringLoad, Scenario::Fixed, Scenario::Killed, Scenario::Crash, Scenario::CrashLoop];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +34,7 @@ impl Scenario {
             Scenario::Fixed => "fixed",
             Scenario::Killed => "killed",
             Scenario::Crash => "crash",
+            Scenario::CrashLoop => "crash-loop",
         }
     }
 
@@ -49,6 +53,9 @@ impl Scenario {
             }
             Scenario::Killed => "another process SIGKILLs the server while the probe is using it: the verdict names the sender",
             Scenario::Crash => "the server faults (SIGSEGV) when Aya starts loading: the verdict says crash with the signal",
+            Scenario::CrashLoop => {
+                "the server under a supervisor loop, OOM-killed on each eager load and started again 3 times: one crash_loop verdict naming the supervisor"
+            }
         }
     }
 }

@@ -151,6 +151,23 @@ impl Outcome {
                     return Err(format!("the verdict does not name SIGKILL from pid {killer}: {summary}"));
                 }
             }
+            Scenario::CrashLoop => {
+                let loops: Vec<&Value> = self.verdicts.iter().filter(|v| v["cause"] == "crash_loop").collect();
+                let [v] = loops.as_slice() else {
+                    return Err(format!("expected one crash_loop verdict, got causes {:?}", self.causes()));
+                };
+                let summary = v["summary"].as_str().unwrap_or_default();
+                let by = format!("by sh[{}]", self.server_pid);
+                if !summary.contains("each time it was OOM-killed") || !summary.contains(&by) {
+                    return Err(format!("the crash loop does not say OOM-killed each time, restarted {by}: {summary}"));
+                }
+                if self.oom_kills < u64::from(crate::crash_loop::STARTS) {
+                    return Err(format!("the memory cgroup recorded {} OOM kills, not {}", self.oom_kills, crate::crash_loop::STARTS));
+                }
+                if self.causes().iter().any(|c| *c == "oom_killed") {
+                    return Err(format!("the deaths were not grouped: {:?}", self.causes()));
+                }
+            }
             Scenario::Crash => {
                 let v = self.verdict("crashed")?;
                 if !v["summary"].as_str().unwrap_or_default().contains("SIGSEGV") {
@@ -165,11 +182,11 @@ impl Outcome {
 /// Set by the caller's Ctrl-C handler: every wait gives up, everything is cleaned up.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
-fn stopping() -> bool {
+pub(crate) fn stopping() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-fn say(opts: &Options, line: &str) {
+pub(crate) fn say(opts: &Options, line: &str) {
     if opts.verbose && !opts.tui {
         eprintln!("run-workload: {line}");
     }
@@ -177,6 +194,9 @@ fn say(opts: &Options, line: &str) {
 
 /// Runs the scenario; the cgroup and every process are gone when this returns.
 pub fn run(opts: &Options) -> Result<Outcome> {
+    if opts.scenario == Scenario::CrashLoop {
+        return crate::crash_loop::run(opts);
+    }
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let (nllb, aya) = checkpoints(opts)?;
@@ -237,7 +257,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let mut killer_pid = None;
     let mut models = None;
     match opts.scenario {
-        Scenario::OomDuringLoad | Scenario::Crash => {
+        // The crash loop has its own run (crash_loop::run).
+        Scenario::OomDuringLoad | Scenario::Crash | Scenario::CrashLoop => {
             wait_gone(server_pid, Duration::from_secs(300));
         }
         Scenario::Fixed => {
@@ -279,6 +300,25 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let oom_kills = cg.oom_kills();
     drop(cg);
 
+    finish(opts, Finished { trace, perfetto, probe_records, server_pid, killer_pid, oom_kills, models, interrupted })
+}
+
+/// What a scenario's run hands to [`finish`].
+pub(crate) struct Finished {
+    pub trace: PathBuf,
+    pub perfetto: PathBuf,
+    pub probe_records: PathBuf,
+    pub server_pid: u32,
+    pub killer_pid: Option<u32>,
+    pub oom_kills: u64,
+    pub models: Option<Value>,
+    pub interrupted: bool,
+}
+
+/// The report of the trace, the verdicts and the probe's summary: the outcome.
+pub(crate) fn finish(opts: &Options, f: Finished) -> Result<Outcome> {
+    let Finished { trace, perfetto, probe_records, server_pid, killer_pid, oom_kills, models, interrupted } = f;
+    let out = &opts.out_dir;
     let report = out.join("report.md");
     let status = Command::new(&opts.bins.tracer)
         .arg("report")
@@ -318,11 +358,11 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     })
 }
 
-fn model_arg(name: &str, dir: &Path) -> String {
+pub(crate) fn model_arg(name: &str, dir: &Path) -> String {
     format!("{name}={}", dir.display())
 }
 
-fn end_of(exit: &Value) -> String {
+pub(crate) fn end_of(exit: &Value) -> String {
     match (exit["signal_name"].as_str(), exit["exit_code"].as_i64()) {
         (Some(sig), _) => format!("killed by {sig}"),
         (None, Some(code)) => format!("exit code {code}"),
@@ -330,14 +370,14 @@ fn end_of(exit: &Value) -> String {
     }
 }
 
-fn pause(d: Duration) {
+pub(crate) fn pause(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until && !stopping() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     // A zombie still answers kill(0); its state letter says it is gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -345,7 +385,7 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn wait_gone(pid: u32, timeout: Duration) {
+pub(crate) fn wait_gone(pid: u32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while alive(pid) && Instant::now() < deadline && !stopping() {
         std::thread::sleep(Duration::from_millis(20));
@@ -365,7 +405,7 @@ fn wait_settled(port: u16, model: &str, timeout: Duration) {
 }
 
 /// SIGINT, as a user's Ctrl-C: the probe writes its summary and exits.
-fn stop_probe(probe: &mut ChildGuard) {
+pub(crate) fn stop_probe(probe: &mut ChildGuard) {
     if matches!(probe.0.try_wait(), Ok(None)) {
         probe.signal(libc::SIGINT);
         probe.wait_timeout(Duration::from_secs(10));
@@ -373,7 +413,7 @@ fn stop_probe(probe: &mut ChildGuard) {
 }
 
 /// The two model folders: the user's, or synthetic ones sized for the limit (cached).
-fn checkpoints(opts: &Options) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn checkpoints(opts: &Options) -> Result<(PathBuf, PathBuf)> {
     match &opts.models {
         Models::Real { nllb, aya } => Ok((nllb.clone(), aya.clone())),
         Models::Synthetic { cache } => {

@@ -22,6 +22,13 @@ pub(crate) fn group(t: &Trace, verdicts: Vec<Verdict>) -> Vec<Verdict> {
     let mut service: HashMap<u32, Service> = HashMap::new();
     let mut restarts: BTreeMap<Service, Vec<usize>> = BTreeMap::new();
     let mut starter: HashMap<Service, (u32, String)> = HashMap::new();
+    // A forked child is known by the program it exec'd (a shell's `sleep` is no worker).
+    let mut ran: HashMap<u32, &str> = HashMap::new();
+    for (_, e) in t.iter() {
+        if let EventKind::Exec { .. } = e.kind {
+            ran.insert(e.pid, e.comm.as_str());
+        }
+    }
     for (i, e) in t.iter() {
         match &e.kind {
             EventKind::Restart { old_pid, new_pid, parent_pid, parent_comm, .. } => {
@@ -34,33 +41,53 @@ pub(crate) fn group(t: &Trace, verdicts: Vec<Verdict>) -> Vec<Verdict> {
                 }
             }
             EventKind::Fork { child_pid, child_comm, thread: false, traced: true, .. } if !service.contains_key(child_pid) => {
-                let s = Service::Workers(e.pid, child_comm.clone());
+                let name = ran.get(child_pid).copied().unwrap_or(child_comm.as_str());
+                let s = Service::Workers(e.pid, name.to_string());
                 service.insert(*child_pid, s.clone());
+                restarts.entry(s.clone()).or_default().push(i);
                 starter.insert(s, (e.pid, e.comm.clone()));
             }
-            // A worker renamed by its exec stays the parent's worker.
             _ => {}
         }
     }
     let is_death = |v: &Verdict| matches!(v.cause, Cause::OomKilled | Cause::KilledBySignal | Cause::Crashed | Cause::Exited);
     let mut groups: BTreeMap<Service, Vec<Verdict>> = BTreeMap::new();
+    // Connects refused while a restarted instance was not listening yet belong to the loop.
+    let mut refused: BTreeMap<Service, Vec<Verdict>> = BTreeMap::new();
     let mut out = Vec::new();
     for v in verdicts {
-        match v.pid.and_then(|p| service.get(&p)).filter(|_| is_death(&v)) {
-            Some(s) => groups.entry(s.clone()).or_default().push(v),
-            None => out.push(v),
+        match v.pid.and_then(|p| service.get(&p)) {
+            Some(s) if is_death(&v) => groups.entry(s.clone()).or_default().push(v),
+            Some(s) if v.cause == Cause::ConnectionRefused => refused.entry(s.clone()).or_default().push(v),
+            _ => out.push(v),
         }
     }
     for (s, mut deaths) in groups {
+        deaths.sort_by_key(fatal_ns);
+        let mut down = refused.remove(&s).unwrap_or_default();
         if deaths.len() < 2 {
             out.extend(deaths);
+            out.append(&mut down);
             continue;
         }
-        deaths.sort_by_key(|v| v.first_ns);
-        out.push(crash_loop(t, &deaths, restarts.get(&s).map(Vec::as_slice).unwrap_or(&[]), starter.get(&s)));
+        let mut v = crash_loop(t, &deaths, restarts.get(&s).map(Vec::as_slice).unwrap_or(&[]), starter.get(&s));
+        for r in &down {
+            v.resets += r.resets;
+            v.evidence.push(format!("while it was down: {}", r.summary));
+        }
+        out.push(v);
     }
+    out.extend(refused.into_values().flatten());
     out
 }
+
+/// When a death happened: its first kill signal, OOM kill or exit (its resets may come
+/// later).
+fn fatal_ns(v: &Verdict) -> u64 {
+    v.chain.iter().filter(|l| FATAL.contains(&l.kind.as_str())).map(|l| l.ts_ns).min().unwrap_or(v.first_ns)
+}
+
+const FATAL: [&str; 3] = ["signal", "oom_kill", "exit"];
 
 /// Plain words for what killed each: "OOM-killed", "killed by a signal".
 fn cause_words(c: Cause) -> &'static str {
@@ -76,7 +103,7 @@ fn crash_loop(t: &Trace, deaths: &[Verdict], restarts: &[usize], starter: Option
     let first = &deaths[0];
     let last = &deaths[deaths.len() - 1];
     let who = first.pid.map(|p| t.who(p)).unwrap_or_else(|| "the service".into());
-    let span = last.last_ns.saturating_sub(first.first_ns);
+    let span = fatal_ns(last).saturating_sub(fatal_ns(first));
     let by = match starter {
         Some((pid, comm)) => format!(" by {comm}[{pid}]"),
         None => String::new(),
@@ -109,16 +136,24 @@ fn crash_loop(t: &Trace, deaths: &[Verdict], restarts: &[usize], starter: Option
         deaths.len(),
         duration(span)
     );
-    let fatal = ["signal", "oom_kill", "exit"];
     let mut chain: Vec<Link> =
-        deaths.iter().flat_map(|d| d.chain.iter().filter(|l| fatal.contains(&l.kind.as_str())).cloned()).collect();
+        deaths.iter().flat_map(|d| d.chain.iter().filter(|l| FATAL.contains(&l.kind.as_str())).cloned()).collect();
+    let first_death = fatal_ns(first);
     for &i in restarts {
-        if let EventKind::Restart { old_pid, new_pid, gap_ns, .. } = &t.ev[i].kind {
-            chain.push(t.link(i, format!("pid {old_pid} started again as pid {new_pid}, {} later", duration(*gap_ns))));
+        match &t.ev[i].kind {
+            EventKind::Restart { old_pid, new_pid, gap_ns, .. } => {
+                chain.push(t.link(i, format!("pid {old_pid} started again as pid {new_pid}, {} later", duration(*gap_ns))));
+            }
+            // A worker forked after the first death: the respawn.
+            EventKind::Fork { child_pid, .. } if t.ev[i].ts_ns > first_death => {
+                let e = &t.ev[i];
+                chain.push(t.link(i, format!("{}[{}] started pid {child_pid} again", e.comm, e.pid)));
+            }
+            _ => {}
         }
     }
     chain.sort_by_key(|l| l.ts_ns);
-    let evidence = deaths.iter().map(|d| format!("death {}: {}", super::time_of_day(d.first_ns), d.summary)).collect();
+    let evidence = deaths.iter().map(|d| format!("death at {}: {}", super::time_of_day(fatal_ns(d)), d.summary)).collect();
     Verdict {
         cause: Cause::CrashLoop,
         summary,
@@ -179,6 +214,39 @@ mod tests {
         assert_eq!(v[0].evidence.len(), 3);
         let kinds: Vec<&str> = v[0].chain.iter().map(|l| l.kind.as_str()).collect();
         assert_eq!(kinds, ["signal", "exit", "restart", "signal", "exit", "restart", "signal", "exit"]);
+    }
+
+    #[test]
+    fn workers_a_master_respawns_are_one_loop_and_its_other_children_are_not() {
+        let mut b = Tb::new(PID);
+        let fork = |b: &mut Tb, ms: u64, child: u32| {
+            b.push(ms, PID, "workload", EventKind::Fork {
+                child_pid: child,
+                child_comm: "workload".into(),
+                thread: false,
+                clone_flags: 0,
+                traced: true,
+            });
+        };
+        for (k, w) in [100u32, 101].into_iter().enumerate() {
+            let at = 1_000 * (k as u64 + 1);
+            fork(&mut b, at - 500, w);
+            b.push(at - 499, w, "python3", EventKind::Exec { filename: "/bin/python3".into(), old_pid: w, argv: None, argv_cut: false });
+            b.signal(at, 0, "", w, SIGKILL, "SI_KERNEL");
+            b.exit_signal(at + 1, w, SIGKILL);
+        }
+        // A helper the master forks that runs something else and is killed too.
+        fork(&mut b, 2_500, 200);
+        b.push(2_501, 200, "sleep", EventKind::Exec { filename: "/bin/sleep".into(), old_pid: 200, argv: None, argv_cut: false });
+        b.signal(2_600, 9, "kill", 200, SIGKILL, "SI_USER");
+        b.exit_signal(2_601, 200, SIGKILL);
+        let v = diagnose(&b.ev);
+        let causes: Vec<&str> = v.iter().map(|v| v.cause.as_str()).collect();
+        assert_eq!(causes.iter().filter(|c| **c == "crash_loop").count(), 1, "{causes:?}");
+        assert!(causes.contains(&"killed_by_signal"), "the helper stays on its own: {causes:?}");
+        let l = v.iter().find(|v| v.cause == Cause::CrashLoop).unwrap();
+        assert!(l.summary.contains("started again by workload[4711] each time"), "{}", l.summary);
+        assert!(l.chain.iter().any(|c| c.what == "workload[4711] started pid 101 again"), "{:?}", l.chain);
     }
 
     #[test]
