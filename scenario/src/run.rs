@@ -164,7 +164,7 @@ impl Outcome {
                 if self.oom_kills < u64::from(crate::crash_loop::STARTS) {
                     return Err(format!("the memory cgroup recorded {} OOM kills, not {}", self.oom_kills, crate::crash_loop::STARTS));
                 }
-                if self.causes().iter().any(|c| *c == "oom_killed") {
+                if self.causes().contains(&"oom_killed") {
                     return Err(format!("the deaths were not grouped: {:?}", self.causes()));
                 }
             }
