@@ -104,3 +104,61 @@ fn follow_restarts_with_run_is_refused_in_one_sentence() {
     assert!(err.contains("tracer --pid PID --follow-restarts"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `--cgroup`: the processes in the cgroup at the start, and one that joins it while the
+/// trace runs (as a supervisor outside the cgroup would move a new process in), are all
+/// traced; removing the cgroup ends the trace.
+#[test]
+fn a_cgroup_scope_traces_its_processes_and_those_that_join_it() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let cg = tracer_tests::Memcg::new("scope", 256 << 20).unwrap();
+    let first = ChildGuard(cg.command(std::path::Path::new(&stress())).arg("ignore-term").stdout(Stdio::null()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cg.procs().contains(&(first.pid() as i32)) {
+        assert!(Instant::now() < deadline, "the first process never joined {}", cg.path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let path = cg.path.display().to_string();
+    let run = TracerRun::start(&["--cgroup", &path, "--no-tui", "--sample-interval", "100ms"]);
+    run.wait_attached(T);
+    // Joins from outside, then execs a program that exits with 3.
+    let script = format!("echo $$ > {path}/cgroup.procs; sleep 0.6; exec {} exit 3", stress());
+    let mut joiner = ChildGuard(Command::new("sh").args(["-c", &script]).stdout(Stdio::null()).spawn().unwrap());
+    let joined = joiner.pid();
+    let status = joiner.wait_timeout(Duration::from_secs(10)).expect("the joiner ends");
+    assert_eq!(status.code(), Some(3));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first);
+    drop(cg); // kills what is left and removes the cgroup: the trace ends
+    let trace = run.finish(T);
+    let dump = trace.dump();
+    let start = trace.events.first().map(|e| e.kind.clone());
+    assert!(matches!(&start, Some(EventKind::TraceStart { target_cmdline, follow_children: true, .. }) if target_cmdline.starts_with(&format!("cgroup {path} (1 processes"))), "{start:?}");
+    assert!(
+        trace.events.iter().any(|e| e.pid == joined && matches!(&e.kind, EventKind::Exec { filename, .. } if filename.ends_with("tracer-stress"))),
+        "the process that joined is traced from its exec\n{dump}"
+    );
+    assert!(
+        trace.events.iter().any(|e| e.pid == joined && matches!(e.kind, EventKind::Exit { group_dead: true, exit_code: Some(3), .. })),
+        "{dump}"
+    );
+    let end = trace.events.last().map(|e| e.kind.clone());
+    assert!(matches!(&end, Some(EventKind::TraceEnd { reason, .. }) if reason == "cgroup_removed"), "{end:?}\n{dump}");
+}
+
+#[test]
+fn bad_scopes_are_refused_in_one_sentence() {
+    for args in [
+        vec!["--cgroup", "/nonexistent/cgroup"],
+        vec!["--cgroup", "/tmp"],
+        vec!["--unit", "tracer-no-such-unit"],
+        vec!["--cgroup", "/sys/fs/cgroup", "--pid", "1"],
+        vec!["run", "--cgroup", "/sys/fs/cgroup", "--", "true"],
+    ] {
+        let out = Command::new(tracer_bin()).args(&args).arg("--no-tui").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(!err.trim().is_empty() && err.lines().filter(|l| !l.trim().is_empty()).count() <= 4, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -33,8 +33,19 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Process to trace (with all its threads)
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", conflicts_with_all = ["cgroup", "unit"])]
     pub pid: Option<u32>,
+
+    /// Trace every process in this cgroup and below it (v1 or v2), now and later: the
+    /// ones there at the start, what they fork, and processes moved in while tracing
+    /// (checked every 200 ms). A folder under /sys/fs/cgroup, or a path relative to it as
+    /// /proc/PID/cgroup shows it. Ends on Ctrl-C, --duration, or when the cgroup is removed
+    #[arg(long, value_name = "PATH", conflicts_with = "unit")]
+    pub cgroup: Option<std::path::PathBuf>,
+
+    /// Trace the processes of this systemd unit (its cgroup, as --cgroup)
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
 
     #[command(flatten)]
     pub trace: TraceArgs,

@@ -35,6 +35,9 @@ fn init_logging(verbose: bool) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.command.is_some() && (cli.cgroup.is_some() || cli.unit.is_some()) {
+        anyhow::bail!("`--cgroup` and `--unit` trace a running service: give them without a subcommand (`tracer --cgroup PATH`)");
+    }
     match (cli.command, cli.pid) {
         (Some(Command::Run { .. }), Some(_)) => {
             anyhow::bail!("`--pid` and `run` exclude each other: trace an existing process with `--pid PID`, or start one with `run -- CMD`")
@@ -51,8 +54,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         (Some(Command::Doctor(args)), None) => doctor::run(&args),
         (None, Some(pid)) => trace::trace_pid(&cli.trace, pid),
+        (None, None) if cli.cgroup.is_some() || cli.unit.is_some() => {
+            let dir = match (&cli.cgroup, &cli.unit) {
+                (Some(path), _) => tracer::process::scope::resolve_cgroup(path)?,
+                (None, Some(unit)) => tracer::process::scope::resolve_unit(unit)?,
+                (None, None) => unreachable!("checked above"),
+            };
+            trace::trace_cgroup(&cli.trace, &dir)
+        }
         (None, None) => {
-            anyhow::bail!("nothing to trace: give `--pid PID`, or `run -- CMD ARGS...` to start one (see `tracer --help`)")
+            anyhow::bail!("nothing to trace: give `--pid PID`, `--cgroup PATH` or `--unit NAME`, or `run -- CMD ARGS...` to start one (see `tracer --help`)")
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::{
 };
 
 const TICK: Duration = Duration::from_millis(50);
+/// How often a `--cgroup` scope is listed for processes that joined it from outside.
+const SCOPE_EVERY: Duration = Duration::from_millis(200);
 
 pub struct SessionOptions {
     pub duration: Option<Duration>,
@@ -48,6 +50,8 @@ pub enum StopReason {
     WriteFailed,
     /// `--follow-restarts`: no successor within the wait.
     NoRestart,
+    /// `--cgroup`: the cgroup was removed.
+    CgroupRemoved,
 }
 
 impl StopReason {
@@ -59,6 +63,7 @@ impl StopReason {
             StopReason::OutputClosed => "output_closed",
             StopReason::WriteFailed => "write_failed",
             StopReason::NoRestart => "no_restart",
+            StopReason::CgroupRemoved => "cgroup_removed",
         }
     }
 }
@@ -87,6 +92,9 @@ pub struct Target {
     pub child: Option<StartedCommand>,
     /// Its arguments: what a successor must exec to be it (`--follow-restarts`).
     pub argv: Vec<String>,
+    /// `--cgroup`/`--unit`: the cgroup whose processes are traced; the session does not
+    /// end with `pid`, it takes in processes that join and ends when the cgroup goes.
+    pub scope: Option<std::path::PathBuf>,
 }
 
 /// Whether an exec's arguments (cut by the kernel when `cut`) are `target`'s.
@@ -200,6 +208,10 @@ pub async fn run(
         }
     });
     let mut stop: StopRequest = stop.unwrap_or_else(|| Box::pin(std::future::pending()));
+    // `--cgroup`: the processes known to be in it, and when it was last listed.
+    let mut scope_known: std::collections::HashSet<u32> =
+        target.scope.as_deref().map(|d| process::scope::members(d).into_iter().collect()).unwrap_or_default();
+    let mut scope_listed = Instant::now();
     let mut run = Running { sinks, timeline: Timeline::new(), samples: VecDeque::new(), events: 0, closed: None };
     run.emit(&start);
     run.events = 0;
@@ -268,7 +280,22 @@ pub async fn run(
                     Some(SinkError::Failed(_)) => break StopReason::WriteFailed,
                     None => {}
                 }
-                if opts.restart_wait.is_none() && exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
+                if let Some(dir) = target.scope.as_deref() {
+                    if scope_listed.elapsed() >= SCOPE_EVERY {
+                        scope_listed = Instant::now();
+                        if !dir.is_dir() {
+                            break StopReason::CgroupRemoved;
+                        }
+                        for pid in process::scope::members(dir) {
+                            if scope_known.insert(pid) && capture.add_process(pid).is_ok() {
+                                tracing::debug!("pid {pid} joined {}", dir.display());
+                                if let Some(s) = sampler.as_mut() {
+                                    s.add(pid);
+                                }
+                            }
+                        }
+                    }
+                } else if opts.restart_wait.is_none() && exited_at.is_some_and(|t| t.elapsed() >= opts.grace) {
                     break StopReason::TargetExited;
                 }
                 if opts.duration.is_some_and(|d| started.elapsed() >= d) {

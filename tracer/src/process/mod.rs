@@ -1,5 +1,6 @@
 //! What /proc says about a process, read where every layer can use it: does it exist,
 //! its command line, threads, descendants and TCP sockets. Nothing here knows eBPF.
+pub mod scope;
 pub mod spawn;
 pub mod target;
 
@@ -26,6 +27,11 @@ pub fn argv(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default()
+}
+
+/// The name the kernel gives `pid` (empty when it is gone).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
 }
 
 /// The parent of `pid`: its pid and comm, while both are alive.

@@ -87,6 +87,13 @@ impl Sampler {
         }
     }
 
+    /// A process that joined the traced scope (`--cgroup`): sampled from now on.
+    pub fn add(&mut self, pid: u32) {
+        if !self.pids.contains(&pid) {
+            self.pids.push(pid);
+        }
+    }
+
     /// The target was restarted as `pid` (`--follow-restarts`): sample it from now on, and
     /// the memory cgroup it is in.
     pub fn retarget(&mut self, pid: u32) {

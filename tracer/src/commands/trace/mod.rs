@@ -146,7 +146,34 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
     }
     let argv = process::argv(pid);
     let start = start_event(&capture, pid, argv.join(" "), args);
-    record(capture, Target { pid, child: None, argv }, start, args, &plan, None)
+    record(capture, Target { pid, child: None, argv, scope: None }, start, args, &plan, None)
+}
+
+/// `tracer --cgroup PATH` / `--unit NAME`: every process of the cgroup's subtree.
+pub fn trace_cgroup(args: &TraceArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if args.follow_restarts {
+        anyhow::bail!("--follow-restarts is for one process (`--pid`); a cgroup's new processes are traced anyway");
+    }
+    let members = process::scope::members(dir);
+    let Some(&first) = members.first() else {
+        anyhow::bail!("{} has no processes yet: start the service first, or start it under `tracer run`", dir.display());
+    };
+    let mut args = args.clone();
+    // What the members fork belongs to the service too.
+    args.follow_children = true;
+    let plan = output_plan(&args, &format!("cgroup-{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let mut capture = Capture::load(&capture_options(&args))?;
+    for &pid in &members {
+        // A member may end while we attach: not an error for a scope.
+        if let Err(e) = capture.add_process(pid) {
+            tracing::debug!("pid {pid} of {}: {e}", dir.display());
+        }
+    }
+    let names: Vec<String> = members.iter().take(5).map(|p| format!("{p} {}", process::comm(*p))).collect();
+    let more = if members.len() > 5 { format!(" and {} more", members.len() - 5) } else { String::new() };
+    let line = format!("cgroup {} ({} processes: {}{more})", dir.display(), members.len(), names.join(", "));
+    let start = start_event(&capture, first, line, &args);
+    record(capture, Target { pid: first, child: None, argv: Vec::new(), scope: Some(dir.to_path_buf()) }, start, &args, &plan, None)
 }
 
 /// `tracer run -- CMD ARGS...`.
@@ -175,7 +202,7 @@ pub fn trace_command(args: &TraceArgs, cmd: &[String]) -> anyhow::Result<ExitCod
     capture.add_process(pid)?;
     let start = start_event(&capture, pid, cmd.join(" "), args);
     let child = held.release(&cmd[0])?;
-    record(capture, Target { pid, child: Some(child), argv: cmd.to_vec() }, start, args, &plan, output_log.as_deref())
+    record(capture, Target { pid, child: Some(child), argv: cmd.to_vec(), scope: None }, start, args, &plan, output_log.as_deref())
 }
 
 /// Runs the session into the trace file, under the live view or with plain lines, then
