@@ -158,9 +158,12 @@ fn names_are_in_the_trace(events: &[Event], verdicts: &[Verdict], report: &Repor
             EventKind::OomKill { victim_pid: Some(p), victim_comm, .. } => {
                 known.insert((*p, victim_comm.as_str()));
             }
-            EventKind::Sample { processes, .. } => {
+            EventKind::Sample { processes, cgroup, .. } => {
                 for p in processes {
                     known.insert((p.pid, p.comm.as_str()));
+                }
+                for m in cgroup.iter().flat_map(|c| &c.members) {
+                    known.insert((m.pid, m.comm.as_str()));
                 }
             }
             _ => {}

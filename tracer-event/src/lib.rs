@@ -277,6 +277,18 @@ pub struct CgroupSample {
     pub peak_bytes: Option<u64>,
     /// OOM kills in this cgroup so far (v1 memory.oom_control, v2 memory.events).
     pub oom_kills: Option<u64>,
+    /// The processes of the cgroup (and below) with the most resident memory, traced or
+    /// not, largest first (at most 8): who else grew toward the limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRss>,
+}
+
+/// A process of the memory cgroup and its resident memory, from /proc/PID/statm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRss {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
 }
 
 /// One GPU as NVML saw it.

@@ -15,7 +15,8 @@ const USAGE: &str = "usage: tracer-stress <command>
   mmap-file PATH                map PATH read-only, touch every page, print `touched N`, exit
   mmap-hide PATH DECOY          map PATH, rename it to PATH.moved, close it, open DECOY (same fd), unmap, exit
   mmap-burst N                  print `ready`, wait for a line on stdin, then N/2 mmap+munmap pairs, _exit(0)
-  ignore-term                   ignore SIGTERM, print `ready`, sleep until killed
+  ignore-term [TAG]             ignore SIGTERM, print `ready`, sleep until killed (TAG: any word, to tell runs apart)
+  hold MIB                      allocate and touch MIB MiB once, print `holding`, sleep until killed
   exit CODE                     exit with CODE
   segv                          write through a null pointer
   connect PORT                  connect to 127.0.0.1:PORT, print the outcome
@@ -87,6 +88,18 @@ fn run(args: &[String]) -> Result<()> {
             // exits at once can beat on a loaded machine.
             std::thread::sleep(Duration::from_millis(500));
             Ok(())
+        }
+        Some("hold") => {
+            let mib: usize = arg(args, 1, "MIB")?;
+            let mut block = vec![0u8; mib << 20];
+            for i in (0..block.len()).step_by(4096) {
+                block[i] = 1;
+            }
+            say("holding");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                std::hint::black_box(&block);
+            }
         }
         Some("mmap-hide") => {
             // Everything /proc could say about the mapping is gone or wrong by the time

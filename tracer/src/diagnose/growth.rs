@@ -39,6 +39,55 @@ pub(crate) struct RssGrowth {
     pub last: usize,
 }
 
+/// How far back a neighbour's growth is compared with the victim's.
+pub(crate) const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
+
+/// A process of the victim's memory cgroup that grew more than the victim before its
+/// OOM kill (from the samples' member lists): the one that ate the memory.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Neighbour {
+    pub pid: u32,
+    pub comm: String,
+    pub grew: u64,
+    /// The victim's own growth over the same samples.
+    pub victim_grew: u64,
+    pub span_ns: u64,
+    /// The last sample that lists it.
+    pub last: usize,
+}
+
+pub(crate) fn neighbour_grower(t: &Trace, victim: u32, kill_ts: u64) -> Option<Neighbour> {
+    let from = kill_ts.saturating_sub(NEIGHBOUR_WINDOW_NS);
+    // pid -> (comm, first rss, first ts, last rss, last index)
+    let mut seen: BTreeMap<u32, (String, u64, u64, u64, usize)> = BTreeMap::new();
+    let mut window_start: Option<u64> = None;
+    for (i, e) in t.iter() {
+        if e.ts_ns < from || e.ts_ns > kill_ts {
+            continue;
+        }
+        let Some(cg) = sample_of(e).and_then(|s| s.cgroup).filter(|c| !c.members.is_empty()) else { continue };
+        let first_sample = *window_start.get_or_insert(e.ts_ns);
+        for m in &cg.members {
+            // A process that was not there at the first sample started since: all of
+            // its memory is growth.
+            let slot = seen.entry(m.pid).or_insert_with(|| {
+                let base = if e.ts_ns == first_sample { m.rss_bytes } else { 0 };
+                (m.comm.clone(), base, first_sample, m.rss_bytes, i)
+            });
+            slot.3 = m.rss_bytes;
+            slot.4 = i;
+        }
+    }
+    let growth = |v: &(String, u64, u64, u64, usize)| v.3.saturating_sub(v.1);
+    let victim_grew = seen.get(&victim).map(growth).unwrap_or(0);
+    let (pid, v) = seen.iter().filter(|(p, _)| **p != victim).max_by_key(|(_, v)| growth(v))?;
+    let grew = growth(v);
+    if grew < NOTABLE_BYTES as u64 * 16 || grew <= victim_grew {
+        return None;
+    }
+    Some(Neighbour { pid: *pid, comm: v.0.clone(), grew, victim_grew, span_ns: kill_ts.saturating_sub(v.2), last: v.4 })
+}
+
 /// The start of the growth window for a kill at `kill_ts`.
 pub(crate) fn window_start(t: &Trace, kill_ts: u64) -> u64 {
     kill_ts.saturating_sub(GROWTH_WINDOW_NS).max(t.start_ns.min(kill_ts))

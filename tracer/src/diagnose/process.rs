@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::{
-    fmt::{count, format_bytes, format_kb, time_of_day},
+    fmt::{count, duration, format_bytes, format_kb, time_of_day},
     growth,
     trace::{oom_victim, Trace},
     Cause, Confidence, Link,
@@ -493,7 +493,37 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
                 None => String::new(),
             },
         };
-        (format!("{} was OOM-killed{}{held}{grew}", t.who(w.pid), limit.phrase), c)
+        let neighbour = growth::neighbour_grower(t, w.pid, kill_ts).map(|n| {
+            let adj = match &t.ev[o].kind {
+                EventKind::OomKill { oom_score_adj: Some(a), .. } if *a != 0 => format!(" (its oom_score_adj is {a})"),
+                _ => String::new(),
+            };
+            chain.push(t.link(n.last, format!("{}[{}] in the same memory cgroup had grown by {}", n.comm, n.pid, format_bytes(n.grew))));
+            evidence.push(format!(
+                "memory cgroup members (samples over the {} before the kill): {}[{}] grew by {}, {} by {}",
+                duration(n.span_ns),
+                n.comm,
+                n.pid,
+                format_bytes(n.grew),
+                t.who(w.pid),
+                format_bytes(n.victim_grew)
+            ));
+            format!(
+                "; the memory went to pid {} ({}), which grew by {} in the {} before while this one grew by {}, and the kernel chose this one{adj}",
+                n.pid,
+                n.comm,
+                format_bytes(n.grew),
+                duration(n.span_ns),
+                format_bytes(n.victim_grew)
+            )
+        });
+        chain.sort_by_key(|l| l.ts_ns);
+        let headline = format!("{} was OOM-killed{}{held}{grew}", t.who(w.pid), limit.phrase);
+        let headline = match neighbour {
+            Some(n) => format!("{}{n}", headline.trim_end_matches(',')),
+            None => headline,
+        };
+        (headline, c)
     } else {
         let lost = match t.lost_total {
             0 => String::new(),
@@ -894,6 +924,44 @@ mod tests {
         assert!(sender_role("systemd", false).unwrap().contains("service manager"));
         assert_eq!(sender_role("python3", true).as_deref(), Some("python3 is its parent"));
         assert_eq!(sender_role("python3", false), None);
+    }
+
+    /// Issue 15: the target is OOM-killed but a neighbour in its cgroup grew: name it.
+    #[test]
+    fn the_neighbour_that_grew_is_named_when_the_kernel_chose_the_target() {
+        let member = |pid: u32, comm: &str, rss: u64| crate::event::MemberRss { pid, comm: comm.into(), rss_bytes: rss };
+        let mut b = Tb::new(PID);
+        for (k, (loader, server)) in [(50 * MIB, 30 * MIB), (400 * MIB, 31 * MIB), (900 * MIB, 32 * MIB)].into_iter().enumerate() {
+            let s = b.cgroup_sample(1_000 + 500 * k as u64, loader + server, Some(GIB), Some(0));
+            if let EventKind::Sample { cgroup: Some(c), .. } = &mut b.ev[s].kind {
+                c.members = vec![member(999, "loader", loader), member(PID, "workload", server)];
+            }
+        }
+        let o = b.oom_kill(2_100, 999, "loader", PID, "workload", 32 * 1024, 1024);
+        if let EventKind::OomKill { oom_score_adj, .. } = &mut b.ev[o].kind {
+            *oom_score_adj = Some(1000);
+        }
+        b.exit_signal(2_110, PID, SIGKILL);
+        let d = only_death(&b);
+        assert!(
+            d.headline.ends_with(
+                "; the memory went to pid 999 (loader), which grew by 850 MiB in the 1.1 s before while this one grew by 2.00 MiB, and the kernel chose this one (its oom_score_adj is 1000)"
+            ),
+            "{}",
+            d.headline
+        );
+        assert!(d.chain.iter().any(|l| l.what == "loader[999] in the same memory cgroup had grown by 850 MiB"), "{:?}", d.chain);
+        // The victim itself grew most: no neighbour named.
+        let mut b = Tb::new(PID);
+        for (k, server) in [30 * MIB, 500 * MIB].into_iter().enumerate() {
+            let s = b.cgroup_sample(1_000 + 500 * k as u64, server, Some(GIB), Some(0));
+            if let EventKind::Sample { cgroup: Some(c), .. } = &mut b.ev[s].kind {
+                c.members = vec![member(999, "loader", 40 * MIB + k as u64 * 100 * MIB), member(PID, "workload", server)];
+            }
+        }
+        b.oom_kill(2_100, PID, "workload", PID, "workload", 500 * 1024, 1024);
+        b.exit_signal(2_110, PID, SIGKILL);
+        assert!(!only_death(&b).headline.contains("the memory went to"));
     }
 
     #[test]

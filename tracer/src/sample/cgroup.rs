@@ -69,6 +69,7 @@ impl Located {
             limit_bytes,
             peak_bytes,
             oom_kills,
+            members: Vec::new(),
         })
     }
 }
@@ -184,7 +185,7 @@ mod tests {
                 usage_bytes: 1 << 20,
                 limit_bytes: None,
                 peak_bytes: None,
-                oom_kills: Some(0)
+                oom_kills: Some(0), members: Vec::new()
             }
         );
         // And with a peak and a limit, re-read through the same open files.

@@ -7,6 +7,7 @@
 //! into a reused buffer: a sample allocates only what it returns.
 pub mod cgroup;
 pub mod gpu;
+pub mod members;
 pub mod procfs;
 pub mod system;
 
@@ -156,7 +157,10 @@ impl Sampler {
             // Exited: its cgroup is still sampled, where it was.
             self.cgroup.forget_process();
         }
-        let cgroup = self.cgroup.sample();
+        let mut cgroup = self.cgroup.sample();
+        if let Some(cg) = cgroup.as_mut() {
+            cg.members = members::top_members(std::path::Path::new(&cg.path));
+        }
         let mut gpus = Vec::new();
         self.gpu.sample(pids, &mut gpus);
         let system = self.system.sample();
