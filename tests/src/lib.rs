@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod facts;
+pub mod python;
 
 use tracer::diagnose::Verdict;
 use tracer::event::{Event, EventKind};

@@ -200,3 +200,48 @@ fn the_neighbour_that_ate_the_memory_is_named() {
     assert!(s.contains("its oom_score_adj is 1000"), "{s}");
     eprintln!("verdict: {s}");
 }
+
+/// gunicorn with uvicorn workers, each loading a 150 MiB "model", in a memory cgroup
+/// where two workers do not fit: the kernel OOM-kills workers, the master respawns them,
+/// and the verdict is one crash loop naming the master.
+#[test]
+fn gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let venv = match tracer_tests::python::venv() {
+        Ok(v) => v,
+        Err(why) => {
+            eprintln!("\n*** SKIPPED gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop: {why}\n");
+            return;
+        }
+    };
+    let cg = tracer_tests::Memcg::new("gunicorn", 260 << 20).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gunicorn = venv.join("bin/gunicorn").display().to_string();
+    let apps = tracer_tests::python::apps_dir().display().to_string();
+    let cg_path = cg.path.display().to_string();
+    let bind = format!("127.0.0.1:{port}");
+    let trace = TracerRun::start(&[
+        "run", "--follow-children", "--duration", "10s", "--no-tui", "--", "/bin/sh", "-c", tracer_tests::Memcg::JOIN_AND_EXEC, &cg_path,
+        "/usr/bin/env", "MODEL_MIB=150", &gunicorn, "--workers", "2", "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", &bind,
+        "--chdir", &apps, "--log-level", "warning", "model_app:app",
+    ])
+    .finish(T);
+    drop(cg);
+    let dump = trace.dump();
+    let victims: std::collections::BTreeSet<u32> = trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::OomKill { victim_pid: Some(p), .. } => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert!(victims.len() >= 2, "at least two workers OOM-killed: {victims:?}\n{dump}");
+    let loops: Vec<_> = trace.verdicts.iter().filter(|v| v.cause.as_str() == "crash_loop").collect();
+    assert_eq!(loops.len(), 1, "{:#?}\n{dump}", trace.verdicts);
+    let s = &loops[0].summary;
+    assert!(s.contains("each time it was OOM-killed"), "{s}");
+    let master = trace.target_pid();
+    assert!(s.contains(&format!("started again by gunicorn[{master}]")), "{s}");
+    eprintln!("verdict: {s}");
+}
