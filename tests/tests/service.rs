@@ -245,3 +245,54 @@ fn gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop() {
     assert!(s.contains(&format!("started again by gunicorn[{master}]")), "{s}");
     eprintln!("verdict: {s}");
 }
+
+/// The client's side: `requests` traced while the server it talks to on this host is
+/// OOM-killed. The tracer names the server at the client's first connect and traces it;
+/// the client's verdict says whose the address was and what became of it.
+#[test]
+fn a_requests_client_learns_its_server_was_oom_killed() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let venv = match tracer_tests::python::venv() {
+        Ok(v) => v,
+        Err(why) => {
+            eprintln!("\n*** SKIPPED a_requests_client_learns_its_server_was_oom_killed: {why}\n");
+            return;
+        }
+    };
+    let apps = tracer_tests::python::apps_dir();
+    let python = venv.join("bin/python").display().to_string();
+    let cg = tracer_tests::Memcg::new("client", 128 << 20).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = ChildGuard(
+        cg.command(std::path::Path::new(&python)).arg(apps.join("grow_server.py")).arg(port.to_string()).stdout(Stdio::null()).spawn().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let client_py = apps.join("client.py").display().to_string();
+    let run = TracerRun::start(&["run", "--no-tui", "--grace", "500ms", "--", &python, &client_py, &url, "4"]);
+    run.wait_attached(T);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The server grows until the kernel kills it.
+    let mut grow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut grow, b"GET /grow HTTP/1.0\r\n\r\n").unwrap();
+    let trace = run.finish(T);
+    drop(grow);
+    let server_pid = server.pid();
+    drop(server);
+    drop(cg);
+    let dump = trace.dump();
+    assert!(
+        trace.events.iter().any(|e| matches!(&e.kind, EventKind::Peer { owner_pid, .. } if *owner_pid == server_pid)),
+        "no peer event naming the server {server_pid}\n{dump}"
+    );
+    let client = trace.target_pid();
+    let about: Vec<_> = trace.verdicts.iter().filter(|v| v.pid == Some(client)).collect();
+    let fate = format!("127.0.0.1:{port} belonged to pid {server_pid} (python");
+    let named = about.iter().find(|v| v.summary.contains(&fate) && v.summary.contains("OOM-killed"));
+    assert!(named.is_some(), "no client verdict names the server's OOM kill: {:#?}\n{dump}", trace.verdicts);
+    eprintln!("verdict: {}", named.map(|v| v.summary.as_str()).unwrap_or_default());
+}

@@ -90,6 +90,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         argv_cut: bool,
     },
+    /// A traced process connected to a server on this host: who owns the far end (read
+    /// from /proc at the connect, while it listens). The owner is traced from then on, so
+    /// that its fate explains the resets the client gets. `pid` is the client.
+    Peer {
+        /// The server's address as the client sees it.
+        remote: String,
+        owner_pid: u32,
+        owner_comm: String,
+    },
     /// `--follow-restarts`: the traced process ended and this one (`pid`) exec'd the same
     /// program with the same arguments; it is traced from here on.
     Restart {

@@ -104,6 +104,9 @@ pub struct Capture {
     restart_watch: Array<MapData, u32>,
     /// Execs of processes that are not traced, reported while the restart watch was on.
     watched_execs: Vec<Event>,
+    /// Owners of local listeners traced clients connected to, by port (None: nobody on
+    /// this host), looked up once per port.
+    peer_owners: std::collections::HashMap<u16, Option<(u32, String)>>,
     lost_seen: [u64; PROBE_COUNT as usize],
     decoder: Decoder,
     /// Decoded events not released yet: the reorder window.
@@ -191,6 +194,7 @@ impl Capture {
         Ok(Capture {
             restart_watch,
             watched_execs: Vec::new(),
+            peer_owners: std::collections::HashMap::new(),
             _ebpf: ebpf,
             logger,
             ring,
@@ -284,6 +288,40 @@ impl Capture {
         let mut out: Vec<Event> = self.window.drain(..split).collect();
         for ev in &mut out {
             self.decoder.attribute(ev);
+        }
+        self.name_peers(out)
+    }
+
+    /// After each connect of a traced client to a server on this host, a `peer` event
+    /// naming the server's process, which is traced from then on.
+    fn name_peers(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let connected = |e: &Event| {
+            matches!(&e.kind, EventKind::TcpState { old_state, new_state, .. }
+                if e.pid != 0 && old_state.ends_with("SYN_SENT") && new_state.ends_with("ESTABLISHED"))
+        };
+        if !events.iter().any(connected) {
+            return events;
+        }
+        let mut out = Vec::with_capacity(events.len() + 1);
+        for ev in events {
+            let peer = match &ev.kind {
+                EventKind::TcpState { daddr, .. } if connected(&ev) => daddr.parse::<std::net::SocketAddr>().ok().map(|a| (a, daddr.clone())),
+                _ => None,
+            };
+            let client = ev.pid;
+            let ts = ev.ts_ns;
+            out.push(ev);
+            let Some((addr, remote)) = peer else { continue };
+            let fresh = !self.peer_owners.contains_key(&addr.port());
+            let owner = self.peer_owners.entry(addr.port()).or_insert_with(|| crate::process::listener_owner(addr.port())).clone();
+            let Some((owner_pid, owner_comm)) = owner.filter(|(p, _)| *p != client) else { continue };
+            if !fresh {
+                continue;
+            }
+            if let Err(e) = self.add_process(owner_pid) {
+                tracing::debug!("the server {owner_pid} of {remote} cannot be traced: {e}");
+            }
+            out.push(Event { ts_ns: ts, pid: client, tid: client, comm: String::new(), kind: EventKind::Peer { remote, owner_pid, owner_comm } });
         }
         out
     }

@@ -475,7 +475,8 @@ pub(crate) fn alive_verdict(
             } else {
                 format!("{n} RSTs received")
             };
-            format!("{peer} reset {conns} of {who}{on} ({rsts})")
+            let fate = first.remote_port.and_then(|p| peer_fate(t, owner, p, first.ts)).map(|f| format!("; {f}")).unwrap_or_default();
+            format!("{peer} reset {conns} of {who}{on} ({rsts}){fate}")
         }
         Cause::ConnectionRefused => refused_summary(t, l, group, sp, &mut chain, &mut evidence, &mut confidence),
         _ => {
@@ -511,6 +512,34 @@ pub(crate) fn alive_verdict(
         confidence,
     })
 }
+
+/// The owner of the server a traced client reached on `port`, from the `peer` event of
+/// its connect, and its fate at `ts`: "127.0.0.1:8000 belonged to pid 31337 (python3),
+/// OOM-killed 4 ms before".
+fn peer_fate(t: &Trace, client: u32, port: u16, ts: u64) -> Option<String> {
+    let (remote, owner, comm) = t.ev.iter().filter(|e| e.pid == client && e.ts_ns <= ts).rev().find_map(|e| match &e.kind {
+        EventKind::Peer { remote, owner_pid, owner_comm } if remote.rsplit(':').next() == Some(&port.to_string()) => {
+            Some((remote.clone(), *owner_pid, owner_comm.clone()))
+        }
+        _ => None,
+    })?;
+    let before = |at: u64| super::fmt::duration(ts.saturating_sub(at));
+    let fate = t.ev.iter().filter(|e| e.ts_ns <= ts + DEATH_NEAR_NS).find_map(|e| match &e.kind {
+        EventKind::OomKill { victim_pid: Some(v), .. } if *v == owner => Some(format!("OOM-killed {} before", before(e.ts_ns))),
+        EventKind::Exit { group_dead: true, signal_name: Some(sig), .. } if e.pid == owner => {
+            Some(format!("dead of {sig} {} before", before(e.ts_ns)))
+        }
+        EventKind::Exit { group_dead: true, exit_code: Some(c), .. } if e.pid == owner => {
+            Some(format!("exited with code {c} {} before", before(e.ts_ns)))
+        }
+        _ => None,
+    });
+    let fate = fate.unwrap_or_else(|| "still running".into());
+    Some(format!("{remote} belonged to pid {owner} ({comm}), {fate}"))
+}
+
+/// A death this close after a reset is still its cause (probes' clocks differ a little).
+const DEATH_NEAR_NS: u64 = 5_000_000;
 
 /// "12 connects to :8000 were refused: pid N (x) had listened there until HH:MM:SS".
 fn refused_summary(
@@ -553,7 +582,8 @@ fn refused_summary(
             None => "no traced process listened there in the trace".into(),
         };
         let verb = if n == 1 { "was" } else { "were" };
-        return format!("{} from {who} to :{p} {verb} refused: nothing listened on :{p} ({tail})", count(n, "connect"));
+        let fate = peer_fate(t, owner, p, first.ts).map(|f| format!("; {f}")).unwrap_or_default();
+        return format!("{} from {who} to :{p} {verb} refused: nothing listened on :{p} ({tail}){fate}", count(n, "connect"));
     }
     // listen_port: the owner listened here, is alive, and no longer does, or not yet:
     // a client that tries before the service is up is refused too.
@@ -713,6 +743,17 @@ mod tests {
         let v = diagnose(&b.ev);
         assert_eq!(v.len(), 1, "{v:#?}");
         v.into_iter().next().expect("one verdict")
+    }
+
+    #[test]
+    fn a_client_is_told_whose_the_address_was_and_what_became_of_it() {
+        let mut b = Tb::new(PID);
+        b.push(100, PID, "python3", EventKind::Peer { remote: "127.0.0.1:8000".into(), owner_pid: 31337, owner_comm: "python3".into() });
+        b.oom_kill(2_000, 31337, "python3", 31337, "python3", 100 * 1024, 1024);
+        b.reset(2_004, PID, Direction::Received, None, Some("TCP_ESTABLISHED"), "127.0.0.1:40000", "127.0.0.1:8000", Some("socket"));
+        let v = crate::diagnose::diagnose(&b.ev);
+        let s = &v.iter().find(|v| v.pid == Some(PID) && v.cause == Cause::ResetByPeer).expect("a client verdict").summary;
+        assert!(s.ends_with("; 127.0.0.1:8000 belonged to pid 31337 (python3), OOM-killed 4 ms before"), "{s}");
     }
 
     #[test]

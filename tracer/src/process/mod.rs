@@ -106,6 +106,38 @@ pub fn tcp_sockets(pid: u32) -> Vec<OwnedSocket> {
     out
 }
 
+/// The process that listens on TCP `port` on this host (in our network namespace), by
+/// the listener's inode in /proc/net/tcp{,6} and the fds of every process: the owner of
+/// the far end of a local connection. Costly (it reads every process's fds): once per
+/// port.
+pub fn listener_owner(port: u16) -> Option<(u32, String)> {
+    let mut inodes = std::collections::HashSet::new();
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/net/{file}")) else { continue };
+        for (inode, s) in table.lines().skip(1).filter_map(|l| parse_proc_net_tcp_line(l, v6)) {
+            if s.listening && s.local.port() == port && inode != 0 {
+                inodes.insert(inode);
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+            let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+            if inode.is_some_and(|i| inodes.contains(&i)) {
+                return Some((pid, comm(pid)));
+            }
+        }
+    }
+    None
+}
+
 /// One line of /proc/net/tcp{,6}: `sl local rem st ... uid timeout inode`.
 fn parse_proc_net_tcp_line(line: &str, v6: bool) -> Option<(u64, OwnedSocket)> {
     let cols: Vec<&str> = line.split_whitespace().collect();
@@ -132,6 +164,20 @@ fn parse_proc_addr(s: &str, v6: bool) -> Option<std::net::SocketAddr> {
         std::net::IpAddr::V4(std::net::Ipv4Addr::from(words.first()?.to_ne_bytes()))
     };
     Some(std::net::SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_a_listener_is_found_by_its_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(listener_owner(port).map(|o| o.0), Some(std::process::id()));
+        drop(l);
+        assert_eq!(listener_owner(port), None);
+    }
 }
 
 #[cfg(test)]

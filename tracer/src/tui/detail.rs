@@ -58,7 +58,7 @@ impl Filter {
                     | K::Lost { .. }
                     | K::Restart { .. }
             ),
-            Filter::Tcp => matches!(kind, K::TcpReset { .. } | K::TcpState { .. }),
+            Filter::Tcp => matches!(kind, K::TcpReset { .. } | K::TcpState { .. } | K::Peer { .. }),
         }
     }
 }
@@ -133,6 +133,9 @@ pub fn detail(ev: &Event) -> String {
             format!("new {what} {}{traced}", who(child_comm, *child_pid))
         }
         K::Exec { filename, .. } => format!("exec {}", clean(filename)),
+        K::Peer { remote, owner_pid, owner_comm } => {
+            format!("connected to {} of pid {owner_pid} ({}), traced from now", clean(remote), clean(owner_comm))
+        }
         K::Restart { old_pid, new_pid, gap_ns, parent_pid, parent_comm, .. } => {
             let by = match (parent_pid, parent_comm) {
                 (Some(p), Some(c)) => format!(" by {}[{p}]", clean(c)),
