@@ -296,3 +296,64 @@ fn a_requests_client_learns_its_server_was_oom_killed() {
     assert!(named.is_some(), "no client verdict names the server's OOM kill: {:#?}\n{dump}", trace.verdicts);
     eprintln!("verdict: {}", named.map(|v| v.summary.as_str()).unwrap_or_default());
 }
+
+/// A gunicorn worker whose model load blocks longer than `--timeout`: the master kills
+/// it (SIGABRT, then SIGKILL), respawns it, and kills it again. The verdict names the
+/// master and its timeout; nothing is an OOM kill.
+#[test]
+fn a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory() {
+    require_root("end-to-end tests load eBPF programs");
+    let venv = match tracer_tests::python::venv() {
+        Ok(v) => v,
+        Err(why) => {
+            eprintln!("\n*** SKIPPED a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory: {why}\n");
+            return;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gunicorn = venv.join("bin/gunicorn").display().to_string();
+    let apps = tracer_tests::python::apps_dir().display().to_string();
+    let bind = format!("127.0.0.1:{port}");
+    let run = TracerRun::start(&[
+        "run", "--follow-children", "--duration", "10s", "--no-tui", "--", "/usr/bin/env", "MODEL_MIB=1", &gunicorn, "--workers", "1",
+        "--timeout", "2", "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", &bind, "--chdir", &apps, "--log-level", "warning",
+        "model_app:app",
+    ]);
+    // Once the worker answers, ask it to load: its event loop blocks past the timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut load = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut health = String::new();
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut health);
+            if health.contains("200 OK") {
+                let mut l = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                l.write_all(b"GET /load HTTP/1.0\r\n\r\n").unwrap();
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "gunicorn never answered on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let trace = run.finish(T);
+    let _ = std::io::Read::read(&mut load, &mut [0u8; 64]);
+    let dump = trace.dump();
+    let master = trace.target_pid();
+    // Other tests OOM-kill their own processes meanwhile: none of this trace's is.
+    assert!(!trace.events.iter().any(|e| matches!(e.kind, EventKind::OomKill { is_target: true, .. })), "no OOM kill\n{dump}");
+    let aborts = trace
+        .events
+        .iter()
+        .filter(|e| e.pid == master && matches!(&e.kind, EventKind::Signal { signal_name, .. } if signal_name == "SIGABRT"))
+        .count();
+    assert!(aborts >= 1, "the master sent SIGABRT\n{dump}");
+    let named: Vec<&str> = trace
+        .verdicts
+        .iter()
+        .map(|v| v.summary.as_str())
+        .filter(|s| s.contains(&format!("from pid {master} (gunicorn)")) && s.contains("misses --timeout"))
+        .collect();
+    assert!(!named.is_empty(), "no verdict names the master and its timeout: {:#?}\n{dump}", trace.verdicts);
+    eprintln!("verdict: {}", named[0]);
+}

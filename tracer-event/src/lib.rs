@@ -91,8 +91,8 @@ pub enum EventKind {
         argv_cut: bool,
     },
     /// A traced process connected to a server on this host: who owns the far end (read
-    /// from /proc at the connect, while it listens). The owner is traced from then on, so
-    /// that its fate explains the resets the client gets. `pid` is the client.
+    /// from /proc at the connect, while it listens), so that its OOM kill explains the
+    /// resets the client gets. `pid` is the client.
     Peer {
         /// The server's address as the client sees it.
         remote: String,

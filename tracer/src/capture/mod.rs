@@ -293,7 +293,9 @@ impl Capture {
     }
 
     /// After each connect of a traced client to a server on this host, a `peer` event
-    /// naming the server's process, which is traced from then on.
+    /// naming the server's process. The server is not traced for it (its own listener
+    /// and resets would then be taken for the client's); its OOM kill is seen anyway
+    /// (mark_victim is traced host-wide).
     fn name_peers(&mut self, events: Vec<Event>) -> Vec<Event> {
         let connected = |e: &Event| {
             matches!(&e.kind, EventKind::TcpState { old_state, new_state, .. }
@@ -317,9 +319,6 @@ impl Capture {
             let Some((owner_pid, owner_comm)) = owner.filter(|(p, _)| *p != client) else { continue };
             if !fresh {
                 continue;
-            }
-            if let Err(e) = self.add_process(owner_pid) {
-                tracing::debug!("the server {owner_pid} of {remote} cannot be traced: {e}");
             }
             out.push(Event { ts_ns: ts, pid: client, tid: client, comm: String::new(), kind: EventKind::Peer { remote, owner_pid, owner_comm } });
         }

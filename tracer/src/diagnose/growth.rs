@@ -79,7 +79,8 @@ pub(crate) fn neighbour_grower(t: &Trace, victim: u32, kill_ts: u64) -> Option<N
         }
     }
     let growth = |v: &(String, u64, u64, u64, usize)| v.3.saturating_sub(v.1);
-    let victim_grew = seen.get(&victim).map(growth).unwrap_or(0);
+    // The samples must be of the victim's own cgroup (the target's, which it may not be).
+    let victim_grew = seen.get(&victim).map(growth)?;
     let (pid, v) = seen.iter().filter(|(p, _)| **p != victim).max_by_key(|(_, v)| growth(v))?;
     let grew = growth(v);
     if grew < NOTABLE_BYTES as u64 * 16 || grew <= victim_grew {

@@ -601,19 +601,19 @@ pub(crate) fn crashed(w: &Window) -> Option<Death> {
 /// kernel).
 pub(crate) fn sender_role(comm: &str, is_parent: bool) -> Option<String> {
     let c = comm.to_ascii_lowercase();
-    let parent = if is_parent { ", and its parent" } else { "" };
+    let parent = if is_parent { " (its parent)" } else { "" };
     let role = if ["systemd-oomd", "earlyoom", "oomd", "nohang", "low-memory-moni"].iter().any(|n| c.starts_with(n)) {
         format!("{comm} is a userspace OOM killer: it acted on memory pressure, before and instead of the kernel's OOM killer")
     } else if c == "systemd" || c == "init" {
         format!("{comm} is the service manager: the unit was stopped or restarted, or its stop timed out")
     } else if c.starts_with("gunicorn") {
-        format!("{comm} is gunicorn{parent}: its master kills a worker that misses --timeout (SIGABRT, then SIGKILL) or is being restarted")
+        format!("{comm}{parent} is the gunicorn master: it kills a worker that misses --timeout (SIGABRT, then SIGKILL) or that it restarts")
     } else if ["supervisord", "circusd", "uvicorn", "celery", "pm2", "runsv", "s6-supervise", "tini", "dumb-init"].iter().any(|n| c.starts_with(n)) {
-        format!("{comm} is a process supervisor{parent}: a restart, a stop or a timeout of its own")
+        format!("{comm}{parent} is a process supervisor: a restart, a stop or a timeout of its own")
     } else if ["kubelet", "containerd", "containerd-shim", "runc", "crun", "dockerd", "docker", "conmon", "crio", "podman"].iter().any(|n| c.starts_with(n)) {
         format!("{comm} is the container runtime or orchestrator: the container was stopped (a deploy, a failed liveness probe, an eviction)")
     } else if ["sh", "bash", "dash", "zsh", "fish", "ksh", "kill", "pkill", "killall", "timeout", "sudo"].contains(&c.as_str()) {
-        format!("{comm} is a shell or a kill command{parent}: a person or a script sent it")
+        format!("{comm}{parent} is a shell or a kill command: a person or a script sent it")
     } else if is_parent {
         format!("{comm} is its parent")
     } else {

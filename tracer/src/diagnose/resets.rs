@@ -534,8 +534,11 @@ fn peer_fate(t: &Trace, client: u32, port: u16, ts: u64) -> Option<String> {
         }
         _ => None,
     });
-    let fate = fate.unwrap_or_else(|| "still running".into());
-    Some(format!("{remote} belonged to pid {owner} ({comm}), {fate}"))
+    // An untraced server's other ends are not in the trace: say only whose it was.
+    Some(match fate {
+        Some(f) => format!("{remote} belonged to pid {owner} ({comm}), {f}"),
+        None => format!("{remote} belonged to pid {owner} ({comm})"),
+    })
 }
 
 /// A death this close after a reset is still its cause (probes' clocks differ a little).
@@ -599,6 +602,7 @@ fn refused_summary(
             );
         }
     }
+    let fate = peer_fate(t, owner, p, first.ts).map(|f| format!("; {f}")).unwrap_or_default();
     let closed = opened.and_then(|(ts, _, _)| l.closed_between(owner, p, ts, first.ts));
     if let Some((_, _, idx)) = opened {
         chain.push(t.link(idx, format!("{} listened on :{p}", t.label(owner))));
@@ -607,7 +611,7 @@ fn refused_summary(
         Some((cts, cidx)) => {
             chain.push(t.link(cidx, format!("{} closed its listener on :{p}", t.label(owner))));
             format!(
-                "{} to :{p} {} refused: {who} closed its listener at {} while it was still running",
+                "{} to :{p} {} refused: {who} closed its listener at {} while it was still running{fate}",
                 count(n, "connect"),
                 if n == 1 { "was" } else { "were" },
                 time_of_day(cts)
@@ -617,7 +621,7 @@ fn refused_summary(
             *confidence = Confidence::Medium;
             evidence.push(format!("the close of {}'s listener on :{p} is not in the trace", t.label(owner)));
             format!(
-                "{} to :{p} {} refused: {who} had listened there but no longer did, while still running",
+                "{} to :{p} {} refused: {who} had listened there but no longer did, while still running{fate}",
                 count(n, "connect"),
                 if n == 1 { "was" } else { "were" }
             )

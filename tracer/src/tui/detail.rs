@@ -134,7 +134,7 @@ pub fn detail(ev: &Event) -> String {
         }
         K::Exec { filename, .. } => format!("exec {}", clean(filename)),
         K::Peer { remote, owner_pid, owner_comm } => {
-            format!("connected to {} of pid {owner_pid} ({}), traced from now", clean(remote), clean(owner_comm))
+            format!("connected to {} of pid {owner_pid} ({})", clean(remote), clean(owner_comm))
         }
         K::Restart { old_pid, new_pid, gap_ns, parent_pid, parent_comm, .. } => {
             let by = match (parent_pid, parent_comm) {
