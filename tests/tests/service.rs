@@ -314,8 +314,12 @@ fn a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory() {
     let gunicorn = venv.join("bin/gunicorn").display().to_string();
     let apps = tracer_tests::python::apps_dir().display().to_string();
     let bind = format!("127.0.0.1:{port}");
+    // In a cgroup of its own only so that everything gunicorn starts is gone at the end.
+    let cg = tracer_tests::Memcg::new("gunicorn-timeout", 1 << 30).unwrap();
+    let cg_path = cg.path.display().to_string();
     let run = TracerRun::start(&[
-        "run", "--follow-children", "--duration", "10s", "--no-tui", "--", "/usr/bin/env", "MODEL_MIB=1", &gunicorn, "--workers", "1",
+        "run", "--follow-children", "--duration", "10s", "--no-tui", "--", "/bin/sh", "-c", tracer_tests::Memcg::JOIN_AND_EXEC, &cg_path,
+        "/usr/bin/env", "MODEL_MIB=1", &gunicorn, "--workers", "1",
         "--timeout", "2", "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", &bind, "--chdir", &apps, "--log-level", "warning",
         "model_app:app",
     ]);
@@ -337,6 +341,7 @@ fn a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let trace = run.finish(T);
+    drop(cg);
     let _ = std::io::Read::read(&mut load, &mut [0u8; 64]);
     let dump = trace.dump();
     let master = trace.target_pid();
