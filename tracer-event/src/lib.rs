@@ -339,8 +339,9 @@ impl Event {
 pub const KIND_NAMES: &[&str] = <EventKind as strum::VariantNames>::VARIANTS;
 
 /// Kinds the tracer writes itself (the frame of a trace, user-space samples, loss
-/// reports); every other kind comes from a kernel tracepoint.
-pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost"];
+/// reports, the restarts and peers it found); every other kind comes from a kernel
+/// tracepoint.
+pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer"];
 
 /// Kinds that come from a kernel tracepoint.
 pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {
@@ -374,7 +375,7 @@ mod tests {
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());
-        assert_eq!(KIND_NAMES.len(), 17);
+        assert_eq!(KIND_NAMES.len(), 19);
         assert!(KIND_NAMES.contains(&"tcp_reset") && KIND_NAMES.contains(&"signal_deliver"), "{KIND_NAMES:?}");
         for k in BOOKKEEPING_KINDS {
             assert!(KIND_NAMES.contains(k), "{k}");
