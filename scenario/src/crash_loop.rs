@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     http,
-    run::{checkpoints, finish, model_arg, pause, say, stop_probe, stopping, wait_gone, Finished, Options, Outcome},
+    run::{checkpoints, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, Finished, Options, Outcome},
     ChildGuard, Memcg,
 };
 
@@ -86,20 +86,7 @@ pub(crate) fn run(opts: &Options) -> Result<Outcome> {
     supervisor.signal(libc::SIGCONT);
     say(opts, &format!("supervisor {sup} starts workload serve --load eager on port {port}, {STARTS} times"));
 
-    let probe_records = out.join("probe.jsonl");
-    let mut probe = ChildGuard(
-        Command::new(&opts.bins.workload)
-            .args(["probe", "--interval", "50ms", "--translate-interval", "300ms", "--timeout", "3s"])
-            .arg("--url")
-            .arg(format!("http://127.0.0.1:{port}"))
-            .arg("--out")
-            .arg(&probe_records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(out.join("probe.log"))?)
-            .spawn()
-            .context("cannot start the probe")?,
-    );
+    let (mut probe, probe_records) = start_probe(opts, port)?;
     wait_gone(sup, Duration::from_secs(600));
     pause(Duration::from_secs(1));
     stop_probe(&mut probe);

@@ -239,20 +239,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let server_pid = *cg.procs().first().context("the workload is not in its memory cgroup")? as u32;
     say(opts, &format!("workload pid {server_pid} listening on 127.0.0.1:{port}"));
 
-    let probe_records = out.join("probe.jsonl");
-    let mut probe = ChildGuard(
-        Command::new(&opts.bins.workload)
-            .args(["probe", "--interval", "50ms", "--translate-interval", "300ms", "--timeout", "3s"])
-            .arg("--url")
-            .arg(format!("http://127.0.0.1:{port}"))
-            .arg("--out")
-            .arg(&probe_records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(out.join("probe.log"))?)
-            .spawn()
-            .context("cannot start the probe")?,
-    );
+    let (mut probe, probe_records) = start_probe(opts, port)?;
 
     let mut killer_pid = None;
     let mut models = None;
@@ -301,6 +288,26 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     drop(cg);
 
     finish(opts, Finished { trace, perfetto, probe_records, server_pid, killer_pid, oom_kills, models, interrupted })
+}
+
+/// `workload probe` against the service on `port`, as the report's clients: its records
+/// in the output folder.
+pub(crate) fn start_probe(opts: &Options, port: u16) -> Result<(ChildGuard, PathBuf)> {
+    let records = opts.out_dir.join("probe.jsonl");
+    let probe = ChildGuard(
+        Command::new(&opts.bins.workload)
+            .args(["probe", "--interval", "50ms", "--translate-interval", "300ms", "--timeout", "3s"])
+            .arg("--url")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--out")
+            .arg(&records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(opts.out_dir.join("probe.log"))?)
+            .spawn()
+            .context("cannot start the probe")?,
+    );
+    Ok((probe, records))
 }
 
 /// What a scenario's run hands to [`finish`].

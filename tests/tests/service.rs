@@ -23,6 +23,17 @@ impl Drop for Supervisor {
     }
 }
 
+/// The Python environment from PyPI, or `None` after saying loudly why `test` is skipped.
+fn python_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    match tracer_tests::python::venv() {
+        Ok(v) => Some(v),
+        Err(why) => {
+            eprintln!("\n*** SKIPPED {test}: {why}\n");
+            None
+        }
+    }
+}
+
 /// The first child of `parent` running `comm`, waited for.
 fn child_named(parent: u32, comm: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -207,13 +218,7 @@ fn the_neighbour_that_ate_the_memory_is_named() {
 #[test]
 fn gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop() {
     require_root("end-to-end tests load eBPF programs and create cgroups");
-    let venv = match tracer_tests::python::venv() {
-        Ok(v) => v,
-        Err(why) => {
-            eprintln!("\n*** SKIPPED gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop: {why}\n");
-            return;
-        }
-    };
+    let Some(venv) = python_or_skip("gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop") else { return };
     let cg = tracer_tests::Memcg::new("gunicorn", 260 << 20).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gunicorn = venv.join("bin/gunicorn").display().to_string();
@@ -252,13 +257,7 @@ fn gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop() {
 #[test]
 fn a_requests_client_learns_its_server_was_oom_killed() {
     require_root("end-to-end tests load eBPF programs and create cgroups");
-    let venv = match tracer_tests::python::venv() {
-        Ok(v) => v,
-        Err(why) => {
-            eprintln!("\n*** SKIPPED a_requests_client_learns_its_server_was_oom_killed: {why}\n");
-            return;
-        }
-    };
+    let Some(venv) = python_or_skip("a_requests_client_learns_its_server_was_oom_killed") else { return };
     let apps = tracer_tests::python::apps_dir();
     let python = venv.join("bin/python").display().to_string();
     let cg = tracer_tests::Memcg::new("client", 128 << 20).unwrap();
@@ -303,13 +302,7 @@ fn a_requests_client_learns_its_server_was_oom_killed() {
 #[test]
 fn a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory() {
     require_root("end-to-end tests load eBPF programs");
-    let venv = match tracer_tests::python::venv() {
-        Ok(v) => v,
-        Err(why) => {
-            eprintln!("\n*** SKIPPED a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory: {why}\n");
-            return;
-        }
-    };
+    let Some(venv) = python_or_skip("a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory") else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gunicorn = venv.join("bin/gunicorn").display().to_string();
     let apps = tracer_tests::python::apps_dir().display().to_string();
