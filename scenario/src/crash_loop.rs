@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     http,
-    run::{checkpoints, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, Finished, Options, Outcome},
+    run::{checkpoints, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, wait_tracer, Finished, Options, Outcome},
     ChildGuard, Memcg,
 };
 
@@ -91,15 +91,7 @@ pub(crate) fn run(opts: &Options) -> Result<Outcome> {
     pause(Duration::from_secs(1));
     stop_probe(&mut probe);
     say(opts, "the supervisor is done; waiting for the tracer to finish");
-    let interrupted = stopping();
-    if interrupted {
-        tracer.signal(libc::SIGINT);
-    }
-    let limit = if opts.tui && !interrupted { Duration::from_secs(24 * 3600) } else { Duration::from_secs(60) };
-    if tracer.wait_timeout(limit).is_none() {
-        tracer.signal(libc::SIGINT);
-        tracer.wait_timeout(Duration::from_secs(10));
-    }
+    let interrupted = wait_tracer(opts, &mut tracer);
     let oom_kills = cg.oom_kills();
     drop(cg);
     drop(supervisor);

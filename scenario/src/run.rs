@@ -274,6 +274,16 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     pause(Duration::from_secs(1));
     stop_probe(&mut probe);
     say(opts, "server gone or stopped; waiting for the tracer to finish");
+    let interrupted = wait_tracer(opts, &mut tracer);
+    let oom_kills = cg.oom_kills();
+    drop(cg);
+
+    finish(opts, Finished { trace, perfetto, probe_records, server_pid, killer_pid, oom_kills, models, interrupted })
+}
+
+/// Waits for the tracer to end on its own (after the user's q with the live view),
+/// stopping it after Ctrl-C or a minute; whether the run was interrupted.
+pub(crate) fn wait_tracer(opts: &Options, tracer: &mut ChildGuard) -> bool {
     let interrupted = stopping();
     if interrupted {
         tracer.signal(libc::SIGINT);
@@ -284,10 +294,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         tracer.signal(libc::SIGINT);
         tracer.wait_timeout(Duration::from_secs(10));
     }
-    let oom_kills = cg.oom_kills();
-    drop(cg);
-
-    finish(opts, Finished { trace, perfetto, probe_records, server_pid, killer_pid, oom_kills, models, interrupted })
+    interrupted
 }
 
 /// `workload probe` against the service on `port`, as the report's clients: its records

@@ -112,9 +112,9 @@ fn same_program(argv: &[String], cut: bool, target: &[String]) -> bool {
 
 /// The `restart` event for `exec`, the successor of `old_pid`, which ended at `ended_ns`.
 fn restart_event(exec: &Event, old_pid: u32, ended_ns: u64) -> Event {
-    let (argv, _) = match &exec.kind {
-        EventKind::Exec { argv: Some(a), argv_cut, .. } => (a.clone(), *argv_cut),
-        _ => (Vec::new(), false),
+    let argv = match &exec.kind {
+        EventKind::Exec { argv: Some(a), .. } => a.clone(),
+        _ => Vec::new(),
     };
     let parent = process::parent(exec.pid);
     Event {
@@ -257,8 +257,8 @@ pub async fn run(
                                 }
                                 let _ = capture.stop_restart_watch();
                                 tracing::info!("pid {} restarted as pid {}", target_pid, exec.pid);
-                                capture.inject([exec.clone(), restart]);
                                 target_pid = exec.pid;
+                                capture.inject([exec, restart]);
                                 if let Some(s) = sampler.as_mut() {
                                     s.retarget(target_pid);
                                 }
