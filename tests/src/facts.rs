@@ -148,22 +148,31 @@ fn named_processes(text: &str) -> Vec<(u32, String)> {
 
 /// Every process a verdict or the report names is in the trace under that comm.
 fn names_are_in_the_trace(events: &[Event], verdicts: &[Verdict], report: &Report, wrong: &mut Vec<String>, done: &mut Checked) {
-    let mut known: HashSet<(u32, &str)> = HashSet::new();
+    let mut known: HashSet<(u32, String)> = HashSet::new();
     for e in events {
-        known.insert((e.pid, e.comm.as_str()));
+        known.insert((e.pid, e.comm.clone()));
         match &e.kind {
+            EventKind::Peer { owner_pid, owner_comm, .. } => {
+                known.insert((*owner_pid, owner_comm.clone()));
+            }
+            EventKind::Signal { target_pid, target_tid, target_comm, sender_parents, .. } => {
+                if target_pid == target_tid {
+                    known.insert((*target_pid, target_comm.clone()));
+                }
+                known.extend(sender_parents.as_deref().map(named_processes).unwrap_or_default());
+            }
             EventKind::Fork { child_pid, child_comm, .. } => {
-                known.insert((*child_pid, child_comm.as_str()));
+                known.insert((*child_pid, child_comm.clone()));
             }
             EventKind::OomKill { victim_pid: Some(p), victim_comm, .. } => {
-                known.insert((*p, victim_comm.as_str()));
+                known.insert((*p, victim_comm.clone()));
             }
             EventKind::Sample { processes, cgroup, .. } => {
                 for p in processes {
-                    known.insert((p.pid, p.comm.as_str()));
+                    known.insert((p.pid, p.comm.clone()));
                 }
                 for m in cgroup.iter().flat_map(|c| &c.members) {
-                    known.insert((m.pid, m.comm.as_str()));
+                    known.insert((m.pid, m.comm.clone()));
                 }
             }
             _ => {}
@@ -178,7 +187,7 @@ fn names_are_in_the_trace(events: &[Event], verdicts: &[Verdict], report: &Repor
     for text in &texts {
         for (pid, comm) in named_processes(text) {
             done.names += 1;
-            if !known.contains(&(pid, comm.as_str())) {
+            if !known.contains(&(pid, comm.clone())) {
                 wrong.push(format!("\"{text}\" names pid {pid} as {comm:?}, which the trace never shows"));
             }
         }

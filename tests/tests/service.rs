@@ -80,6 +80,17 @@ fn a_server_restarted_by_a_shell_loop_is_followed_and_its_deaths_are_one_crash_l
         if k + 1 == restarts.len() {
             break; // the trace may end before the last one did anything
         }
+        // Traced from its exec on: the dynamic loader's first mappings (libc, a few
+        // hundred microseconds after the exec) are in the trace.
+        assert!(
+            trace.events.iter().any(|e| e.pid == *new && matches!(&e.kind, EventKind::Exec { .. })),
+            "no exec of pid {new}\n{dump}"
+        );
+        assert!(
+            trace.events.iter().any(|e| e.pid == *new
+                && matches!(&e.kind, EventKind::Mmap { path: Some(p), .. } if p.contains("libc"))),
+            "pid {new} was not traced from its exec: the loader's mapping of libc is missing\n{dump}"
+        );
         // The successor is traced: its own death is in the trace.
         assert!(
             trace.events.iter().any(|e| e.pid == *new && matches!(e.kind, EventKind::Exit { group_dead: true, .. }))
@@ -138,8 +149,9 @@ fn a_cgroup_scope_traces_its_processes_and_those_that_join_it() {
     let path = cg.path.display().to_string();
     let run = TracerRun::start(&["--cgroup", &path, "--no-tui", "--sample-interval", "100ms"]);
     run.wait_attached(T);
-    // Joins from outside, then execs a program that exits with 3.
-    let script = format!("echo $$ > {path}/cgroup.procs; sleep 0.6; exec {} exit 3", stress());
+    // Joins from outside and execs at once a program that exits with 3: too soon for
+    // any listing of the cgroup, so only the kernel's check of the move catches it.
+    let script = format!("echo $$ > {path}/cgroup.procs; exec {} exit 3", stress());
     let mut joiner = ChildGuard(Command::new("sh").args(["-c", &script]).stdout(Stdio::null()).spawn().unwrap());
     let joined = joiner.pid();
     let status = joiner.wait_timeout(Duration::from_secs(10)).expect("the joiner ends");
@@ -293,6 +305,49 @@ fn a_requests_client_learns_its_server_was_oom_killed() {
     let fate = format!("127.0.0.1:{port} belonged to pid {server_pid} (python");
     let named = about.iter().find(|v| v.summary.contains(&fate) && v.summary.contains("OOM-killed"));
     assert!(named.is_some(), "no client verdict names the server's OOM kill: {:#?}\n{dump}", trace.verdicts);
+    eprintln!("verdict: {}", named.map(|v| v.summary.as_str()).unwrap_or_default());
+}
+
+/// The `requests` client traced while a shell kills its server with SIGKILL: the client's
+/// verdict names the server, the signal and who sent it; the server, untraced, gets no
+/// verdict of its own.
+#[test]
+fn a_requests_client_learns_who_killed_its_server() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let Some(venv) = python_or_skip("a_requests_client_learns_who_killed_its_server") else { return };
+    let apps = tracer_tests::python::apps_dir();
+    let python = venv.join("bin/python").display().to_string();
+    // A cgroup of its own only so that the server is gone at the end, whatever happens.
+    let cg = tracer_tests::Memcg::new("client-kill", 256 << 20).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = ChildGuard(
+        cg.command(std::path::Path::new(&python)).arg(apps.join("grow_server.py")).arg(port.to_string()).stdout(Stdio::null()).spawn().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let client_py = apps.join("client.py").display().to_string();
+    let run = TracerRun::start(&["run", "--no-tui", "--grace", "500ms", "--", &python, &client_py, &url, "3"]);
+    run.wait_attached(T);
+    std::thread::sleep(Duration::from_millis(1500));
+    let server_pid = server.pid();
+    let killer = Command::new("sh").args(["-c", &format!("kill -9 {server_pid}; echo $$")]).output().unwrap();
+    let shell: u32 = String::from_utf8_lossy(&killer.stdout).trim().parse().unwrap();
+    let trace = run.finish(T);
+    drop(server);
+    drop(cg);
+    let dump = trace.dump();
+    let client = trace.target_pid();
+    let about: Vec<_> = trace.verdicts.iter().filter(|v| v.pid == Some(client)).collect();
+    let fate = format!("127.0.0.1:{port} belonged to pid {server_pid} (python");
+    // `kill` is the shell's builtin: the shell sent it.
+    let named = about.iter().find(|v| v.summary.contains(&fate) && v.summary.contains(&format!("sent SIGKILL by sh[{shell}]")));
+    assert!(named.is_some(), "no client verdict names the kill of the server by sh[{shell}]: {:#?}\n{dump}", trace.verdicts);
+    assert!(named.is_some_and(|v| v.summary.contains(&format!("(sh[{shell}] was started by"))), "{:#?}", trace.verdicts);
+    assert!(!trace.verdicts.iter().any(|v| v.pid == Some(server_pid)), "the server is not traced: {:#?}", trace.verdicts);
     eprintln!("verdict: {}", named.map(|v| v.summary.as_str()).unwrap_or_default());
 }
 

@@ -46,6 +46,7 @@ probes! {
     Munmap = 11,
     Brk = 12,
     Mremap = 13,
+    CgroupAttach = 14,
 }
 
 impl Probe {
@@ -86,7 +87,15 @@ pub mod field {
     pub const SYS_RET: usize = 12;
     /// sched:sched_process_exit `group_dead` (absent before 6.x: then unknown).
     pub const EXIT_GROUP_DEAD: usize = 13;
-    pub const COUNT: usize = 16;
+    /// cgroup:cgroup_attach_task `dst_root` (the hierarchy's id).
+    pub const CGATTACH_ROOT: usize = 14;
+    /// cgroup:cgroup_attach_task `pid` (the task moved).
+    pub const CGATTACH_PID: usize = 15;
+    /// cgroup:cgroup_attach_task `dst_path` (its `__data_loc` word).
+    pub const CGATTACH_PATH: usize = 16;
+    /// signal:signal_generate `sig`.
+    pub const SIGGEN_SIG: usize = 17;
+    pub const COUNT: usize = 18;
 }
 
 /// Configuration handed to the kernel programs as a read-only global before load.
@@ -108,10 +117,16 @@ pub struct KernelConfig {
     pub tcp_syn_sent_state: u32,
     pub tcp_syn_recv_state: u32,
     pub tcp_close_state: u32,
-    /// Non-zero: when a traced process ends, the exec programs start reporting every exec
-    /// on the host (flagged [`aux::EXEC_WATCHED`]) until user space has found its
-    /// successor (`--follow-restarts`).
+    /// Non-zero: when the process named in the restart watch ends, the exec program
+    /// compares every exec on the host with it and traces the first one that runs the
+    /// same arguments (`--follow-restarts`, see [`RestartWatch`]).
     pub follow_restarts: u32,
+    /// `--cgroup`: the hierarchy id of the traced cgroup (`dst_root` of
+    /// cgroup_attach_task; -1: any hierarchy), and its path in that hierarchy. A task
+    /// moved into it or below is traced from that moment. `scope_path_len` 0: no scope.
+    pub scope_root: i32,
+    pub scope_path_len: u32,
+    pub scope_path: [u8; SCOPE_PATH_LEN],
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
@@ -211,6 +226,9 @@ impl KernelConfig {
             tcp_syn_recv_state: u32::MAX,
             tcp_close_state: u32::MAX,
             follow_restarts: 0,
+            scope_root: -1,
+            scope_path_len: 0,
+            scope_path: [0; SCOPE_PATH_LEN],
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
         }
@@ -258,9 +276,14 @@ pub mod aux {
     /// MarkVictim / SignalGenerate: aux[0] = TGID of the victim/receiver thread if traced
     /// (0 otherwise).
     pub const TARGET_TGID: usize = 0;
-    /// ProcessExec: aux[0] = 1 for a process that is not traced, reported because the
-    /// restart watch was on (a candidate successor of a traced process that ended).
-    pub const EXEC_WATCHED: usize = 0;
+    /// SignalGenerate: aux[1] = 1 when the receiver is a traced client's server (a peer,
+    /// not traced) and the signal is fatal; aux[0] is then the peer's pid.
+    pub const SIGNAL_PEER: usize = 1;
+    /// ProcessExec: aux[0] = 1 for the exec of a process that was not traced and is
+    /// from now on, the successor the restart watch found; aux[1] = the time since the
+    /// watched process ended (ns).
+    pub const EXEC_ADOPTED: usize = 0;
+    pub const EXEC_GAP_NS: usize = 1;
 }
 
 /// One completed memory syscall of a traced process (mmap, munmap, brk, mremap): the
@@ -333,6 +356,43 @@ pub struct ExecRecord {
     pub argv_cut: u32,
     pub argv: [u8; ARGV_LEN],
 }
+
+/// Bytes of a `--cgroup` path (in its hierarchy) the kernel compares; a longer one is
+/// followed by listing the cgroup only.
+pub const SCOPE_PATH_LEN: usize = 128;
+
+/// The restart watch (`--follow-restarts`): written by user space at the start, armed
+/// by the exit program, read by the exec program.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RestartWatch {
+    /// The traced process whose successor is wanted; the exec program moves it on to
+    /// the successor it adopts, so that the next restart is followed too.
+    pub of_tgid: u32,
+    /// Non-zero from that process's end until a successor is adopted or user space
+    /// stops the watch.
+    pub armed: u32,
+    /// Monotonic ns of that end.
+    pub ended_ns: u64,
+    /// Its arguments as in its memory (each NUL-terminated), the first [`ARGV_LEN`]
+    /// bytes, and whether there were more: what a successor must exec.
+    pub argv_len: u32,
+    pub argv_cut: u32,
+    pub argv: [u8; ARGV_LEN],
+}
+
+impl RestartWatch {
+    /// The watch for `of_tgid`, whose arguments in memory are `cmdline`.
+    pub fn new(of_tgid: u32, cmdline: &[u8]) -> RestartWatch {
+        let mut argv = [0u8; ARGV_LEN];
+        let n = cmdline.len().min(ARGV_LEN);
+        argv[..n].copy_from_slice(&cmdline[..n]);
+        RestartWatch { of_tgid, armed: 0, ended_ns: 0, argv_len: n as u32, argv_cut: (cmdline.len() > ARGV_LEN) as u32, argv }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RestartWatch {}
 
 /// Arguments of a memory syscall between its enter and exit, keyed by TID.
 #[repr(C)]

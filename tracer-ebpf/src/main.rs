@@ -11,6 +11,7 @@ mod oom;
 mod process;
 mod record;
 mod rss;
+mod scope;
 mod signal;
 mod tcp;
 

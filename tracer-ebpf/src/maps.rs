@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{KernelConfig, PendingSyscall, RssKey, PROBE_COUNT};
+use tracer_common::{KernelConfig, PendingSyscall, RestartWatch, RssKey, PROBE_COUNT};
 
 /// Set by user space before load (offsets from tracefs, BTF, thresholds).
 #[unsafe(no_mangle)]
@@ -33,10 +33,16 @@ pub static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(4096, 0);
 
-/// The restart watch: [0] non-zero while every exec on the host is reported (set here
-/// when a traced process ends with `follow_restarts`, cleared by user space).
+/// Servers on this host that traced clients connected to (not traced themselves): TGID
+/// -> 1. Only the fatal signals sent to them are reported (their fate, for the client's
+/// resets).
 #[map]
-pub static RESTART_WATCH: Array<u32> = Array::with_max_entries(1, 0);
+pub static PEERS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// The restart watch (`--follow-restarts`): [0] says whose successor is wanted and what
+/// it must exec; written by user space, armed at that process's end.
+#[map]
+pub static RESTART_WATCH: Array<RestartWatch> = Array::with_max_entries(1, 0);
 
 /// Ring buffer reservations that failed, per CPU and per probe. Never silent loss.
 #[map]

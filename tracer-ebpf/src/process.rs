@@ -1,7 +1,7 @@
 //! task:task_newtask, sched:sched_process_exec, sched:sched_process_exit: follow the
 //! traced thread groups and record how they end.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -10,7 +10,7 @@ use tracer_common::{aux, field, Probe, CLONE_THREAD};
 
 use crate::{
     maps::{config_offset, config_u32, is_traced_tgid, CONFIG, RESTART_WATCH, TGIDS, TIDS},
-    record::{emit_exec, emit_raw},
+    record::{adopt_if_successor, emit_exec, emit_raw},
 };
 
 /// task_newtask rather than sched_process_fork: it carries clone_flags, which is the only
@@ -48,9 +48,13 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_traced_tgid(tgid) {
-        emit_exec(&ctx, false);
-    } else if RESTART_WATCH.get(0).is_some_and(|on| *on != 0) {
-        emit_exec(&ctx, true);
+        emit_exec(&ctx);
+    } else if config_u32(&CONFIG.follow_restarts) != 0 {
+        if let Some(watch) = RESTART_WATCH.get_ptr_mut(0) {
+            if unsafe { (*watch).armed } != 0 {
+                adopt_if_successor(&ctx, watch);
+            }
+        }
     }
     0
 }
@@ -64,11 +68,16 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     let tid = pid_tgid as u32;
     let _ = TIDS.remove(&tid);
-    // The end of a traced process (its main thread): watch for its successor from now on,
-    // before user space has even read this record.
+    // The end of the watched process (its main thread): look for its successor from now
+    // on, before user space has even read this record.
     if tid == tgid && config_u32(&CONFIG.follow_restarts) != 0 {
-        if let Some(on) = RESTART_WATCH.get_ptr_mut(0) {
-            unsafe { *on = 1 };
+        if let Some(watch) = RESTART_WATCH.get_ptr_mut(0) {
+            unsafe {
+                if (*watch).of_tgid == tgid {
+                    (*watch).ended_ns = bpf_ktime_get_ns();
+                    (*watch).armed = 1;
+                }
+            }
         }
     }
     let mut extra = [0u64; 2];

@@ -4,9 +4,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{ExecRecord, Header, Probe, RawRecord, RAW_DATA_LEN};
+use tracer_common::{aux, ExecRecord, Header, Probe, RawRecord, RestartWatch, ARGV_LEN, RAW_DATA_LEN};
 
-use crate::maps::{count_lost, EVENTS};
+use crate::maps::{count_lost, EVENTS, TGIDS, TIDS};
 
 #[inline(always)]
 pub fn header(probe: Probe) -> Header {
@@ -44,10 +44,10 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
     entry.submit(0);
 }
 
-/// sched_process_exec: the record verbatim and the new program's arguments; `watched`
-/// marks a process that is not traced (a candidate successor, see `RESTART_WATCH`).
+/// sched_process_exec of a traced process: the record verbatim and the new program's
+/// arguments.
 #[inline(always)]
-pub fn emit_exec(ctx: &TracePointContext, watched: bool) {
+pub fn emit_exec(ctx: &TracePointContext) {
     let probe = Probe::ProcessExec;
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(probe as u32);
@@ -55,18 +55,78 @@ pub fn emit_exec(ctx: &TracePointContext, watched: bool) {
     };
     let rec = entry.as_mut_ptr();
     unsafe {
-        (*rec).raw.header = header(probe);
-        (*rec).raw.aux = [watched as u64, 0];
-        let data = &mut (*rec).raw.data;
-        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
+        if !fill_exec(ctx, rec) {
             entry.discard(0);
             count_lost(probe as u32);
             return;
+        }
+    }
+    entry.submit(0);
+}
+
+/// sched_process_exec of a process that is not traced while the restart watch is armed:
+/// when it runs the watched process's arguments it is that process's successor, traced
+/// from this exec on and reported; any other exec is dropped here.
+#[inline(always)]
+pub fn adopt_if_successor(ctx: &TracePointContext, watch: *mut RestartWatch) {
+    let probe = Probe::ProcessExec;
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count_lost(probe as u32);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        if !fill_exec(ctx, rec) || !same_arguments(&*rec, &*watch) {
+            entry.discard(0);
+            return;
+        }
+        let tgid = (*rec).raw.header.tgid;
+        if TGIDS.insert(&tgid, &1, 0).and_then(|()| TIDS.insert(&tgid, &tgid, 0)).is_err() {
+            entry.discard(0);
+            count_lost(probe as u32);
+            return;
+        }
+        (*watch).armed = 0;
+        (*watch).of_tgid = tgid;
+        (*rec).raw.aux[aux::EXEC_ADOPTED] = 1;
+        (*rec).raw.aux[aux::EXEC_GAP_NS] = (*rec).raw.header.ts_ns.saturating_sub((*watch).ended_ns);
+    }
+    entry.submit(0);
+}
+
+/// Fills an exec record: header, the tracepoint record, the arguments. False when the
+/// tracepoint record could not be read.
+#[inline(always)]
+unsafe fn fill_exec(ctx: &TracePointContext, rec: *mut ExecRecord) -> bool {
+    unsafe {
+        (*rec).raw.header = header(Probe::ProcessExec);
+        (*rec).raw.aux = [0, 0];
+        let data = &mut (*rec).raw.data;
+        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
+            return false;
         }
         let argv = &mut (*rec).argv;
         let (len, cut) = crate::file::read_argv(argv);
         (*rec).argv_len = len;
         (*rec).argv_cut = cut as u32;
     }
-    entry.submit(0);
+    true
+}
+
+/// Whether an exec's arguments are the watched process's, byte for byte.
+#[inline(always)]
+fn same_arguments(rec: &ExecRecord, watch: &RestartWatch) -> bool {
+    let n = rec.argv_len as usize;
+    if n == 0 || n != watch.argv_len as usize || rec.argv_cut != watch.argv_cut {
+        return false;
+    }
+    for i in 0..ARGV_LEN {
+        if i >= n {
+            break;
+        }
+        if rec.argv[i] != watch.argv[i] {
+            return false;
+        }
+    }
+    true
 }

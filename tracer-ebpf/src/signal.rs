@@ -4,7 +4,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::
 use tracer_common::{aux, field, Probe};
 
 use crate::{
-    maps::{config_offset, is_traced_tgid, TIDS},
+    maps::{config_offset, is_traced_tgid, PEERS, TIDS},
     record::emit_raw,
 };
 
@@ -15,13 +15,28 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let receiver: u32 = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
-    let Some(tgid) = (unsafe { TIDS.get(&receiver) }).copied() else {
-        return 0;
-    };
     let mut extra = [0u64; 2];
-    extra[aux::TARGET_TGID] = tgid as u64;
+    if let Some(tgid) = unsafe { TIDS.get(&receiver) } {
+        extra[aux::TARGET_TGID] = *tgid as u64;
+    } else if unsafe { PEERS.get(&receiver) }.is_some() && is_fatal(&ctx) {
+        // A signal to a whole process names its leader, whose id is the peer's.
+        extra[aux::TARGET_TGID] = receiver as u64;
+        extra[aux::SIGNAL_PEER] = 1;
+    } else {
+        return 0;
+    }
     emit_raw(&ctx, Probe::SignalGenerate, extra);
     0
+}
+
+/// SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGTERM: what ends a server from outside.
+#[inline(always)]
+fn is_fatal(ctx: &TracePointContext) -> bool {
+    let Some(off) = config_offset(field::SIGGEN_SIG) else {
+        return false;
+    };
+    let sig: i32 = unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
+    matches!(sig, 1 | 2 | 3 | 6 | 9 | 15)
 }
 
 #[tracepoint]

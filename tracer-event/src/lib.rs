@@ -138,6 +138,14 @@ pub enum EventKind {
         /// lose_info.
         result: String,
         group: bool,
+        /// The receiver is not traced: it is the server a traced client talked to (see
+        /// `peer`), and this is a fatal signal sent to it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        peer: bool,
+        /// Who started the sender, nearest first ("bash[812] < sshd[640] < systemd[1]"),
+        /// read from /proc when a fatal signal was seen (absent when the sender had gone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender_parents: Option<String>,
     },
     /// A signal was delivered to (dequeued by) a traced thread.
     SignalDeliver {

@@ -41,10 +41,35 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
-/// Whether a ring-buffer item is an exec reported by the restart watch (a process that
-/// is not traced).
-pub fn is_watched_exec(bytes: &[u8]) -> bool {
-    matches!(read_record::<RawRecord>(bytes), Some(r) if r.header.probe == Probe::ProcessExec as u32 && r.aux[aux::EXEC_WATCHED] == 1)
+/// A process the kernel programs started tracing on their own, which user space must
+/// follow up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// The exec of the watched process's successor (`--follow-restarts`), this long
+    /// after the watched process ended.
+    Successor { gap_ns: u64 },
+    /// A task moved into the `--cgroup` scope: only its own id is known.
+    Joined { task: u32 },
+}
+
+/// What a ring-buffer item says about an adoption, if it is one.
+pub fn adoption(bytes: &[u8]) -> Option<Adoption> {
+    let r = read_record::<RawRecord>(bytes)?;
+    match Probe::from_u32(r.header.probe)? {
+        Probe::ProcessExec if r.aux[aux::EXEC_ADOPTED] == 1 => Some(Adoption::Successor { gap_ns: r.aux[aux::EXEC_GAP_NS] }),
+        Probe::CgroupAttach => Some(Adoption::Joined { task: r.aux[0] as u32 }),
+        _ => None,
+    }
+}
+
+/// Who started the sender of a fatal signal from outside ("bash[812] < sshd[640]"),
+/// read now, while it likely still runs; None for other signals and for the kernel's.
+fn sender_parents(sig: i32, sender: u32, receiver: u32) -> Option<String> {
+    if !matches!(sig, 1 | 2 | 3 | 6 | 9 | 15) || sender == 0 || sender == receiver {
+        return None;
+    }
+    let chain = crate::process::ancestors(sender, 6);
+    (!chain.is_empty()).then(|| chain.iter().map(|(p, c)| format!("{c}[{p}]")).collect::<Vec<_>>().join(" < "))
 }
 
 impl Decoder {
@@ -182,6 +207,8 @@ impl Decoder {
                 si_code_name: names::si_code_name(sig, code),
                 result: names::signal_result_name(f.read_int(d, "result").unwrap_or(-1)),
                 group: f.read_int(d, "group").unwrap_or(0) != 0,
+                peer: rec.aux[aux::SIGNAL_PEER] == 1,
+                sender_parents: sender_parents(sig, h.tgid, rec.aux[aux::TARGET_TGID] as u32),
             },
         ))
     }

@@ -93,6 +93,7 @@ impl Layouts {
             f.fields.iter().find(|x| !x.name.starts_with("common_") && x.name != "__syscall_nr").map(|x| x.offset as u16)
         });
         set(field::SIGGEN_PID, Probe::SignalGenerate, "pid");
+        set(field::SIGGEN_SIG, Probe::SignalGenerate, "sig");
         set(field::VICTIM_PID, Probe::MarkVictim, "pid");
         set(field::NEWTASK_PID, Probe::TaskNewtask, "pid");
         set(field::NEWTASK_FLAGS, Probe::TaskNewtask, "clone_flags");
@@ -104,6 +105,9 @@ impl Layouts {
         set(field::SOCK_NEWSTATE, Probe::InetSockSetState, "newstate");
         set(field::SOCK_PROTOCOL, Probe::InetSockSetState, "protocol");
         set(field::EXIT_GROUP_DEAD, Probe::ProcessExit, "group_dead");
+        set(field::CGATTACH_ROOT, Probe::CgroupAttach, "dst_root");
+        set(field::CGATTACH_PID, Probe::CgroupAttach, "pid");
+        set(field::CGATTACH_PATH, Probe::CgroupAttach, "dst_path");
         if let Some(off) = self.tracepoint("sys_exit_mmap").and_then(|f| f.offset("ret")) {
             cfg.offsets[field::SYS_RET] = off;
         }
@@ -142,6 +146,7 @@ pub(crate) mod tests {
             "inet_sock_set_state",
             "sys_enter_mmap",
             "sys_exit_mmap",
+            "cgroup_attach_task",
         ] {
             let text = std::fs::read_to_string(format!("{}/src/capture/testdata/6.18/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             l.set(name, Some(Format::parse(&text).unwrap()));
@@ -157,6 +162,10 @@ pub(crate) mod tests {
         assert_eq!(cfg.offsets[field::SYS_ARGS], 16);
         assert_eq!(cfg.offsets[field::SYS_RET], 16);
         assert_eq!(cfg.offsets[field::EXIT_GROUP_DEAD], 32);
+        assert_eq!(
+            (cfg.offsets[field::CGATTACH_ROOT], cfg.offsets[field::CGATTACH_PID], cfg.offsets[field::CGATTACH_PATH]),
+            (8, 24, 28)
+        );
         assert_eq!(cfg.tcp_listen_state, 10);
         assert_eq!(cfg.ipproto_tcp, 6);
         assert_eq!((cfg.tcp_syn_sent_state, cfg.tcp_syn_recv_state, cfg.tcp_close_state), (2, 3, 7));

@@ -75,9 +75,12 @@ pub struct CaptureOptions {
     pub probes: BTreeSet<ProbeGroup>,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
-    /// When a traced process ends, report every exec on the host until
-    /// [`Capture::stop_restart_watch`]: the candidates for its successor.
+    /// When the process given to [`Capture::watch_restarts`] ends, the kernel traces the
+    /// first process that execs its arguments (see [`Capture::take_successors`]).
     pub follow_restarts: bool,
+    /// `--cgroup`: tasks moved into this cgroup (or below) are traced from that moment
+    /// (see [`Capture::take_joined`]).
+    pub scope: Option<crate::process::scope::Hierarchy>,
 }
 
 /// How long events wait in the window before release.
@@ -100,10 +103,13 @@ pub struct Capture {
     tgids: BpfHashMap<MapData, u32, u8>,
     tids: BpfHashMap<MapData, u32, u32>,
     listen_ports: BpfHashMap<MapData, u16, u32>,
+    peers: BpfHashMap<MapData, u32, u8>,
     lost: PerCpuArray<MapData, u64>,
-    restart_watch: Array<MapData, u32>,
-    /// Execs of processes that are not traced, reported while the restart watch was on.
-    watched_execs: Vec<Event>,
+    restart_watch: Array<MapData, tracer_common::RestartWatch>,
+    /// Successors the kernel adopted, with the gap since their predecessor ended (ns).
+    successors: Vec<(Event, u64)>,
+    /// Tasks the kernel took in as they moved into the `--cgroup` scope.
+    joined: Vec<u32>,
     /// Owners of local listeners traced clients connected to, by port (None: nobody on
     /// this host), looked up once per port.
     peer_owners: std::collections::HashMap<u16, Option<(u32, String)>>,
@@ -137,6 +143,16 @@ impl Capture {
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
         config.follow_restarts = opts.follow_restarts as u32;
+        if let Some(h) = &opts.scope {
+            let path = h.path.as_bytes();
+            if path.len() <= tracer_common::SCOPE_PATH_LEN && !path.is_empty() {
+                config.scope_root = h.root.unwrap_or(-1);
+                config.scope_path_len = path.len() as u32;
+                config.scope_path[..path.len()].copy_from_slice(path);
+            } else {
+                tracing::debug!("cgroup path {} is too long for the kernel's check: new members are found by listing", h.path);
+            }
+        }
         let unknown: Vec<&str> = tracer_common::kfield::ALL
             .iter()
             .filter(|(i, _, _)| config.kernel_offsets[*i] == u32::MAX)
@@ -191,9 +207,11 @@ impl Capture {
         let lost = take(&mut ebpf, "LOST")?;
         let listen_ports = take(&mut ebpf, "LISTEN_PORTS")?;
         let restart_watch = take(&mut ebpf, "RESTART_WATCH")?;
+        let peers = take(&mut ebpf, "PEERS")?;
         Ok(Capture {
             restart_watch,
-            watched_execs: Vec::new(),
+            successors: Vec::new(),
+            joined: Vec::new(),
             peer_owners: std::collections::HashMap::new(),
             _ebpf: ebpf,
             logger,
@@ -201,6 +219,7 @@ impl Capture {
             tgids,
             tids,
             listen_ports,
+            peers,
             lost,
             lost_seen: [0; PROBE_COUNT as usize],
             window: Vec::new(),
@@ -259,17 +278,26 @@ impl Capture {
         self.drain();
     }
 
-    /// Decodes everything waiting in the ring buffer into the window (execs caught by
-    /// the restart watch aside: they are candidates, not events of the trace).
+    /// Decodes everything waiting in the ring buffer into the window, and notes the
+    /// processes the kernel started tracing on its own.
     fn drain(&mut self) {
         while let Some(item) = self.ring.next() {
-            let watched = decode::is_watched_exec(&item);
-            if let Some(ev) = self.decoder.decode(&item) {
-                if watched {
-                    self.watched_execs.push(ev);
-                } else {
-                    self.window.push(ev);
+            match decode::adoption(&item) {
+                Some(decode::Adoption::Joined { task }) => {
+                    self.joined.push(task);
+                    continue;
                 }
+                Some(decode::Adoption::Successor { gap_ns }) => {
+                    if let Some(ev) = self.decoder.decode(&item) {
+                        self.successors.push((ev.clone(), gap_ns));
+                        self.window.push(ev);
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(ev) = self.decoder.decode(&item) {
+                self.window.push(ev);
             }
         }
         if let Some(logger) = self.logger.as_mut() {
@@ -314,11 +342,21 @@ impl Capture {
             let ts = ev.ts_ns;
             out.push(ev);
             let Some((addr, remote)) = peer else { continue };
-            let fresh = !self.peer_owners.contains_key(&addr.port());
-            let owner = self.peer_owners.entry(addr.port()).or_insert_with(|| crate::process::listener_owner(addr.port())).clone();
-            let Some((owner_pid, owner_comm)) = owner.filter(|(p, _)| *p != client) else { continue };
+            // Looked up once per port, and again once its owner has gone (a restart).
+            let fresh = match self.peer_owners.get(&addr.port()) {
+                None => true,
+                Some(Some((p, _))) => !crate::process::process_exists(*p),
+                Some(None) => false,
+            };
             if !fresh {
                 continue;
+            }
+            let owner = crate::process::listener_owner(addr.port());
+            self.peer_owners.insert(addr.port(), owner.clone());
+            let Some((owner_pid, owner_comm)) = owner.filter(|(p, _)| *p != client) else { continue };
+            // Its fatal signals are reported from now on: its fate, for the client's resets.
+            if let Err(e) = self.peers.insert(owner_pid, 1, 0) {
+                tracing::debug!("peer {owner_pid} not watched for signals: {e}");
             }
             out.push(Event { ts_ns: ts, pid: client, tid: client, comm: String::new(), kind: EventKind::Peer { remote, owner_pid, owner_comm } });
         }
@@ -347,19 +385,40 @@ impl Capture {
         }
     }
 
-    /// The execs of untraced processes seen since the last call, while the restart watch
-    /// was on (the kernel turns it on when a traced process ends).
-    pub fn take_watched_execs(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.watched_execs)
+    /// Watches for the successor of `pid`, whose arguments in memory are `cmdline`: from
+    /// its end on, the kernel traces the first process that execs the same arguments.
+    pub fn watch_restarts(&mut self, pid: u32, cmdline: &[u8]) -> Result<(), CaptureError> {
+        let watch = tracer_common::RestartWatch::new(pid, cmdline);
+        self.restart_watch.set(0, watch, 0).map_err(|source| CaptureError::Map { map: "RESTART_WATCH", source })
     }
 
-    /// Turns the restart watch off: the successor was found (or is no longer wanted).
-    pub fn stop_restart_watch(&mut self) -> Result<(), CaptureError> {
-        self.restart_watch.set(0, 0, 0).map_err(|source| CaptureError::Map { map: "RESTART_WATCH", source })
+    /// The successors the kernel adopted since the last call (traced already, their exec
+    /// in the trace), each with the time since its predecessor ended (ns).
+    pub fn take_successors(&mut self) -> Vec<(Event, u64)> {
+        std::mem::take(&mut self.successors)
     }
 
-    /// Puts events the session made (a `restart`) into the window, to be released in time
-    /// order with the kernel's.
+    /// Tasks the kernel took in since the last call as they moved into the `--cgroup`
+    /// scope. Each is traced as its own thread group until [`Capture::settle_joined`].
+    pub fn take_joined(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.joined)
+    }
+
+    /// Files a task the kernel took in under its real thread group: the whole group when
+    /// it is the leader, or the thread alone under its leader.
+    pub fn settle_joined(&mut self, task: u32) -> Result<(), CaptureError> {
+        match crate::process::thread_group(task) {
+            Some(tgid) if tgid != task => {
+                let _ = self.tgids.remove(&task);
+                self.tids.insert(task, tgid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
+                self.add_process(tgid)
+            }
+            Some(_) => self.add_process(task),
+            // Gone already: its exit is in the trace.
+            None => Ok(()),
+        }
+    }
+
     pub fn inject(&mut self, events: impl IntoIterator<Item = Event>) {
         self.window.extend(events);
     }

@@ -7,7 +7,8 @@ use tracer_common::Probe;
 /// Groups of probes a user can select with `--probes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum ProbeGroup {
-    /// task_newtask, sched_process_exec, sched_process_exit (always on: they track the target)
+    /// task_newtask, sched_process_exec, sched_process_exit, cgroup_attach_task (always on:
+    /// they track the target)
     Process,
     /// signal_generate, signal_deliver
     Signal,
@@ -135,6 +136,12 @@ pub const PROBES: &[ProbeSpec] = &[
         label: "mremap",
         group: ProbeGroup::Mmap,
         programs: syscall!("sys_enter_mremap", "sys_exit_mremap"),
+    },
+    ProbeSpec {
+        probe: Probe::CgroupAttach,
+        label: "cgroup_attach_task",
+        group: ProbeGroup::Process,
+        programs: &[tp("cgroup_attach_task", "cgroup", "cgroup_attach_task")],
     },
 ];
 

@@ -65,13 +65,16 @@ pub(crate) struct Sig<'a> {
     pub name: &'a str,
     pub code: &'a str,
     pub result: &'a str,
+    /// Who started the sender, nearest first, when it was read.
+    pub parents: Option<&'a str>,
 }
 
 impl<'a> Sig<'a> {
     fn of(t: &Trace<'a>, idx: usize) -> Option<Sig<'a>> {
         let e = t.ev.get(idx)?;
         match &e.kind {
-            EventKind::Signal { target_pid, signal, signal_name, si_code_name, result, .. } => Some(Sig {
+            EventKind::Signal { target_pid, signal, signal_name, si_code_name, result, sender_parents, .. } => Some(Sig {
+                parents: sender_parents.as_deref(),
                 idx,
                 ts: e.ts_ns,
                 sender: e.pid,
@@ -92,6 +95,7 @@ impl<'a> Sig<'a> {
                 name: signal_name,
                 code: si_code_name,
                 result: "delivered",
+                parents: None,
             }),
             _ => None,
         }
@@ -644,6 +648,9 @@ pub(crate) fn killed_by_signal(w: &Window) -> Option<Death> {
         Some(g) if g.sent_by_a_process() => {
             let how = code_meaning(g.code, sig).map(|m| format!(": {m}")).unwrap_or_default();
             let role = sender_role(g.sender_comm, t.parent_of(w.pid) == Some(g.sender)).map(|r| format!("; {r}")).unwrap_or_default();
+            if let Some(p) = g.parents {
+                evidence.push(format!("{} was started by {p}", g.sender_who()));
+            }
             format!("{who} was killed by {name} from {} ({}{how}) at {}{role}", g.sender_who(), g.code, time_of_day(g.ts))
         }
         Some(g) => format!("{who} was killed by {name} from the kernel ({})", if g.code.is_empty() { "no si_code" } else { g.code }),

@@ -524,8 +524,18 @@ fn peer_fate(t: &Trace, client: u32, port: u16, ts: u64) -> Option<String> {
         _ => None,
     })?;
     let before = |at: u64| super::fmt::duration(ts.saturating_sub(at));
-    let fate = t.ev.iter().filter(|e| e.ts_ns <= ts + DEATH_NEAR_NS).find_map(|e| match &e.kind {
+    let near = || t.ev.iter().filter(|e| e.ts_ns <= ts + DEATH_NEAR_NS);
+    // The OOM killer's own SIGKILL comes just before its mark: the kill names the cause.
+    let mut oom = near().filter_map(|e| match &e.kind {
         EventKind::OomKill { victim_pid: Some(v), .. } if *v == owner => Some(format!("OOM-killed {} before", before(e.ts_ns))),
+        _ => None,
+    });
+    let mut other = near().filter_map(|e| match &e.kind {
+        EventKind::Signal { target_pid, peer: true, signal_name, sender_parents, .. } if *target_pid == owner => {
+            let from = if e.pid == 0 { "the kernel".to_string() } else { format!("{}[{}]", e.comm, e.pid) };
+            let by = sender_parents.as_deref().map(|p| format!(" ({from} was started by {p})")).unwrap_or_default();
+            Some(format!("sent {signal_name} by {from} {} before{by}", before(e.ts_ns)))
+        }
         EventKind::Exit { group_dead: true, signal_name: Some(sig), .. } if e.pid == owner => {
             Some(format!("dead of {sig} {} before", before(e.ts_ns)))
         }
@@ -534,6 +544,8 @@ fn peer_fate(t: &Trace, client: u32, port: u16, ts: u64) -> Option<String> {
         }
         _ => None,
     });
+    // The latest word on it before the reset: its last fatal signal, its OOM kill.
+    let fate = oom.next_back().or_else(|| other.next_back());
     // An untraced server's other ends are not in the trace: say only whose it was.
     Some(match fate {
         Some(f) => format!("{remote} belonged to pid {owner} ({comm}), {f}"),
@@ -758,6 +770,25 @@ mod tests {
         let v = crate::diagnose::diagnose(&b.ev);
         let s = &v.iter().find(|v| v.pid == Some(PID) && v.cause == Cause::ResetByPeer).expect("a client verdict").summary;
         assert!(s.ends_with("; 127.0.0.1:8000 belonged to pid 31337 (python3), OOM-killed 4 ms before"), "{s}");
+    }
+
+    #[test]
+    fn a_client_is_told_who_killed_its_server_and_the_server_gets_no_verdict_of_its_own() {
+        let mut b = Tb::new(PID);
+        b.push(100, PID, "python3", EventKind::Peer { remote: "127.0.0.1:8000".into(), owner_pid: 31337, owner_comm: "python3".into() });
+        let i = b.signal(2_000, 900, "bash", 31337, 9, "SI_USER");
+        if let EventKind::Signal { peer, sender_parents, .. } = &mut b.ev[i].kind {
+            *peer = true;
+            *sender_parents = Some("sshd[640] < systemd[1]".into());
+        }
+        b.reset(2_003, PID, Direction::Received, None, Some("TCP_ESTABLISHED"), "127.0.0.1:40000", "127.0.0.1:8000", Some("socket"));
+        let v = crate::diagnose::diagnose(&b.ev);
+        let s = &v.iter().find(|v| v.pid == Some(PID) && v.cause == Cause::ResetByPeer).expect("a client verdict").summary;
+        assert!(
+            s.ends_with("; 127.0.0.1:8000 belonged to pid 31337 (python3), sent SIGKILL by bash[900] 3 ms before (bash[900] was started by sshd[640] < systemd[1])"),
+            "{s}"
+        );
+        assert!(!v.iter().any(|v| v.pid == Some(31337)), "the server is not traced: {v:#?}");
     }
 
     #[test]

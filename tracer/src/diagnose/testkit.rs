@@ -115,6 +115,8 @@ impl Tb {
                 si_code_name: code.into(),
                 result: "delivered".into(),
                 group: true,
+                peer: false,
+                sender_parents: None,
             },
         )
     }

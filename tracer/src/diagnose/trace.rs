@@ -180,7 +180,8 @@ impl<'a> Trace<'a> {
             | EventKind::SignalDeliver { .. }
             | EventKind::TcpState { .. }
             | EventKind::TcpReset { attributed_by: Some(_), .. } => Some(e.pid),
-            EventKind::Signal { target_pid, .. } => Some(*target_pid),
+            // A peer (the server a traced client reached) is not traced.
+            EventKind::Signal { target_pid, peer: false, .. } => Some(*target_pid),
             EventKind::OomKill { is_target: true, .. } => oom_victim(e),
             _ => None,
         };

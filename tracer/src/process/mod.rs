@@ -42,6 +42,33 @@ pub fn parent(pid: u32) -> Option<(u32, String)> {
     Some((ppid, comm))
 }
 
+/// The thread group (process) a task belongs to: itself for a process's main thread.
+pub fn thread_group(task: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{task}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The arguments of `pid` exactly as its memory holds them (each NUL-terminated).
+pub fn cmdline_bytes(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+/// Who started `pid`, nearest first, up to `depth` steps (pid 1 ends it): each parent's
+/// pid and comm while they are alive.
+pub fn ancestors(pid: u32, depth: usize) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let mut at = pid;
+    while out.len() < depth && at > 1 {
+        let Some((ppid, comm)) = parent(at) else { break };
+        if ppid == 0 {
+            break;
+        }
+        out.push((ppid, comm));
+        at = ppid;
+    }
+    out
+}
+
 /// Thread ids of a process.
 pub fn threads(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))

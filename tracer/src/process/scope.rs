@@ -67,6 +67,60 @@ pub fn resolve_unit(name: &str) -> Result<PathBuf, ScopeError> {
     Err(ScopeError::UnknownUnit(name.to_string()))
 }
 
+/// Where a cgroup folder is for the kernel: its hierarchy's id (the `dst_root` of
+/// cgroup_attach_task; `None` when it cannot be told) and its path from the hierarchy's
+/// root (`/system.slice/x.service`), as the kernel's cgroup tracepoints print it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub root: Option<i32>,
+    pub path: String,
+}
+
+/// The hierarchy of the cgroup folder `dir`, from this process's mount table and cgroup
+/// list.
+pub fn hierarchy_of(dir: &Path) -> Option<Hierarchy> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    hierarchy_in(dir, &mountinfo, &cgroups)
+}
+
+/// [`hierarchy_of`] from the texts of /proc/self/mountinfo and /proc/self/cgroup.
+fn hierarchy_in(dir: &Path, mountinfo: &str, cgroups: &str) -> Option<Hierarchy> {
+    // The deepest cgroup mount holding `dir`: (mount root, mount point, v2?, options).
+    let mut best: Option<(&str, &str, bool, &str)> = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let f: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if f.len() < 5 || r.len() < 3 || !matches!(r[0], "cgroup" | "cgroup2") {
+            continue;
+        }
+        let (root, point) = (f[3], f[4]);
+        if dir.starts_with(point) && best.is_none_or(|b| point.len() > b.1.len()) {
+            best = Some((root, point, r[0] == "cgroup2", r[2]));
+        }
+    }
+    let (mount_root, point, v2, options) = best?;
+    let below = dir.strip_prefix(point).ok()?;
+    let mut path = Path::new(mount_root).join(below).display().to_string();
+    if path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    let root = if v2 {
+        // The unified hierarchy is the kernel's first: id 0.
+        Some(0)
+    } else {
+        // v1: the hierarchy whose controllers (or name=) are the mount's options.
+        let opts: Vec<&str> = options.split(',').collect();
+        cgroups.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (id, ctrls) = (it.next()?, it.next()?);
+            (!ctrls.is_empty() && ctrls.split(',').all(|c| opts.contains(&c))).then(|| id.parse().ok()).flatten()
+        })
+    };
+    Some(Hierarchy { root, path })
+}
+
 /// Every process in the cgroup and the cgroups below it, in the order listed.
 pub fn members(dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
@@ -96,6 +150,45 @@ mod tests {
         assert!(e.to_string().contains("is not a cgroup"), "{e}");
         let e = resolve_unit("tracer-no-such-unit-xyz").unwrap_err();
         assert!(e.to_string().contains("no systemd unit named"), "{e}");
+    }
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+50 23 0:40 /docker/abc /mnt/ctr rw - cgroup2 cgroup2 rw
+";
+    const CGROUPS: &str = "9:name=systemd:/\n4:memory:/x\n2:cpu,cpuacct:/\n0::/\n";
+
+    #[test]
+    fn a_folder_is_placed_in_its_hierarchy() {
+        let h = |d: &str| hierarchy_in(Path::new(d), MOUNTINFO, CGROUPS);
+        assert_eq!(h("/sys/fs/cgroup/memory/a/b"), Some(Hierarchy { root: Some(4), path: "/a/b".into() }));
+        assert_eq!(h("/sys/fs/cgroup/memory"), Some(Hierarchy { root: Some(4), path: "/".into() }));
+        assert_eq!(h("/sys/fs/cgroup/systemd/system.slice"), Some(Hierarchy { root: Some(9), path: "/system.slice".into() }));
+        assert_eq!(h("/sys/fs/cgroup/cpu,cpuacct/g"), Some(Hierarchy { root: Some(2), path: "/g".into() }));
+        assert_eq!(h("/sys/fs/cgroup/unified/u.service"), Some(Hierarchy { root: Some(0), path: "/u.service".into() }));
+        // A container's mount of a cgroup below the hierarchy's root.
+        assert_eq!(h("/mnt/ctr/w"), Some(Hierarchy { root: Some(0), path: "/docker/abc/w".into() }));
+        assert_eq!(h("/tmp"), None);
+    }
+
+    #[test]
+    fn this_process_is_where_proc_says_in_the_memory_hierarchy() {
+        // The truth: /proc/self/cgroup's memory line names the hierarchy id and path.
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let Some((id, path)) = text.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let id = it.next()?;
+            (it.next()? == "memory").then(|| (id.parse::<i32>().unwrap(), it.next().unwrap().to_string()))
+        }) else {
+            eprintln!("SKIP: no cgroup v1 memory hierarchy on this machine");
+            return;
+        };
+        let dir = Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+        assert_eq!(hierarchy_of(&dir), Some(Hierarchy { root: Some(id), path }));
     }
 
     #[test]

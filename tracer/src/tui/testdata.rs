@@ -168,6 +168,8 @@ impl Rec {
                 si_code_name: "SI_KERNEL".into(),
                 result: "delivered".into(),
                 group: true,
+                peer: false,
+                sender_parents: None,
             },
         );
         r.push(

@@ -116,6 +116,7 @@ fn capture_options(args: &TraceArgs) -> CaptureOptions {
         probes: args.probe_set(),
         ring_buffer_bytes: args.ring_buffer as u32,
         follow_restarts: args.follow_restarts,
+        scope: None,
     }
 }
 
@@ -144,6 +145,9 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
     if !process::process_exists(pid) {
         return Err(CaptureError::ExitedDuringAttach(pid).into());
     }
+    if args.follow_restarts {
+        capture.watch_restarts(pid, &process::cmdline_bytes(pid))?;
+    }
     let argv = process::argv(pid);
     let start = start_event(&capture, pid, argv.join(" "), args);
     record(capture, Target { pid, child: None, argv, scope: None }, start, args, &plan, None)
@@ -162,7 +166,12 @@ pub fn trace_cgroup(args: &TraceArgs, dir: &std::path::Path) -> anyhow::Result<E
     // What the members fork belongs to the service too.
     args.follow_children = true;
     let plan = output_plan(&args, &format!("cgroup-{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    let mut capture = Capture::load(&capture_options(&args))?;
+    let mut options = capture_options(&args);
+    options.scope = process::scope::hierarchy_of(dir);
+    if options.scope.is_none() {
+        tracing::warn!("{} is in no cgroup mount this process can see: new members are found by listing it", dir.display());
+    }
+    let mut capture = Capture::load(&options)?;
     for &pid in &members {
         // A member may end while we attach: not an error for a scope.
         if let Err(e) = capture.add_process(pid) {
