@@ -175,6 +175,59 @@ fn a_cgroup_scope_traces_its_processes_and_those_that_join_it() {
     assert!(matches!(&end, Some(EventKind::TraceEnd { reason, .. }) if reason == "cgroup_removed"), "{end:?}\n{dump}");
 }
 
+/// A unit's cgroup folder, made by hand where systemd would make it (no systemd runs
+/// here: `--unit` then finds the folder in the usual slices). Removed on drop.
+struct UnitCgroup {
+    dir: std::path::PathBuf,
+    made_slice: Option<std::path::PathBuf>,
+}
+
+impl UnitCgroup {
+    fn new(unit: &str) -> UnitCgroup {
+        let root = ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|r| r.join("cgroup.procs").is_file())
+            .expect("a cgroup hierarchy to make a unit's folder in");
+        let slice = root.join("system.slice");
+        let made_slice = (!slice.exists()).then(|| slice.clone());
+        std::fs::create_dir_all(slice.join(unit)).unwrap();
+        UnitCgroup { dir: slice.join(unit), made_slice }
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        // Its processes are the test's ChildGuards, gone before this drop.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(s) = &self.made_slice {
+            let _ = std::fs::remove_dir(s);
+        }
+    }
+}
+
+/// `--unit NAME` traces the unit's cgroup: without systemd running, its folder in the
+/// usual slice is found by name.
+#[test]
+fn a_unit_is_traced_through_its_cgroup() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let unit = format!("tracer-unit-{}", std::process::id());
+    let cg = UnitCgroup::new(&format!("{unit}.service"));
+    let member = ChildGuard(Command::new(stress()).args(["ignore-term", &unit]).stdout(Stdio::null()).spawn().unwrap());
+    std::fs::write(cg.dir.join("cgroup.procs"), member.pid().to_string()).unwrap();
+    let trace = TracerRun::start(&["--unit", &unit, "--duration", "1s", "--no-tui"]).finish(T);
+    drop(member);
+    let start = trace.events.first().map(|e| e.kind.clone());
+    let want = format!("cgroup {} (1 processes: {} tracer-stress)", cg.dir.display(), trace.target_pid());
+    assert!(matches!(&start, Some(EventKind::TraceStart { target_cmdline, .. }) if *target_cmdline == want), "{start:?}, want {want}");
+    drop(cg);
+}
+
 #[test]
 fn bad_scopes_are_refused_in_one_sentence() {
     for args in [
