@@ -387,7 +387,9 @@ fn a_requests_client_learns_who_killed_its_server() {
     run.wait_attached(T);
     std::thread::sleep(Duration::from_millis(1500));
     let server_pid = server.pid();
-    let killer = Command::new("sh").args(["-c", &format!("kill -9 {server_pid}; echo $$")]).output().unwrap();
+    // The shell stays a moment, as one a person types in does: who started it is read
+    // from /proc while it runs.
+    let killer = Command::new("sh").args(["-c", &format!("kill -9 {server_pid}; echo $$; sleep 1")]).output().unwrap();
     let shell: u32 = String::from_utf8_lossy(&killer.stdout).trim().parse().unwrap();
     let trace = run.finish(T);
     drop(server);
