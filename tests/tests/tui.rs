@@ -161,3 +161,29 @@ fn live_view_shows_an_oom_kill_filters_quits_on_q_and_prints_the_verdict_after_r
     assert!(text.lines().any(|l| l.contains(r#""kind":"verdict""#) && l.contains("oom_killed")), "the verdict line in the trace");
     assert!(cg.procs().is_empty(), "the target is gone from its cgroup");
 }
+
+/// Under `timeout` (which runs the command in a background process group) the tracer
+/// must not take the terminal: it would be stopped by SIGTTOU with its target held. It
+/// writes plain lines and ends with the target.
+#[test]
+fn in_a_background_process_group_the_tracer_prints_plain_lines_and_never_stops() {
+    assert!(is_root(), "the live-view test loads eBPF programs: run it as root");
+    require_tmux();
+    let dir = TempDir::new("tui-bg");
+    let trace = dir.0.join("trace.jsonl");
+    let tracer = format!("timeout 60 {} run --jsonl {} -- sleep 1", quoted(&tracer_bin()), quoted(&trace));
+    let shell = format!("cd {} && {tracer}; echo \"tracer exited with status $?\"; sleep 100000", quoted(&dir.0));
+    let tmux = Tmux::start("tui-bg", WIDTH, HEIGHT, &shell);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let screen = loop {
+        let s = tmux.history();
+        if s.contains("tracer exited with status") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the tracer did not end with its 1 s target (stopped by the terminal?):\n{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("tracer exited with status 0"), "{screen}");
+    assert!(!screen.contains(" events · filter"), "no live view from a background group:\n{screen}");
+    assert!(screen.contains("stopped: target_exited"), "plain lines:\n{screen}");
+}

@@ -75,7 +75,21 @@ impl Default for TuiOptions {
 
 /// Whether to show the TUI: not asked off, and both ends of the terminal are one.
 pub fn should_use_tui(no_tui: bool) -> bool {
-    tui_allowed(no_tui, io::stdout().is_terminal(), io::stdin().is_terminal(), std::env::var_os("TERM").as_deref())
+    let allowed = tui_allowed(no_tui, io::stdout().is_terminal(), io::stdin().is_terminal(), std::env::var_os("TERM").as_deref());
+    if allowed && !in_terminal_foreground() {
+        // `timeout 90 tracer ...`, `tracer ... &`: taking the terminal from a background
+        // process group gets the process stopped (SIGTTOU) with its target held.
+        tracing::info!("not in the terminal's foreground process group: plain lines instead of the live view");
+        return false;
+    }
+    allowed
+}
+
+/// Whether this process's group is the one the terminal on stdin belongs to now.
+fn in_terminal_foreground() -> bool {
+    // SAFETY: plain syscalls on fd 0 and our own process group.
+    let (fg, own) = unsafe { (libc::tcgetpgrp(0), libc::getpgrp()) };
+    fg >= 0 && fg == own
 }
 
 /// [`should_use_tui`] on given facts: not asked off, stdout and stdin terminals, and
