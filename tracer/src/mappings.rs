@@ -23,6 +23,10 @@ pub struct MappedFile {
     /// Process of the first mapping, and when it was.
     pub pid: u32,
     pub first_ns: u64,
+    /// Program code or the system's own files (a mapping with PROT_EXEC, a shared
+    /// library, ld.so.cache, locale and gconv data): what every process maps, not the
+    /// data a service loads. Kept apart from growth in verdicts.
+    pub code: bool,
 }
 
 impl MappedFile {
@@ -62,7 +66,7 @@ impl Mappings {
     /// Takes `ev` if it is a successful mmap of a file, and returns that file's summary
     /// so far; `index` is how the caller finds the event again.
     pub fn add(&mut self, index: usize, ev: &Event) -> Option<&MappedFile> {
-        let EventKind::Mmap { len, offset, path, error: None, flags, file, .. } = &ev.kind else { return None };
+        let EventKind::Mmap { len, offset, path, error: None, flags, file, prot, .. } = &ev.kind else { return None };
         if flags.contains("ANONYMOUS") {
             return None;
         }
@@ -84,6 +88,7 @@ impl Mappings {
                     first: index,
                     pid: ev.pid,
                     first_ns: ev.ts_ns,
+                    code: path.as_deref().is_some_and(is_system_file),
                 },
                 Vec::new(),
                 0,
@@ -94,6 +99,7 @@ impl Mappings {
         m.distinct_bytes = m.distinct_bytes.saturating_add(insert_range(ranges, (*offset, end)));
         m.mapped_bytes = m.mapped_bytes.saturating_add(end - offset);
         m.calls += 1;
+        m.code |= prot.contains("EXEC");
         if *len > *largest_len {
             *largest_len = *len;
             m.largest = index;
@@ -111,6 +117,18 @@ impl Mappings {
         out.sort_by(|a, b| b.distinct_bytes.cmp(&a.distinct_bytes).then_with(|| a.path.cmp(&b.path)));
         out
     }
+}
+
+/// Files every process maps that are not its data: shared libraries, the loader's cache,
+/// locale and character-set tables.
+pub fn is_system_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let library = name.ends_with(".so") || name.contains(".so.");
+    library
+        || name == "ld.so.cache"
+        || name == "locale-archive"
+        || path.contains("/locale/")
+        || path.contains("/gconv/")
 }
 
 /// Adds the half-open range `new` to `ranges` (sorted, disjoint, kept so) and returns

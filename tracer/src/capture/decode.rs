@@ -26,6 +26,10 @@ pub struct Decoder {
     owners: SocketOwners,
     /// Last fatal signal delivered per process: the exit cause when BTF is missing.
     fatal_signal: HashMap<u32, i32>,
+    /// si_code of the last SIGKILL generated per receiving process: a SIGKILL is
+    /// delivered on the kernel's group-exit path with no siginfo, which its tracepoint
+    /// reports as SI_USER whoever sent it (the OOM killer's is SI_KERNEL).
+    sigkill_code: HashMap<u32, (i32, String)>,
 }
 
 fn comm(bytes: &[u8]) -> String {
@@ -85,7 +89,7 @@ impl Decoder {
     }
 
     pub fn new(layouts: Layouts, clock: Clock, follow_children: bool) -> Decoder {
-        Decoder { layouts, clock, follow_children, owners: SocketOwners::default(), fatal_signal: HashMap::new() }
+        Decoder { layouts, clock, follow_children, owners: SocketOwners::default(), fatal_signal: HashMap::new(), sigkill_code: HashMap::new() }
     }
 
     fn base(&self, h: &Header, kind: EventKind) -> Event {
@@ -195,6 +199,9 @@ impl Decoder {
         let f = l.of(Probe::SignalGenerate)?;
         let sig = f.read_int(d, "sig")? as i32;
         let code = f.read_int(d, "code").unwrap_or(0) as i32;
+        if sig == libc::SIGKILL {
+            self.sigkill_code.insert(rec.aux[aux::TARGET_TGID] as u32, (code, names::si_code_name(sig, code)));
+        }
         Some(self.base(
             h,
             EventKind::Signal {
@@ -225,13 +232,18 @@ impl Decoder {
         if sa_handler == libc::SIG_DFL as u64 && is_fatal_by_default(sig) {
             self.fatal_signal.insert(h.tgid, sig);
         }
+        // A SIGKILL's own generation says who sent it; the delivery cannot.
+        let (code, code_name) = match self.sigkill_code.get(&h.tgid) {
+            Some(generated) if sig == libc::SIGKILL => generated.clone(),
+            _ => (code, names::si_code_name(sig, code)),
+        };
         Some(self.base(
             h,
             EventKind::SignalDeliver {
                 signal: sig,
                 signal_name: names::signal_name(sig),
                 si_code: code,
-                si_code_name: names::si_code_name(sig, code),
+                si_code_name: code_name,
                 sa_handler,
                 sa_flags: f.read_u64(d, "sa_flags").unwrap_or(0),
             },
@@ -585,6 +597,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_delivered_sigkill_carries_the_origin_of_its_generation() {
+        let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
+        // The OOM killer's SIGKILL: generated with SI_KERNEL (0x80) for process 42...
+        let generate = raw(Probe::SignalGenerate, 7, [42, 0], |d| {
+            put(d, 8, 9i32.to_ne_bytes());
+            put(d, 16, 0x80i32.to_ne_bytes());
+            put(d, 36, 42i32.to_ne_bytes());
+        });
+        dec.decode(&generate).unwrap();
+        // ...delivered on the group-exit path, which the tracepoint reports as SI_USER (0).
+        let deliver = raw(Probe::SignalDeliver, 42, [0; 2], |d| {
+            put(d, 8, 9i32.to_ne_bytes());
+            put(d, 16, 0i32.to_ne_bytes());
+        });
+        let ev = dec.decode(&deliver).unwrap();
+        assert!(matches!(&ev.kind, EventKind::SignalDeliver { si_code: 0x80, si_code_name, .. } if si_code_name == "SI_KERNEL"), "{ev:?}");
+        // Another process's SIGKILL keeps what its tracepoint says.
+        let other = raw(Probe::SignalDeliver, 43, [0; 2], |d| put(d, 8, 9i32.to_ne_bytes()));
+        let ev = dec.decode(&other).unwrap();
+        assert!(matches!(&ev.kind, EventKind::SignalDeliver { si_code_name, .. } if si_code_name == "SI_USER"), "{ev:?}");
     }
 
     #[test]

@@ -208,7 +208,18 @@ pub(crate) fn before_kill(t: &Trace, pid: u32, kill_ts: u64) -> Growth {
         format!("since the trace started, {} before the kill", duration(kill_ts.saturating_sub(from)))
     };
 
-    let maps = file_mappings(t, pid, from, kill_ts);
+    let (code, maps): (Vec<MappedFile>, Vec<MappedFile>) = file_mappings(t, pid, from, kill_ts).into_iter().partition(|m| m.code);
+    if !code.is_empty() {
+        let total: u64 = code.iter().fold(0u64, |a, m| a.saturating_add(m.distinct_bytes));
+        let listed: Vec<String> = code.iter().take(3).map(|m| format!("{} ({})", basename(&m.path), format_bytes(m.distinct_bytes))).collect();
+        let more = if code.len() > 3 { format!(" and {} more", count(code.len() as u64 - 3, "file")) } else { String::new() };
+        g.evidence.push(format!(
+            "program code and system files mapped {span}, not counted as growth: {} in {} ({}{more})",
+            format_bytes(total),
+            count(code.len() as u64, "file"),
+            listed.join(", ")
+        ));
+    }
     let mut phrase_parts: Vec<String> = Vec::new();
     if let Some(top) = maps.first() {
         let total: u64 = maps.iter().fold(0u64, |a, m| a.saturating_add(m.distinct_bytes));

@@ -972,6 +972,26 @@ mod tests {
     }
 
     #[test]
+    fn shared_libraries_are_not_growth() {
+        let mut b = Tb::new(PID);
+        b.mmap_file(900, PID, 2 * MIB, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        b.mmap_file(950, PID, 3 * MIB, "/usr/lib/locale/locale-archive");
+        b.mmap_file(1_000, PID, GIB, "/models/aya/model-00001.safetensors");
+        b.rss(1_500, PID, "MM_ANONPAGES", (1900 * MIB) as i64);
+        b.oom_kill(2_000, 77, "python3", PID, "workload", 1900 * 1024, 12 * 1024);
+        b.exit_signal(2_010, PID, SIGKILL);
+        let d = only_death(&b);
+        assert!(d.headline.ends_with("after mapping 1.00 GiB of model-00001.safetensors"), "{}", d.headline);
+        assert!(!d.headline.contains("libc") && !d.headline.contains("files"), "{}", d.headline);
+        assert!(!d.chain.iter().any(|l| l.what.contains("libc")), "{:#?}", d.chain);
+        assert!(
+            d.evidence.iter().any(|e| e.contains("not counted as growth: 5.00 MiB in 2 files (locale-archive (3.00 MiB), libc.so.6 (2.00 MiB))")),
+            "{:#?}",
+            d.evidence
+        );
+    }
+
+    #[test]
     fn oom_killed_with_the_whole_chain_is_high() {
         let mut b = Tb::new(PID);
         b.mmap_file(1_000, PID, GIB, "/models/aya/model-00001.safetensors");
