@@ -465,3 +465,27 @@ fn a_gunicorn_worker_past_its_timeout_is_killed_by_the_master_not_by_memory() {
     assert!(!named.is_empty(), "no verdict names the master and its timeout: {:#?}\n{dump}", trace.verdicts);
     eprintln!("verdict: {}", named[0]);
 }
+
+/// `run --duration` leaves the command running (it is the user's), unless
+/// `--kill-on-exit`: then it is stopped, and its end is in the trace.
+#[test]
+fn kill_on_exit_stops_the_command_when_the_duration_is_up() {
+    require_root("end-to-end tests load eBPF programs");
+    let tag = format!("kill-on-exit-{}", std::process::id());
+    let trace = TracerRun::start(&["run", "--no-tui", "-d", "1s", "--kill-on-exit", "--", &stress(), "ignore-term", &tag]).finish(T);
+    let pid = trace.target_pid();
+    assert!(!tracer::process::process_exists(pid), "pid {pid} still runs after --kill-on-exit");
+    // ignore-term ignores SIGTERM: the SIGKILL 2 s later ended it, and the trace says so.
+    assert!(
+        trace.events.iter().any(|e| e.pid == pid && matches!(e.kind, EventKind::Exit { group_dead: true, signal: Some(9), .. })),
+        "{}",
+        trace.dump()
+    );
+
+    let kept = TracerRun::start(&["run", "--no-tui", "-d", "1s", "--", &stress(), "ignore-term", &tag]).finish(T);
+    let pid = kept.target_pid();
+    let alive = tracer::process::process_exists(pid);
+    // SAFETY: plain syscall; the test's own child, left running by design.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(alive, "without --kill-on-exit the command keeps running");
+}

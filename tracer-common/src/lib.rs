@@ -279,6 +279,9 @@ pub mod aux {
     /// SignalGenerate: aux[1] = 1 when the receiver is a traced client's server (a peer,
     /// not traced) and the signal is fatal; aux[0] is then the peer's pid.
     pub const SIGNAL_PEER: usize = 1;
+    /// CgroupAttach: aux[0] = the task moved; aux[1] = [`CGROUP_MOVED`] for a traced task
+    /// that moved, 0 for a task taken into the `--cgroup` scope.
+    pub const CGROUP_MOVED: u64 = 1;
     /// ProcessExec: aux[0] = 1 for the exec of a process that was not traced and is
     /// from now on, the successor the restart watch found; aux[1] = the time since the
     /// watched process ended (ns).

@@ -2,7 +2,7 @@
 //! cgroup below it) is traced from that moment, whoever moved it: a supervisor outside
 //! the cgroup (systemd, containerd) starts services this way.
 use aya_ebpf::{helpers::bpf_probe_read_kernel_buf, macros::tracepoint, programs::TracePointContext, EbpfContext};
-use tracer_common::{field, Probe, SCOPE_PATH_LEN};
+use tracer_common::{aux, field, Probe, SCOPE_PATH_LEN};
 
 use crate::{
     maps::{config_offset, config_u32, CONFIG, TGIDS, TIDS},
@@ -11,22 +11,28 @@ use crate::{
 
 #[tracepoint]
 pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
-    let len = config_u32(&CONFIG.scope_path_len) as usize;
-    if len == 0 || len > SCOPE_PATH_LEN {
-        return 0;
-    }
     let (Some(root_off), Some(pid_off), Some(path_off)) =
         (config_offset(field::CGATTACH_ROOT), config_offset(field::CGATTACH_PID), config_offset(field::CGATTACH_PATH))
     else {
         return 0;
     };
+    let pid = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
+    if pid == 0 {
+        return 0;
+    }
+    if unsafe { TIDS.get(&pid) }.is_some() {
+        // A traced task moved (`sh -c 'echo $$ > cgroup.procs; exec ...'`): user space
+        // samples its new memory cgroup at once instead of at the next interval.
+        emit_raw(&ctx, Probe::CgroupAttach, [pid as u64, aux::CGROUP_MOVED]);
+        return 0;
+    }
+    let len = config_u32(&CONFIG.scope_path_len) as usize;
+    if len == 0 || len > SCOPE_PATH_LEN {
+        return 0;
+    }
     let want_root = unsafe { core::ptr::read_volatile(&raw const CONFIG.scope_root) };
     let root: i32 = unsafe { ctx.read_at::<i32>(root_off) }.unwrap_or(-2);
     if want_root != -1 && root != want_root {
-        return 0;
-    }
-    let pid = unsafe { ctx.read_at::<i32>(pid_off) }.unwrap_or(0) as u32;
-    if pid == 0 || unsafe { TIDS.get(&pid) }.is_some() {
         return 0;
     }
     if !under_scope(&ctx, path_off, len) {

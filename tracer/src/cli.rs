@@ -21,10 +21,12 @@ use crate::{
         a file: the one given with `--jsonl FILE`, else tracer-PID-YYYYMMDD-HHMMSS.jsonl (`run`: \
         tracer-PROGRAM-...) in the current directory. With the live view, a command started by \
         `run` reads /dev/null and writes its output next to the trace (NAME.output.log); q sends \
-        it SIGINT, as Ctrl-C would. The verdicts are printed when the view closes. `--no-tui`, \
-        `--jsonl -`, or standard output or input not a terminal: plain lines as before, the trace \
-        to standard output unless `--jsonl FILE`.\n\n\
-        Examples:\n  sudo tracer --pid 4711\n  sudo tracer --pid 4711 --jsonl trace.jsonl\n  sudo tracer run --jsonl - -- python3 server.py\n  \
+        it SIGINT, as Ctrl-C would. The verdicts are printed when the view closes. With `--no-tui`, \
+        `--jsonl -`, standard output or input not a terminal, or tracer not in the terminal's \
+        foreground (under `timeout`, or with `&`): plain lines on standard error, the trace on \
+        standard output unless `--jsonl FILE`.\n\n\
+        Examples:\n  sudo tracer -p 4711\n  sudo tracer -p 4711 -d 5m -o trace.jsonl\n  sudo tracer --unit model-server --follow-children\n  \
+        sudo tracer run -o - -- python3 server.py\n  \
         tracer report trace.jsonl --format markdown --perfetto trace.perfetto.json\n\n\
         Needs root (or CAP_BPF + CAP_PERFMON) and tracefs; kprobes are not used. `report` needs neither.",
 )]
@@ -33,13 +35,14 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Process to trace (with all its threads)
-    #[arg(long, value_name = "PID", conflicts_with_all = ["cgroup", "unit"])]
+    #[arg(short, long, value_name = "PID", conflicts_with_all = ["cgroup", "unit"])]
     pub pid: Option<u32>,
 
     /// Trace every process in this cgroup and below it (v1 or v2), now and later: the
     /// ones there at the start, what they fork, and processes moved in while tracing
-    /// (checked every 200 ms). A folder under /sys/fs/cgroup, or a path relative to it as
-    /// /proc/PID/cgroup shows it. Ends on Ctrl-C, --duration, or when the cgroup is removed
+    /// (from the move, in the kernel). A folder under /sys/fs/cgroup, or a path relative
+    /// to it as /proc/PID/cgroup shows it. Ends on Ctrl-C, --duration, or when the cgroup
+    /// is removed
     #[arg(long, value_name = "PATH", conflicts_with = "unit")]
     pub cgroup: Option<std::path::PathBuf>,
 

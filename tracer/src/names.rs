@@ -218,3 +218,45 @@ mod tests {
         assert_eq!(syscall_error(-5000), None);
     }
 }
+
+/// What a TCP reset reason (`sk_rst_reason`, Linux 6.10+) means on the paths that produce
+/// it, in plain words; `None` for a reason tracer has no words for. The README's legend
+/// is checked against this table.
+pub fn reset_reason_meaning(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "NO_SOCKET" => "nothing listened on the port (any more), so the kernel refused the connection",
+        "TCP_STATE" => {
+            "the kernel tore the connection down in a state that needs a reset: a connection still waiting in \
+             the accept queue when its listener closed (the server died or closed the port before accepting it), \
+             a close with SO_LINGER 0, or a disconnect"
+        }
+        "TCP_ABORT_ON_CLOSE" => "the owner closed the socket (or died) with data it had not read",
+        "TCP_DISCONNECT_WITH_DATA" => "the owner disconnected the socket with data it had not read",
+        "TCP_ABORT_ON_DATA" => "data arrived for a socket its owner had already closed",
+        "TCP_ABORT_ON_LINGER" => "the owner closed with TCP_LINGER2 below 0 and the peer had not finished closing",
+        "TCP_ABORT_ON_MEMORY" => "the kernel ran short of TCP memory and dropped orphaned connections",
+        "TCP_KEEPALIVE_TIMEOUT" => "the peer stopped answering keepalive probes",
+        "TCP_TIMEWAIT_SOCKET" => "a packet arrived for a connection that had already closed (TIME_WAIT)",
+        "TCP_INVALID_ACK_SEQUENCE" | "TCP_TOO_OLD_ACK" | "TCP_OLD_ACK" | "TCP_ACK_UNSENT_DATA" => {
+            "a packet acknowledged data that was never sent or is long gone: a confused or stale peer"
+        }
+        "TCP_RFC7323_PAWS" => "a packet with an old timestamp (PAWS check): a stale or reused connection",
+        "TCP_FLAGS" | "INVALID_SYN" => "a packet with flags that make no sense in the connection's state",
+        "NOT_SPECIFIED" => "the kernel gave no reason on this path",
+        _ => return None,
+    })
+}
+
+/// What a signal's si_code says about who sent it, in plain words.
+pub fn si_code_meaning(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "SI_USER" => "sent by a process with kill()",
+        "SI_KERNEL" => "sent by the kernel (for SIGKILL: usually the OOM killer)",
+        "SI_TKILL" => "sent by a process to one thread (tgkill)",
+        "SI_QUEUE" => "sent by a process with sigqueue()",
+        "SI_TIMER" => "a timer expired",
+        "SI_ASYNCIO" => "asynchronous I/O completed",
+        _ => return None,
+    })
+}
+

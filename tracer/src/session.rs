@@ -38,6 +38,8 @@ pub struct SessionOptions {
     pub follow_children: bool,
     /// `--follow-restarts`: when the target dies, wait this long for its successor.
     pub restart_wait: Option<Duration>,
+    /// `run --kill-on-exit`: a command still running when the trace stops is stopped.
+    pub kill_on_exit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +213,11 @@ pub async fn run(
                 capture.receive();
             }
             _ = tick.tick() => {
+                for task in capture.take_moved() {
+                    if let Some(s) = sampler.as_mut() {
+                        s.moved(task);
+                    }
+                }
                 if let Some(sample) = sampler.as_mut().and_then(|s| s.poll(Instant::now())) {
                     run.samples.push_back(sample);
                 }
@@ -299,6 +306,11 @@ pub async fn run(
         }
     };
 
+    if opts.kill_on_exit {
+        if let Some(c) = target.child.as_mut() {
+            terminate_command(c).await;
+        }
+    }
     // Flush everything captured: what is still in the ring buffer and in the window.
     let rest = capture.finish(wall_now_ns());
     run.emit_merged(rest, u64::MAX);
@@ -363,6 +375,35 @@ async fn interrupt_command(c: &mut StartedCommand) {
     for _ in 0..50 {
         if c.try_wait().is_some() {
             break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `--kill-on-exit`: SIGTERM to the command and what it started, SIGKILL to whatever is
+/// left 2 s later; reaped here, so that its exit is in the trace.
+async fn terminate_command(c: &mut StartedCommand) {
+    if c.try_wait().is_some() {
+        return;
+    }
+    let pid = c.pid;
+    let signal_all = |sig: i32| {
+        for p in process::descendants(pid).into_iter().chain([pid]) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(p as i32, sig) };
+        }
+    };
+    signal_all(libc::SIGTERM);
+    for _ in 0..200 {
+        if c.try_wait().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal_all(libc::SIGKILL);
+    for _ in 0..100 {
+        if c.try_wait().is_some() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -123,7 +123,8 @@ pub struct ProbeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GenModelArgs {
-    #[arg(long, value_parser = |s: &str| s.parse::<Arch>())]
+    /// Model architecture to generate: nllb (NLLB-200, m2m_100) or aya (Aya 23, cohere).
+    #[arg(long, value_parser = |s: &str| s.parse::<Arch>(), value_name = "nllb|aya")]
     pub arch: Arch,
     /// tiny (tests), small (fast CPU translations), full (the real shapes: NLLB-600M, aya-23-8B).
     #[arg(long, value_enum, conflicts_with = "bytes", required_unless_present = "bytes")]
@@ -141,6 +142,7 @@ pub struct GenModelArgs {
     /// Hugging Face checkpoints.
     #[arg(long, value_parser = parse_bytes, default_value = "5GB", value_name = "BYTES")]
     pub shard_size: u64,
+    /// Seed of the random weights: the same seed gives the same files, byte for byte.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

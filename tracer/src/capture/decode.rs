@@ -54,6 +54,8 @@ pub enum Adoption {
     Successor { gap_ns: u64 },
     /// A task moved into the `--cgroup` scope: only its own id is known.
     Joined { task: u32 },
+    /// A traced task moved to another cgroup (not an adoption: a note for the sampler).
+    Moved { task: u32 },
 }
 
 /// What a ring-buffer item says about an adoption, if it is one.
@@ -61,6 +63,7 @@ pub fn adoption(bytes: &[u8]) -> Option<Adoption> {
     let r = read_record::<RawRecord>(bytes)?;
     match Probe::from_u32(r.header.probe)? {
         Probe::ProcessExec if r.aux[aux::EXEC_ADOPTED] == 1 => Some(Adoption::Successor { gap_ns: r.aux[aux::EXEC_GAP_NS] }),
+        Probe::CgroupAttach if r.aux[1] == aux::CGROUP_MOVED => Some(Adoption::Moved { task: r.aux[0] as u32 }),
         Probe::CgroupAttach => Some(Adoption::Joined { task: r.aux[0] as u32 }),
         _ => None,
     }

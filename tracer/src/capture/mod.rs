@@ -29,7 +29,7 @@ use crate::event::{Event, EventKind};
 #[derive(Debug, Error)]
 pub enum CaptureError {
     #[error(
-        "tracer needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load eBPF programs: \
+        "loading eBPF programs needs root, or the CAP_BPF and CAP_PERFMON capabilities: \
          run it with sudo, or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_resource+ep $(command -v tracer)`"
     )]
     NotPrivileged,
@@ -110,6 +110,8 @@ pub struct Capture {
     successors: Vec<(Event, u64)>,
     /// Tasks the kernel took in as they moved into the `--cgroup` scope.
     joined: Vec<u32>,
+    /// Traced tasks that moved to another cgroup since the last [`Capture::take_moved`].
+    moved: Vec<u32>,
     /// Owners of local listeners traced clients connected to, by port (None: nobody on
     /// this host), looked up once per port.
     peer_owners: std::collections::HashMap<u16, Option<(u32, String)>>,
@@ -212,6 +214,7 @@ impl Capture {
             restart_watch,
             successors: Vec::new(),
             joined: Vec::new(),
+            moved: Vec::new(),
             peer_owners: std::collections::HashMap::new(),
             _ebpf: ebpf,
             logger,
@@ -285,6 +288,12 @@ impl Capture {
             match decode::adoption(&item) {
                 Some(decode::Adoption::Joined { task }) => {
                     self.joined.push(task);
+                    continue;
+                }
+                Some(decode::Adoption::Moved { task }) => {
+                    if !self.moved.contains(&task) {
+                        self.moved.push(task);
+                    }
                     continue;
                 }
                 Some(decode::Adoption::Successor { gap_ns }) => {
@@ -402,6 +411,11 @@ impl Capture {
     /// scope. Each is traced as its own thread group until [`Capture::settle_joined`].
     pub fn take_joined(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.joined)
+    }
+
+    /// Traced tasks that moved to another cgroup since the last call (once each).
+    pub fn take_moved(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.moved)
     }
 
     /// Files a task the kernel took in under its real thread group: the whole group when

@@ -369,20 +369,27 @@ fn reasons_line(group: &[&Reset]) -> String {
     for r in group {
         *by.entry(r.reason_label()).or_insert(0) += 1;
     }
-    by.iter().map(|(k, n)| format!("{k} x{n}")).collect::<Vec<_>>().join(", ")
+    by.iter()
+        .map(|(k, n)| match crate::names::reset_reason_meaning(k) {
+            Some(m) => format!("{k} x{n}: {m}"),
+            None => format!("{k} x{n}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// "15 resets from A to B (1.2 s): NO_SOCKET x12, TCP_ABORT_ON_CLOSE x3; the chain shows 6".
+/// "15 resets from A to B (1.2 s, the first 6 in the chain): NO_SOCKET x12: nothing
+/// listened...; TCP_ABORT_ON_CLOSE x3: the owner closed...".
 fn span_line(group: &[&Reset], shown: usize) -> String {
     let (first, last) = (group.first().map(|r| r.ts).unwrap_or(0), group.last().map(|r| r.ts).unwrap_or(0));
     let n = group.len() as u64;
-    let shown = if shown < group.len() { format!("; the chain shows {shown}") } else { String::new() };
+    let shown = if shown < group.len() { format!(", the first {shown} in the chain") } else { String::new() };
     let reasons = reasons_line(group);
     if n == 1 {
         format!("1 reset at {}: {reasons}", time_of_day(first))
     } else {
         format!(
-            "{n} resets from {} to {} ({}): {reasons}{shown}",
+            "{n} resets from {} to {} ({}{shown}): {reasons}",
             time_of_day(first),
             time_of_day(last),
             duration(last.saturating_sub(first))
@@ -1008,7 +1015,7 @@ mod tests {
         assert_eq!(v.iter().map(|v| (v.resets, v.port)).collect::<Vec<_>>(), [(50, Some(8000)), (1, Some(8000)), (1, Some(9000))]);
         assert_eq!((v[0].first_ns, v[0].last_ns), (b.ts(1_000), b.ts(1_490)));
         assert_eq!(v[0].chain.len(), RESET_LINKS);
-        assert!(v[0].evidence[0].contains("50 resets") && v[0].evidence[0].contains("the chain shows 3"), "{:?}", v[0].evidence);
+        assert!(v[0].evidence[0].contains("50 resets") && v[0].evidence[0].contains("(490 ms, the first 3 in the chain): TCP_ABORT_ON_CLOSE x50: the owner closed the socket (or died) with data it had not read"), "{:?}", v[0].evidence);
     }
 
     #[test]

@@ -105,6 +105,15 @@ impl Sampler {
         self.cgroup = CgroupSampler::new(pid);
     }
 
+    /// A traced task moved to another cgroup: when it is the target, the next poll
+    /// samples at once, so that the cgroup it moved to (and its limit) is in the trace
+    /// before anything happens there.
+    pub fn moved(&mut self, task: u32) {
+        if task == self.target_pid {
+            self.next = None;
+        }
+    }
+
     /// The processes the next sample covers.
     pub fn pids(&self) -> &[u32] {
         &self.pids

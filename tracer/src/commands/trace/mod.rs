@@ -42,14 +42,21 @@ pub struct TraceArgs {
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub restart_wait: Duration,
 
-    /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C
-    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    /// Stop after this long (e.g. 30s, 5m); default: until the target exits or Ctrl-C.
+    /// With `run`, the command keeps running when the trace stops this way, unless
+    /// --kill-on-exit
+    #[arg(short, long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
+
+    /// `run`: when the trace stops before the command has ended (--duration, a closed
+    /// output), stop the command too: SIGTERM, then SIGKILL 2 s later
+    #[arg(long)]
+    pub kill_on_exit: bool,
 
     /// Where to write the events, one JSON object per line; `-` is standard output (and
     /// no live view). Default: with the live view, tracer-PID-YYYYMMDD-HHMMSS.jsonl in the
     /// current directory (`run`: tracer-PROGRAM-...); without it, standard output
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(short = 'o', long, visible_alias = "output", value_name = "FILE|-")]
     pub jsonl: Option<String>,
 
     /// No live timeline on the terminal: stream plain lines (as when standard output or
@@ -65,8 +72,9 @@ pub struct TraceArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub grace: Duration,
 
-    /// Probe groups to attach, comma separated; `process` is always on
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = ProbeGroup::ALL)]
+    /// Probe groups to attach, comma separated (e.g. --probes oom,signal,tcp); `process`
+    /// is always on. Default: all
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = ProbeGroup::ALL, hide_default_value = true)]
     pub probes: Vec<ProbeGroup>,
 
     /// Emit an rss event when a memory counter moved by this much (e.g. 8MiB, 512KiB, 1048576)
@@ -127,8 +135,17 @@ fn output_plan(args: &TraceArgs, label: &str) -> Plan {
     })
 }
 
+/// tracer never kills what it attached to: `--kill-on-exit` is for `run`.
+fn refuse_kill_on_exit(args: &TraceArgs) -> anyhow::Result<()> {
+    if args.kill_on_exit {
+        anyhow::bail!("--kill-on-exit stops a command `tracer run` started; tracer never stops a process it attached to: leave it out");
+    }
+    Ok(())
+}
+
 /// `tracer --pid PID`.
 pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
+    refuse_kill_on_exit(args)?;
     let resolved = process::target::resolve(pid)?;
     if let Some(tid) = resolved.from_thread {
         eprintln!("tracer: {tid} is a thread of process {}: tracing the whole process", resolved.pid);
@@ -155,6 +172,7 @@ pub fn trace_pid(args: &TraceArgs, pid: u32) -> anyhow::Result<ExitCode> {
 
 /// `tracer --cgroup PATH` / `--unit NAME`: every process of the cgroup's subtree.
 pub fn trace_cgroup(args: &TraceArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    refuse_kill_on_exit(args)?;
     if args.follow_restarts {
         anyhow::bail!("--follow-restarts is for one process (`--pid`); a cgroup's new processes are traced anyway");
     }
@@ -239,6 +257,7 @@ fn record(
         sample_interval: Some(args.sample_interval).filter(|d| !d.is_zero()),
         follow_children: args.follow_children,
         restart_wait: args.follow_restarts.then_some(args.restart_wait),
+        kill_on_exit: args.kill_on_exit,
     };
     let pid = target.pid;
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
