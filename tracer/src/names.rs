@@ -190,35 +190,6 @@ pub fn syscall_error(ret: i64) -> Option<String> {
     Some(name.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn oom_kill_signal_reads_as_sigkill_si_kernel() {
-        assert_eq!(signal_name(9), "SIGKILL");
-        assert_eq!(si_code_name(9, 0x80), "SI_KERNEL");
-        assert_eq!(si_code_name(11, 1), "SEGV_MAPERR");
-        assert_eq!(si_code_name(9, 0), "SI_USER");
-        assert_eq!(signal_name(34), "SIGRT2");
-    }
-
-    #[test]
-    fn mmap_flags_and_prot_are_readable() {
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        assert_eq!(mmap_flags_string(flags), "PRIVATE|ANONYMOUS");
-        assert_eq!(prot_string((libc::PROT_READ | libc::PROT_WRITE) as u64), "rw-");
-        assert_eq!(mmap_flags_string(1 | 0x4000_0000), "SHARED|0x40000000");
-    }
-
-    #[test]
-    fn only_error_range_returns_are_errors() {
-        assert_eq!(syscall_error(-12).as_deref(), Some("ENOMEM"));
-        assert_eq!(syscall_error(0x7f00_0000_0000), None);
-        assert_eq!(syscall_error(-5000), None);
-    }
-}
-
 /// What a TCP reset reason (`sk_rst_reason`, Linux 6.10+) means on the paths that produce
 /// it, in plain words; `None` for a reason tracer has no words for. The README's legend
 /// is checked against this table.
@@ -260,3 +231,31 @@ pub fn si_code_meaning(code: &str) -> Option<&'static str> {
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_signal_reads_as_sigkill_si_kernel() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(si_code_name(9, 0x80), "SI_KERNEL");
+        assert_eq!(si_code_name(11, 1), "SEGV_MAPERR");
+        assert_eq!(si_code_name(9, 0), "SI_USER");
+        assert_eq!(signal_name(34), "SIGRT2");
+    }
+
+    #[test]
+    fn mmap_flags_and_prot_are_readable() {
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        assert_eq!(mmap_flags_string(flags), "PRIVATE|ANONYMOUS");
+        assert_eq!(prot_string((libc::PROT_READ | libc::PROT_WRITE) as u64), "rw-");
+        assert_eq!(mmap_flags_string(1 | 0x4000_0000), "SHARED|0x40000000");
+    }
+
+    #[test]
+    fn only_error_range_returns_are_errors() {
+        assert_eq!(syscall_error(-12).as_deref(), Some("ENOMEM"));
+        assert_eq!(syscall_error(0x7f00_0000_0000), None);
+        assert_eq!(syscall_error(-5000), None);
+    }
+}
