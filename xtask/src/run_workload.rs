@@ -89,6 +89,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     for v in &outcome.verdicts {
         println!("verdict [{}] {}: {}", v["confidence"].as_str().unwrap_or("?"), v["cause"].as_str().unwrap_or("?"), v["summary"].as_str().unwrap_or(""));
+        if let Some(a) = v["action"].as_str() {
+            println!("  what to do: {a}");
+        }
     }
     let errors = outcome.connection_errors();
     let summary = &outcome.probe["summary"];

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 
+mod actions;
 mod fmt;
 mod growth;
 mod process;
@@ -112,6 +113,9 @@ pub struct Verdict {
     /// Facts that are not single events: the limit that was hit, what grew before it.
     pub evidence: Vec<String>,
     pub confidence: Confidence,
+    /// What to do next, in one line, with the trace's numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 impl Cause {
@@ -205,8 +209,28 @@ pub fn diagnose(events: &[Event]) -> Vec<Verdict> {
     }
     let mut out = restarts::group(&t, out);
     note_other_oom_kills(&t, &mut out);
-    out.sort_by_key(|v| (started(v), v.first_ns, v.pid));
+    // What explains the user's symptom first: deaths, then resets of a live process,
+    // then clean exits and connects refused (often before the server listened); in time
+    // order within each.
+    out.sort_by_key(|v| (rank(v.cause), started(v), v.first_ns, v.pid));
+    for v in &mut out {
+        v.action = actions::action(&t, v);
+    }
     out
+}
+
+/// How much a cause explains a reset the user saw: lower first.
+fn rank(cause: Cause) -> u8 {
+    match cause {
+        Cause::CrashLoop | Cause::OomKilled | Cause::KilledBySignal | Cause::Crashed => 0,
+        Cause::AbortOnClose
+        | Cause::LingerZero
+        | Cause::TcpMemoryPressure
+        | Cause::KeepaliveTimeout
+        | Cause::ResetByPeer
+        | Cause::Unexplained => 1,
+        Cause::Exited | Cause::ConnectionRefused => 2,
+    }
 }
 
 /// When the incident of a verdict starts: its first fatal event or first reset. Links
@@ -274,6 +298,9 @@ pub fn describe(verdict: &Verdict) -> String {
         for e in &verdict.evidence {
             s.push_str(&format!("  - {e}\n"));
         }
+    }
+    if let Some(a) = &verdict.action {
+        s.push_str(&format!("what to do: {a}\n"));
     }
     s
 }
@@ -576,7 +603,7 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_come_in_time_order_and_alive_resets_before_a_death_are_not_the_deaths() {
+    fn deaths_come_first_and_alive_resets_before_a_death_are_not_the_deaths() {
         let mut b = Tb::new(PID);
         b.listen(5, PID, 8000);
         b.rst(500, PID, "NOT_SPECIFIED", "127.0.0.1:8000", "127.0.0.1:50000", "socket");
@@ -584,8 +611,9 @@ mod tests {
         b.exit_signal(1_010, PID, 15);
         b.rst(1_011, PID, "TCP_ABORT_ON_CLOSE", "127.0.0.1:8000", "127.0.0.1:51234", "socket");
         let v = diagnose(&b.ev);
-        assert_eq!(v.iter().map(|v| (v.cause, v.resets)).collect::<Vec<_>>(), [(Cause::Unexplained, 1), (Cause::KilledBySignal, 1)]);
-        assert!(v[0].evidence.iter().any(|e| e.contains("ended later")), "{:?}", v[0].evidence);
+        // The death explains what the user saw; the earlier unexplained reset comes after it.
+        assert_eq!(v.iter().map(|v| (v.cause, v.resets)).collect::<Vec<_>>(), [(Cause::KilledBySignal, 1), (Cause::Unexplained, 1)]);
+        assert!(v[1].evidence.iter().any(|e| e.contains("ended later")), "{:?}", v[1].evidence);
     }
 
     #[test]
@@ -615,7 +643,7 @@ mod tests {
         let v = diagnose(&b.ev);
         assert_eq!(
             v.iter().map(|v| (v.cause, v.resets)).collect::<Vec<_>>(),
-            [(Cause::AbortOnClose, 100_000), (Cause::KilledBySignal, 50_000)]
+            [(Cause::KilledBySignal, 50_000), (Cause::AbortOnClose, 100_000)]
         );
         assert!(v.iter().all(|v| v.chain.len() <= 10), "{v:#?}");
     }

@@ -517,6 +517,7 @@ pub(crate) fn alive_verdict(
         chain,
         evidence,
         confidence,
+        action: None,
     })
 }
 
@@ -665,6 +666,7 @@ pub(crate) fn death_verdict(t: &Trace, l: &Listeners, d: &Death, resets: &[&Rese
             chain,
             evidence,
             confidence: d.confidence,
+            action: None,
         };
     }
     let refused: Vec<&Reset> = resets.iter().copied().filter(|r| r.is_no_socket() && r.state.is_none()).collect();
@@ -750,6 +752,7 @@ pub(crate) fn death_verdict(t: &Trace, l: &Listeners, d: &Death, resets: &[&Rese
         chain,
         evidence,
         confidence: d.confidence,
+        action: None,
     }
 }
 

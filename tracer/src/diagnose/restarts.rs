@@ -166,6 +166,7 @@ fn crash_loop(t: &Trace, deaths: &[Verdict], restarts: &[usize], starter: Option
         chain,
         evidence,
         confidence: deaths.iter().map(|d| d.confidence).min().unwrap_or(Confidence::Low),
+        action: None,
     }
 }
 

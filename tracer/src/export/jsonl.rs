@@ -147,6 +147,7 @@ mod tests {
             chain: vec![],
             evidence: vec!["limit".into()],
             confidence: Confidence::High,
+            action: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");

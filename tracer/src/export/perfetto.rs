@@ -698,6 +698,7 @@ mod tests {
             chain: vec![Link { index: 0, ts_ns: 5_000, kind: "munmap".into(), what: "w".into() }],
             evidence: vec![],
             confidence: Confidence::Low,
+            action: None,
         };
         let t = build(&events, &[v]);
         assert!(t.trace_events.iter().any(|e| e.ph == "X" && e.cat == Some("verdict")));

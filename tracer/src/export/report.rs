@@ -695,6 +695,7 @@ mod tests {
             chain: vec![Link { index: 0, ts_ns: 5, kind: "mmap".into(), what: "PRIVATE|ANONYMOUS".into() }],
             evidence: vec![],
             confidence: Confidence::Low,
+            action: None,
         };
         let events = vec![ev(1, 1, EventKind::Brk { requested: 0, result: 0, duration_ns: 0 })];
         let md = render_markdown(&Report::build(&events, vec![v.clone()], vec![], None));

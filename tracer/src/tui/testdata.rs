@@ -230,6 +230,7 @@ pub fn oom_verdict() -> Verdict {
         ],
         evidence: vec!["memory cgroup limit 2.00 GiB reached".into()],
         confidence: Confidence::High,
+        action: None,
     }
 }
 
@@ -246,6 +247,7 @@ pub fn unexplained_verdict(n: u64) -> Verdict {
         chain: vec![],
         evidence: vec![],
         confidence: Confidence::Low,
+        action: None,
     }
 }
 

@@ -254,7 +254,19 @@ fn verdicts(frame: &mut Frame, area: Rect, verdicts: &[Verdict]) {
     let height = usize::from(area.height.saturating_sub(1));
     let width = usize::from(area.width.saturating_sub(2).max(1));
     let lines: Vec<Line> = verdicts.iter().map(verdict_line).collect();
-    let wrapped: usize = lines.iter().map(|l| l.width().div_ceil(width).max(1)).sum();
+    // With room, each verdict is followed by what to do about it.
+    let with_actions: Vec<Line> = verdicts
+        .iter()
+        .flat_map(|v| {
+            let action = v.action.as_deref().map(|a| {
+                Line::from(vec![Span::styled("→ what to do: ", Style::new().fg(Color::Cyan)), Span::raw(clean(a))])
+            });
+            std::iter::once(verdict_line(v)).chain(action)
+        })
+        .collect();
+    let rows = |ls: &[Line]| -> usize { ls.iter().map(|l| l.width().div_ceil(width).max(1)).sum() };
+    let wrapped = rows(&lines);
+    let lines = if rows(&with_actions) <= height { with_actions } else { lines };
     let (title, text, wrap) = if verdicts.is_empty() {
         (
             " verdict ".to_string(),

@@ -41,6 +41,9 @@ pub fn render_markdown(r: &Report) -> String {
     for (i, v) in r.verdicts.iter().enumerate() {
         let _ = writeln!(out, "\n## Verdict {}: {} ({} confidence)\n", i + 1, label(&v.cause), label(&v.confidence));
         let _ = writeln!(out, "{}\n", v.summary);
+        if let Some(a) = &v.action {
+            let _ = writeln!(out, "**What to do:** {a}\n");
+        }
         let _ = writeln!(out, "{}", verdict_scope(v, t0));
         if !v.chain.is_empty() {
             out.push_str("\n### Chain\n\n");

@@ -64,6 +64,9 @@ pub fn render_text(r: &Report) -> String {
             '-',
         );
         let _ = writeln!(out, "{}", v.summary);
+        if let Some(a) = &v.action {
+            let _ = writeln!(out, "What to do: {a}");
+        }
         let _ = writeln!(out, "{}", verdict_scope(v, t0));
         if !v.chain.is_empty() {
             out.push_str("\nChain:\n");
