@@ -553,6 +553,12 @@ mod tests {
         app
     }
 
+    /// The oom scenario without its samples: every event shows under the `all` filter,
+    /// so that list positions are event positions.
+    fn without_samples() -> Vec<Event> {
+        Rec::oom_scenario().ev.into_iter().filter(|e| e.kind_name() != "sample").collect()
+    }
+
     fn shown_kinds(app: &App) -> Vec<&'static str> {
         let v = app.view();
         v.filtered(app.filter).iter().map(|&i| v.rows[i].ev.kind_name()).collect()
@@ -736,11 +742,12 @@ mod tests {
     fn f_cycles_filters_and_the_list_only_shows_matching_kinds() {
         let mut app = fed(&Rec::oom_scenario().ev);
         assert_eq!(app.filter, Filter::All);
-        assert_eq!(shown_kinds(&app).len(), app.view().rows.len());
+        let samples = app.view().rows.iter().filter(|r| r.ev.kind_name() == "sample").count();
+        assert_eq!(shown_kinds(&app).len(), app.view().rows.len() - samples);
         app.on_key(key(KeyCode::Char('f')));
         assert_eq!(app.filter, Filter::Memory);
         let kinds = shown_kinds(&app);
-        assert!(kinds.iter().all(|k| ["sample", "rss", "mmap", "oom_kill"].contains(k)), "{kinds:?}");
+        assert!(kinds.iter().all(|k| ["rss", "mmap", "oom_kill"].contains(k)), "{kinds:?}");
         assert!(kinds.contains(&"rss"));
         app.on_key(key(KeyCode::Char('f')));
         assert_eq!(shown_kinds(&app), ["signal", "oom_kill", "exit"]);
@@ -749,22 +756,26 @@ mod tests {
         app.on_key(key(KeyCode::Char('f')));
         assert_eq!(shown_kinds(&app), ["tcp_state", "tcp_reset", "tcp_reset"]);
         app.on_key(key(KeyCode::Char('f')));
+        assert_eq!(app.filter, Filter::Samples);
+        assert!(shown_kinds(&app).iter().all(|k| *k == "sample") && !shown_kinds(&app).is_empty());
+        app.on_key(key(KeyCode::Char('f')));
         assert_eq!(app.filter, Filter::All);
+        assert!(!shown_kinds(&app).contains(&"sample"), "samples feed the header and chart, not the list");
     }
 
     #[test]
     fn arrows_stop_following_and_end_follows_again() {
-        let r = Rec::oom_scenario();
-        let mut app = fed(&r.ev);
+        let ev = without_samples();
+        let mut app = fed(&ev);
         app.set_page(5);
-        let n = r.ev.len();
+        let n = ev.len();
         assert!(app.follow);
         assert_eq!(app.selected_event().unwrap().seq, n as u64 - 1);
         app.on_key(key(KeyCode::Up));
         assert!(!app.follow);
         assert_eq!(app.selected_event().unwrap().seq, n as u64 - 2);
         // A new event does not move the selection while not following.
-        let mut extra = r.ev[1].clone();
+        let mut extra = ev[1].clone();
         extra.ts_ns = ts(9_000);
         app.on_event(&extra);
         assert_eq!(app.selected_event().unwrap().seq, n as u64 - 2);
@@ -815,9 +826,9 @@ mod tests {
 
     #[test]
     fn enter_opens_the_selected_events_json_and_esc_closes_it() {
-        let r = Rec::oom_scenario();
-        let mut app = fed(&r.ev);
-        let oom = r.ev.iter().position(|e| e.kind_name() == "oom_kill").unwrap();
+        let ev = without_samples();
+        let mut app = fed(&ev);
+        let oom = ev.iter().position(|e| e.kind_name() == "oom_kill").unwrap();
         app.on_key(key(KeyCode::Home));
         for _ in 0..oom {
             app.on_key(key(KeyCode::Down));
@@ -879,9 +890,9 @@ mod tests {
 
     #[test]
     fn a_filter_change_keeps_the_selection_near_where_it_was() {
-        let r = Rec::oom_scenario();
-        let mut app = fed(&r.ev);
-        let oom = r.ev.iter().position(|e| e.kind_name() == "oom_kill").unwrap();
+        let ev = without_samples();
+        let mut app = fed(&ev);
+        let oom = ev.iter().position(|e| e.kind_name() == "oom_kill").unwrap();
         app.on_key(key(KeyCode::Home));
         for _ in 0..oom + 1 {
             app.on_key(key(KeyCode::Down));

@@ -7,22 +7,25 @@ use crate::event::{Direction, Event, EventKind};
 /// The kind filter cycled by `f`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Filter {
+    /// Everything but samples (they feed the header and the chart, every 100 ms).
     #[default]
     All,
-    /// Memory syscalls, rss, samples and OOM kills.
+    /// Memory syscalls, rss and OOM kills.
     Memory,
-    /// Signals, OOM kills and exits.
+    /// Signals, OOM kills and deaths by a signal.
     Signals,
     /// Fork, exec, exit, trace start/end, lost events.
     Process,
     /// Resets and socket states.
     Tcp,
+    /// The samples themselves.
+    Samples,
 }
 
 impl Filter {
-    pub const ALL: [Filter; 5] = [Filter::All, Filter::Memory, Filter::Signals, Filter::Process, Filter::Tcp];
+    pub const ALL: [Filter; 6] = [Filter::All, Filter::Memory, Filter::Signals, Filter::Process, Filter::Tcp, Filter::Samples];
 
-    /// The next filter in the cycle (after `Tcp` comes `All`).
+    /// The next filter in the cycle (after `Samples` comes `All`).
     pub fn next(self) -> Filter {
         let i = Filter::ALL.iter().position(|f| *f == self).unwrap_or(0);
         Filter::ALL[(i + 1) % Filter::ALL.len()]
@@ -35,6 +38,7 @@ impl Filter {
             Filter::Signals => "signals",
             Filter::Process => "process",
             Filter::Tcp => "tcp",
+            Filter::Samples => "samples",
         }
     }
 
@@ -42,12 +46,15 @@ impl Filter {
     pub fn matches(self, kind: &EventKind) -> bool {
         use EventKind as K;
         match self {
-            Filter::All => true,
-            Filter::Memory => matches!(
+            Filter::All => !matches!(kind, K::Sample { .. }),
+            Filter::Memory => {
+                matches!(kind, K::Mmap { .. } | K::Munmap { .. } | K::Brk { .. } | K::Mremap { .. } | K::Rss { .. } | K::OomKill { .. })
+            }
+            // A thread or process that ended on its own is no signal.
+            Filter::Signals => matches!(
                 kind,
-                K::Mmap { .. } | K::Munmap { .. } | K::Brk { .. } | K::Mremap { .. } | K::Rss { .. } | K::Sample { .. } | K::OomKill { .. }
+                K::Signal { .. } | K::SignalDeliver { .. } | K::OomKill { .. } | K::Exit { signal: Some(_), .. }
             ),
-            Filter::Signals => matches!(kind, K::Signal { .. } | K::SignalDeliver { .. } | K::OomKill { .. } | K::Exit { .. }),
             Filter::Process => matches!(
                 kind,
                 K::TraceStart { .. }
@@ -59,6 +66,7 @@ impl Filter {
                     | K::Restart { .. }
             ),
             Filter::Tcp => matches!(kind, K::TcpReset { .. } | K::TcpState { .. } | K::Peer { .. }),
+            Filter::Samples => matches!(kind, K::Sample { .. }),
         }
     }
 }
@@ -250,14 +258,14 @@ mod tests {
     use crate::tui::testdata::Rec;
 
     #[test]
-    fn filters_cycle_through_all_five_and_back() {
+    fn filters_cycle_through_all_six_and_back() {
         let mut f = Filter::All;
         let mut seen = vec![f];
-        for _ in 0..5 {
+        for _ in 0..6 {
             f = f.next();
             seen.push(f);
         }
-        assert_eq!(seen, [Filter::All, Filter::Memory, Filter::Signals, Filter::Process, Filter::Tcp, Filter::All]);
+        assert_eq!(seen, [Filter::All, Filter::Memory, Filter::Signals, Filter::Process, Filter::Tcp, Filter::Samples, Filter::All]);
     }
 
     #[test]
@@ -266,7 +274,8 @@ mod tests {
         for ev in &r.ev {
             let name = ev.kind_name();
             let want: &[Filter] = match name {
-                "sample" | "rss" | "mmap" => &[Filter::Memory],
+                "sample" => &[Filter::Samples],
+                "rss" | "mmap" => &[Filter::Memory],
                 "signal" => &[Filter::Signals],
                 "oom_kill" => &[Filter::Memory, Filter::Signals],
                 "exit" => &[Filter::Signals, Filter::Process],
@@ -277,8 +286,18 @@ mod tests {
             for f in &Filter::ALL[1..] {
                 assert_eq!(f.matches(&ev.kind), want.contains(f), "{name} in {f:?}");
             }
-            assert!(Filter::All.matches(&ev.kind));
+            assert_eq!(Filter::All.matches(&ev.kind), name != "sample", "{name} in All");
         }
+        // A clean exit (a thread, a worker that ended) is no signal.
+        let clean = EventKind::Exit {
+            group_dead: false,
+            exit_code: Some(0),
+            signal: None,
+            signal_name: None,
+            core_dumped: false,
+            source: "task_exit_code".into(),
+        };
+        assert!(!Filter::Signals.matches(&clean) && Filter::Process.matches(&clean));
     }
 
     #[test]

@@ -333,7 +333,7 @@ const HELP: &[(&str, &str)] = &[
     ("PgUp PgDn", "move a page"),
     ("Home g", "first event kept"),
     ("End G", "follow the newest events"),
-    ("f", "filter: all, memory, signals, process, tcp"),
+    ("f", "filter: all (no samples), memory, signals, process, tcp, samples"),
     ("Enter", "the selected event's fields"),
     ("?", "this help"),
     ("Esc", "close a popup"),
@@ -403,8 +403,8 @@ mod tests {
         // The newest events at the bottom of the list, the last one selected.
         let list_rows: Vec<&str> = text.lines().skip(usize::from(a.events.y) + 1).take(6).collect();
         assert!(list_rows[5].contains("trace_end"), "{list_rows:#?}");
-        assert!(list_rows[4].contains("sample"), "{list_rows:#?}");
-        assert!(list_rows[3].contains("tcp_reset") && list_rows[3].contains("6.022s"), "{list_rows:#?}");
+        assert!(list_rows[4].contains("tcp_reset") && list_rows[4].contains("6.022s"), "{list_rows:#?}");
+        assert!(!list_rows.iter().any(|r| r.contains("sample")), "samples are not listed: {list_rows:#?}");
         let (tx, ty) = find(&buf, "trace_end").unwrap();
         assert!(buf[(tx, ty)].modifier.contains(Modifier::REVERSED));
         // The help line fits.
@@ -425,7 +425,7 @@ mod tests {
         assert!(text.contains("limit 2.00G"), "{text}");
         assert!(text.contains("filter:all"), "{text}");
         // The list has room for the last 14 events.
-        assert!(text.contains("filter all · 20 of 20 · following"), "{text}");
+        assert!(text.contains("filter all · 15 of 20 · following"), "the 5 samples are not listed:\n{text}");
         assert!(!text.contains("  mmap  ") && text.contains("MM_FILEPAGES 100M"), "{text}");
         for kind in ["rss", "lost", "signal", "oom_kill", "exit", "tcp_reset", "trace_end"] {
             assert!(text.contains(kind), "{kind} in\n{text}");
@@ -495,7 +495,6 @@ mod tests {
     #[test]
     fn enter_pops_up_the_json_and_question_mark_the_help() {
         let mut app = oom_app();
-        press(&mut app, KeyCode::Up);
         press(&mut app, KeyCode::Up);
         press(&mut app, KeyCode::Enter);
         let text = screen(&render(&app, 80, 24));
