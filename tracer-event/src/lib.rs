@@ -25,8 +25,37 @@ pub struct FileId {
     pub path_cut: bool,
 }
 
-/// One thing that happened, with the process context it happened in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A kernel address as JSON: a hex string (`"0xffff8f1c2a3b4c00"`), which JavaScript and
+/// jq 1.6 keep exact, where a number above 2^53 loses its last digits. A number is read
+/// too (traces written before).
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:#x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(t) => {
+                let digits = t.strip_prefix("0x").unwrap_or(&t);
+                u64::from_str_radix(digits, 16).map_err(|e| serde::de::Error::custom(format!("address {t:?}: {e}")))
+            }
+        }
+    }
+}
+
+/// One thing that happened, with the process context it happened in. In JSON, `ts_ns`
+/// (exact, for tools that read 64-bit integers) is followed by `ts_us`, the same time in
+/// microseconds, which a double (JavaScript, jq 1.6) holds exactly.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Event {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
@@ -38,6 +67,23 @@ pub struct Event {
     pub comm: String,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            ts_ns: u64,
+            ts_us: u64,
+            pid: u32,
+            tid: u32,
+            comm: &'a str,
+            #[serde(flatten)]
+            kind: &'a EventKind,
+        }
+        Line { ts_ns: self.ts_ns, ts_us: self.ts_ns / 1000, pid: self.pid, tid: self.tid, comm: &self.comm, kind: &self.kind }
+            .serialize(s)
+    }
 }
 
 /// What happened. Serialized with a `kind` tag in snake_case next to the common fields.
@@ -223,6 +269,7 @@ pub enum EventKind {
         reason: Option<String>,
         saddr: String,
         daddr: String,
+        #[serde(with = "hex_u64")]
         skaddr: u64,
         /// How the reset was tied to the process: `socket`, `connection`,
         /// `listen_port`, or null when it was not.
@@ -237,6 +284,7 @@ pub enum EventKind {
         new_state: String,
         saddr: String,
         daddr: String,
+        #[serde(with = "hex_u64")]
         skaddr: u64,
     },
     /// Periodic context from user space (procfs, the memory cgroup, GPUs, the system),
@@ -390,5 +438,34 @@ mod tests {
         }
         assert_eq!(kernel_kind_names().count(), KIND_NAMES.len() - BOOKKEEPING_KINDS.len());
         assert!(kernel_kind_names().any(|k| k == "oom_kill"));
+    }
+
+    #[test]
+    fn big_numbers_survive_a_double() {
+        let ev = Event {
+            ts_ns: 1_796_544_302_226_587_913,
+            pid: 42,
+            tid: 42,
+            comm: "python3".into(),
+            kind: EventKind::TcpState {
+                old_state: "TCP_SYN_SENT".into(),
+                new_state: "TCP_ESTABLISHED".into(),
+                saddr: "127.0.0.1:40000".into(),
+                daddr: "127.0.0.1:8000".into(),
+                skaddr: 0xffff_8f1c_2a3b_4c00,
+            },
+        };
+        let line = serde_json::to_string(&ev).unwrap();
+        assert!(line.contains(r#""skaddr":"0xffff8f1c2a3b4c00""#), "{line}");
+        // What a double-based reader (JavaScript, jq 1.6) gets back is the exact time in µs.
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let us = v["ts_us"].as_u64().unwrap();
+        assert_eq!(us, 1_796_544_302_226_587);
+        assert_eq!(us as f64 as u64, us, "µs since the epoch fit a double's 53 bits");
+        assert_ne!(ev.ts_ns as f64 as u64, ev.ts_ns, "ns do not: that is why ts_us is there");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), ev);
+        // A trace written before, with the address as a number, still reads.
+        let old = line.replace(r#""0xffff8f1c2a3b4c00""#, &0xffff_8f1c_2a3b_4c00u64.to_string());
+        assert_eq!(serde_json::from_str::<Event>(&old).unwrap(), ev);
     }
 }
