@@ -282,7 +282,11 @@ pub(crate) fn before_kill(t: &Trace, pid: u32, kill_ts: u64) -> Growth {
     }
     let (anon_bytes, anon_calls) = anonymous_mappings(t, pid, from, kill_ts);
     if anon_calls > 0 {
-        g.evidence.push(format!("anonymous mappings {span}: {} in {}", format_bytes(anon_bytes), count(anon_calls, "mmap")));
+        g.evidence.push(format!(
+            "anonymous mappings {span}: {} reserved in {} (address space: only the pages touched are resident, counted in anonymous RSS; thread stacks and arenas reserve far more than they use)",
+            format_bytes(anon_bytes),
+            count(anon_calls, "mmap")
+        ));
     }
 
     // GPUs: one line per GPU whose memory grew.
@@ -516,7 +520,7 @@ mod tests {
         assert!(phrase.contains("anonymous memory grew by 1.76 GiB"), "{phrase}");
         assert!(!g.evidence.iter().any(|l| l.contains("old.bin")), "{:?}", g.evidence);
         assert!(g.evidence.iter().any(|l| l.contains("100 MiB -> 1.86 GiB")), "{:?}", g.evidence);
-        assert!(g.evidence.iter().any(|l| l.starts_with("anonymous mappings") && l.contains("1.00 GiB in 2 mmaps")), "{:?}", g.evidence);
+        assert!(g.evidence.iter().any(|l| l.starts_with("anonymous mappings") && l.contains("1.00 GiB reserved in 2 mmaps (address space")), "{:?}", g.evidence);
         let kinds: Vec<&str> = g.links.iter().map(|l| l.kind.as_str()).collect();
         assert_eq!(kinds, ["mmap", "rss"]);
         let rss = rss_growth(&t, PID, window_start(&t, kill), kill);

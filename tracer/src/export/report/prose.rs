@@ -190,7 +190,12 @@ impl Report {
 
     pub(super) fn memory_source_line(&self) -> String {
         match self.memory.source.as_str() {
-            "samples" => format!("From {} samples.", self.memory.samples),
+            "samples" => format!(
+                "From {} samples: each peak is the highest value a sample read, at the time shown. A peak between two \
+                 samples (the last moments before an OOM kill) is not in these figures; the verdicts give the kernel's own \
+                 figures at the kill, which can be higher.",
+                self.memory.samples
+            ),
             "rss_events" => "From rss events (no samples in this trace): resident = file + anon + shmem pages.".into(),
             _ => "No samples and no rss events in this trace.".into(),
         }
