@@ -81,6 +81,7 @@ fn verdicts(ev: &[Event]) -> Vec<Verdict> {
                 "RSS grew from 310 MiB to 1.94 GiB in 2.8 s".into(),
             ],
             confidence: Confidence::High,
+            action: Some("raise the memory limit above 2.00 GiB, load in bf16, or load models one at a time in the background".into()),
         },
         Verdict {
             cause: Cause::ConnectionRefused,
@@ -94,6 +95,7 @@ fn verdicts(ev: &[Event]) -> Vec<Verdict> {
             chain: vec![exit, refused],
             evidence: vec!["the listener on 127.0.0.1:8000 belonged to pid 4711, dead since +3.020 s".into()],
             confidence: Confidence::Medium,
+            action: None,
         },
     ]
 }
