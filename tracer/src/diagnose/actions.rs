@@ -111,7 +111,7 @@ fn oom_action(t: &Trace, v: &Verdict, pid: u32) -> String {
 
 fn signal_action(t: &Trace, v: &Verdict) -> String {
     // The fatal signal of the chain: its sender and what started the sender.
-    let sig = v.chain.iter().filter(|l| l.kind == "signal").filter_map(|l| t.ev.get(l.index)).last();
+    let sig = v.chain.iter().filter(|l| l.kind == "signal").filter_map(|l| t.ev.get(l.index)).next_back();
     let Some(e) = sig else {
         return "find out who sent the signal: trace again from the start with the signal probes on".into();
     };
