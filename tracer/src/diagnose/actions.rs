@@ -199,6 +199,46 @@ mod tests {
     }
 
     #[test]
+    fn every_cause_has_its_own_action() {
+        let causes = [
+            Cause::OomKilled,
+            Cause::KilledBySignal,
+            Cause::Crashed,
+            Cause::Exited,
+            Cause::AbortOnClose,
+            Cause::LingerZero,
+            Cause::TcpMemoryPressure,
+            Cause::KeepaliveTimeout,
+            Cause::ResetByPeer,
+            Cause::ConnectionRefused,
+            Cause::Unexplained,
+            Cause::CrashLoop,
+        ];
+        let b = Tb::new(PID);
+        let t = Trace::new(&b.ev);
+        let mut seen = std::collections::HashSet::new();
+        for cause in causes {
+            let v = Verdict {
+                cause,
+                summary: String::new(),
+                pid: Some(PID),
+                comm: None,
+                port: None,
+                resets: 0,
+                first_ns: b.ts(1_000),
+                last_ns: b.ts(1_000),
+                chain: Vec::new(),
+                evidence: Vec::new(),
+                confidence: crate::diagnose::Confidence::High,
+                action: None,
+            };
+            let a = action(&t, &v).unwrap_or_else(|| panic!("no action for {cause:?}"));
+            assert!(a.len() > 30, "{cause:?}: {a}");
+            assert!(seen.insert(a.clone()) || cause == Cause::CrashLoop, "{cause:?} shares its action: {a}");
+        }
+    }
+
+    #[test]
     fn every_cause_of_a_reset_has_an_action() {
         let mut b = Tb::new(PID);
         b.listen(10, PID, 8000);
