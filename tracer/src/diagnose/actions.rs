@@ -84,29 +84,36 @@ fn oom_action(t: &Trace, v: &Verdict, pid: u32) -> String {
     let from = growth::window_start(t, kill);
     let data: Vec<_> = growth::file_mappings(t, pid, from, kill).into_iter().filter(|m| !m.code).collect();
     let mapped: u64 = data.iter().map(|m| m.size.unwrap_or(m.distinct_bytes)).fold(0u64, u64::saturating_add);
-    let weights = match data.first() {
-        Some(top) if mapped >= 64 << 20 => format!(
-            "the files it mapped ({}{}) total {}: at the dtype they are stored in, loading needs about {} resident; ",
+    let limit = limit_before(t, kill);
+    let raise = match &limit {
+        Some((path, limit)) => format!(
+            "raise the memory limit above {} ({path}: memory.max on cgroup v2, memory.limit_in_bytes on v1, or the \
+             container's memory limit)",
+            format_bytes(*limit)
+        ),
+        None => "give the service a memory limit it fits in (so that the kernel kills nothing else) and free memory on \
+                 the host"
+            .to_string(),
+    };
+    // Weights: a service that mapped large data files before the kill.
+    if let Some(top) = data.first().filter(|_| mapped >= 64 << 20) {
+        let more = if data.len() > 1 { format!(" and {} more", data.len() - 1) } else { String::new() };
+        return format!(
+            "the files it mapped ({}{more}) total {}: at the dtype they are stored in, loading needs about {} resident; \
+             {raise}, load in bf16 (half of f32), or load models one at a time in the background and refuse what does \
+             not fit; `tracer doctor --pid {pid} --model NAME=DIR` says which models fit",
             basename(&top.path),
-            if data.len() > 1 { format!(" and {} more", data.len() - 1) } else { String::new() },
             format_bytes(mapped),
             format_bytes(mapped.saturating_add(mapped / 10))
-        ),
-        _ => String::new(),
-    };
-    let doctor = format!("`tracer doctor --pid {pid} --model NAME=DIR` says which models fit");
-    match limit_before(t, kill) {
-        Some((path, limit)) => format!(
-            "{weights}raise the memory limit above {} ({path}: memory.max on cgroup v2, memory.limit_in_bytes on v1, or the \
-             container's memory limit), load in bf16 (half of f32), or load models one at a time in the background and \
-             refuse what does not fit; {doctor}",
-            format_bytes(limit)
-        ),
-        None => format!(
-            "{weights}the host ran out of memory: give the service a memory limit it fits in (so the kernel kills nothing \
-             else), free memory on the host, load in bf16, or load models one at a time in the background; {doctor}"
-        ),
+        );
     }
+    let anon = growth::rss_growth(t, pid, from, kill)
+        .into_iter()
+        .find(|g| g.member == "MM_ANONPAGES")
+        .map(|g| g.after.saturating_sub(g.before))
+        .filter(|d| *d > 0);
+    let grew = anon.map(|d| format!(": its anonymous memory grew by {} before the kill", format_bytes(d as u64))).unwrap_or_default();
+    format!("{raise}, or find what allocates{grew}; `tracer doctor --pid {pid}` shows the limit and what is free")
 }
 
 fn signal_action(t: &Trace, v: &Verdict) -> String {
@@ -174,6 +181,20 @@ mod tests {
         assert!(a.contains("loading needs about 1.10 GiB resident"), "{a}");
         assert!(a.contains("raise the memory limit above 1.00 GiB"), "{a}");
         assert!(a.contains(&format!("tracer doctor --pid {PID} --model NAME=DIR")), "{a}");
+    }
+
+    #[test]
+    fn an_oom_kill_without_weights_says_what_grew_not_models() {
+        let mut b = Tb::new(PID);
+        b.rss(100, PID, "MM_ANONPAGES", MIB as i64);
+        b.rss(1_800, PID, "MM_ANONPAGES", (63 * MIB) as i64);
+        b.cgroup_sample(1_900, 60 * MIB, Some(64 * MIB), Some(0));
+        b.oom_kill(2_000, PID, "stress", PID, "stress", 64 * 1024, 1024);
+        b.exit_signal(2_010, PID, 9);
+        let a = action_of(&b, Cause::OomKilled);
+        assert!(a.starts_with("raise the memory limit above 64.0 MiB ("), "{a}");
+        assert!(a.contains("or find what allocates: its anonymous memory grew by 62.0 MiB before the kill"), "{a}");
+        assert!(!a.contains("bf16") && !a.contains("model"), "{a}");
     }
 
     #[test]
