@@ -520,3 +520,36 @@ fn without_privileges_the_error_names_the_capabilities_to_grant() {
     assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Resets of other processes on the host are counted in `trace_end`, not written: an idle
+/// target, while an untraced process's connects to a closed port are refused 200 times.
+#[test]
+fn other_processes_resets_are_counted_not_written() {
+    require_root("end-to-end capture tests load eBPF programs");
+    let idle = ChildGuard(Command::new(stress()).args(["ignore-term", "idle-reset-test"]).stdout(Stdio::null()).spawn().unwrap());
+    let run = TracerRun::start(&["--pid", &idle.pid().to_string(), "--no-tui", "--duration", "3s"]);
+    run.wait_attached(T);
+    // A port nobody listens on: bound, then closed.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut refused = 0;
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 200, "each connect to :{port} was refused");
+    let trace = run.finish(T);
+    drop(idle);
+    assert!(resets(&trace.events).is_empty(), "no reset of this test's process is written:\n{}", trace.dump());
+    let Some(EventKind::TraceEnd { other_resets, .. }) = trace.events.last().map(|e| &e.kind) else {
+        panic!("no trace_end:\n{}", trace.dump())
+    };
+    // Each refusal is the refusing side's reset (a reason on 6.10+, else none) and the
+    // connecting side's received one; other processes may add more.
+    let sent: u64 = other_resets.iter().filter(|(r, _)| *r != "received").map(|(_, n)| n).sum();
+    assert!(sent >= 200, "{other_resets:?}");
+    let format = std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format").unwrap_or_default();
+    if format.contains("reason") {
+        assert!(other_resets.get("NO_SOCKET").is_some_and(|n| *n >= 200), "{other_resets:?}");
+    }
+}

@@ -95,7 +95,18 @@ pub mod field {
     pub const CGATTACH_PATH: usize = 16;
     /// signal:signal_generate `sig`.
     pub const SIGGEN_SIG: usize = 17;
-    pub const COUNT: usize = 18;
+    /// tcp:tcp_send_reset `skaddr`, its local and remote port (a `sport`/`dport` field,
+    /// or the port inside a `saddr`/`daddr` sockaddr: see
+    /// [`super::KernelConfig::send_rst_ports_in_sockaddr`]) and `reason` (6.10+).
+    pub const SEND_RST_SKADDR: usize = 18;
+    pub const SEND_RST_SPORT: usize = 19;
+    pub const SEND_RST_DPORT: usize = 20;
+    pub const SEND_RST_REASON: usize = 21;
+    /// tcp:tcp_receive_reset `skaddr`, `sport`, `dport` (as for tcp_send_reset).
+    pub const RECV_RST_SKADDR: usize = 22;
+    pub const RECV_RST_SPORT: usize = 23;
+    pub const RECV_RST_DPORT: usize = 24;
+    pub const COUNT: usize = 26;
 }
 
 /// Configuration handed to the kernel programs as a read-only global before load.
@@ -127,6 +138,15 @@ pub struct KernelConfig {
     pub scope_root: i32,
     pub scope_path_len: u32,
     pub scope_path: [u8; SCOPE_PATH_LEN],
+    /// Non-zero: resets that involve no traced socket, listening port or client port
+    /// are only counted (per reason, in the OTHER_RESETS map), not reported. Set when
+    /// the reset tracepoints' sockets and ports can be read.
+    pub filter_resets: u32,
+    /// Non-zero when the reset tracepoints' port offsets point into a sockaddr (the port
+    /// in network byte order), as in 6.10+'s tcp_send_reset; zero for `sport`/`dport`
+    /// fields in host order.
+    pub send_rst_ports_in_sockaddr: u32,
+    pub recv_rst_ports_in_sockaddr: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
@@ -229,6 +249,9 @@ impl KernelConfig {
             scope_root: -1,
             scope_path_len: 0,
             scope_path: [0; SCOPE_PATH_LEN],
+            filter_resets: 0,
+            send_rst_ports_in_sockaddr: 0,
+            recv_rst_ports_in_sockaddr: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
         }
@@ -359,6 +382,13 @@ pub struct ExecRecord {
     pub argv_cut: u32,
     pub argv: [u8; ARGV_LEN],
 }
+
+/// Slots of the OTHER_RESETS counters: a sent reset's reason value (below
+/// [`OTHER_RESET_NO_REASON`]), [`OTHER_RESET_NO_REASON`] for a sent one without a reason
+/// (before 6.10, or a value past the table), [`OTHER_RESET_RECEIVED`] for a received one.
+pub const OTHER_RESET_SLOTS: u32 = 64;
+pub const OTHER_RESET_NO_REASON: u32 = 62;
+pub const OTHER_RESET_RECEIVED: u32 = 63;
 
 /// Bytes of a `--cgroup` path (in its hierarchy) the kernel compares; a longer one is
 /// followed by listing the cgroup only.

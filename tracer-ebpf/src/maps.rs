@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{KernelConfig, PendingSyscall, RestartWatch, RssKey, PROBE_COUNT};
+use tracer_common::{KernelConfig, PendingSyscall, RestartWatch, RssKey, OTHER_RESET_SLOTS, PROBE_COUNT};
 
 /// Set by user space before load (offsets from tracefs, BTF, thresholds).
 #[unsafe(no_mangle)]
@@ -32,6 +32,16 @@ pub static SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
 /// Local ports a traced process listened on: port -> TGID.
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Local ports of connections traced processes opened (connect): port -> TGID. With
+/// LISTEN_PORTS, what a reset must involve to be reported (see `filter_resets`).
+#[map]
+pub static CLIENT_PORTS: LruHashMap<u16, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Resets that involved no traced socket or port, counted per reason instead of being
+/// reported (slots: [`tracer_common::OTHER_RESET_SLOTS`]).
+#[map]
+pub static OTHER_RESETS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OTHER_RESET_SLOTS, 0);
 
 /// Servers on this host that traced clients connected to (not traced themselves): TGID
 /// -> 1. Only the fatal signals sent to them are reported (their fate, for the client's

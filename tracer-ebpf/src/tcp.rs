@@ -5,23 +5,79 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{aux, field, Probe};
+use tracer_common::{aux, field, Probe, OTHER_RESET_NO_REASON, OTHER_RESET_RECEIVED};
 
 use crate::{
-    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, LISTEN_PORTS, SOCKS},
+    maps::{config_offset, config_u32, is_traced_tgid, CLIENT_PORTS, CONFIG, LISTEN_PORTS, OTHER_RESETS, SOCKS},
     record::emit_raw,
 };
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    emit_raw(&ctx, Probe::TcpSendReset, [0; 2]);
+    let in_sockaddr = config_u32(&CONFIG.send_rst_ports_in_sockaddr) != 0;
+    if involves_traced(&ctx, field::SEND_RST_SKADDR, field::SEND_RST_SPORT, field::SEND_RST_DPORT, in_sockaddr) {
+        emit_raw(&ctx, Probe::TcpSendReset, [0; 2]);
+    } else {
+        let reason = config_offset(field::SEND_RST_REASON)
+            .and_then(|off| unsafe { ctx.read_at::<u32>(off) }.ok())
+            .filter(|r| *r < OTHER_RESET_NO_REASON)
+            .unwrap_or(OTHER_RESET_NO_REASON);
+        count_other(reason);
+    }
     0
 }
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    emit_raw(&ctx, Probe::TcpReceiveReset, [0; 2]);
+    let in_sockaddr = config_u32(&CONFIG.recv_rst_ports_in_sockaddr) != 0;
+    if involves_traced(&ctx, field::RECV_RST_SKADDR, field::RECV_RST_SPORT, field::RECV_RST_DPORT, in_sockaddr) {
+        emit_raw(&ctx, Probe::TcpReceiveReset, [0; 2]);
+    } else {
+        count_other(OTHER_RESET_RECEIVED);
+    }
     0
+}
+
+/// Whether a reset can be a traced process's: its socket is one, or either port is one
+/// a traced process listened on or connected from. A superset of what user space
+/// attributes (ports are reused); everything else is only counted.
+#[inline(always)]
+fn involves_traced(ctx: &TracePointContext, sk_field: usize, sport_field: usize, dport_field: usize, in_sockaddr: bool) -> bool {
+    if config_u32(&CONFIG.filter_resets) == 0 {
+        return true;
+    }
+    let (Some(sk_off), Some(sport_off), Some(dport_off)) =
+        (config_offset(sk_field), config_offset(sport_field), config_offset(dport_field))
+    else {
+        return true;
+    };
+    // On loopback the refusing side's reset runs in the connecting process's own
+    // connect(), before its socket's port is known here.
+    if is_traced_tgid((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return true;
+    }
+    let sk: u64 = unsafe { ctx.read_at::<u64>(sk_off) }.unwrap_or(0);
+    if sk != 0 && unsafe { SOCKS.get(&sk) }.is_some() {
+        return true;
+    }
+    let port = |off: usize| -> u16 {
+        let raw: u16 = unsafe { ctx.read_at::<u16>(off) }.unwrap_or(0);
+        if in_sockaddr { u16::from_be(raw) } else { raw }
+    };
+    let (sport, dport) = (port(sport_off), port(dport_off));
+    unsafe {
+        LISTEN_PORTS.get(&sport).is_some()
+            || LISTEN_PORTS.get(&dport).is_some()
+            || CLIENT_PORTS.get(&sport).is_some()
+            || CLIENT_PORTS.get(&dport).is_some()
+    }
+}
+
+#[inline(always)]
+fn count_other(slot: u32) {
+    if let Some(counter) = OTHER_RESETS.get_ptr_mut(slot) {
+        unsafe { *counter += 1 };
+    }
 }
 
 #[tracepoint]
@@ -62,6 +118,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     };
     if newstate == config_u32(&CONFIG.tcp_listen_state) {
         let _ = LISTEN_PORTS.insert(&sport, &owner, 0);
+    }
+    // A connecting socket has no port yet at SYN_SENT: it is recorded at the first
+    // transition that has one (ESTABLISHED, or CLOSE for a refused connect).
+    if sport != 0 && newstate != config_u32(&CONFIG.tcp_listen_state) {
+        let _ = CLIENT_PORTS.insert(&sport, &owner, 0);
     }
     if newstate == config_u32(&CONFIG.tcp_close_state) {
         // The address will be reused for someone else's socket.

@@ -114,6 +114,10 @@ pub enum EventKind {
         reason: String,
         events: u64,
         lost: u64,
+        /// Resets elsewhere on the host (no traced socket, port or peer in them): counted
+        /// per reason (`received` for ones received), not written.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        other_resets: std::collections::BTreeMap<String, u64>,
     },
     /// A traced process created a thread or a process.
     Fork {
@@ -427,7 +431,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_the_serde_tags() {
-        let end = EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0 };
+        let end = EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default() };
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());

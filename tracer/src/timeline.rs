@@ -159,7 +159,7 @@ mod tests {
         t.push(&rss(1));
         t.push(&rss(2));
         t.push(&rss(3));
-        t.push(&ev(4, EventKind::TraceEnd { reason: "duration".into(), events: 3, lost: 0 }));
+        t.push(&ev(4, EventKind::TraceEnd { reason: "duration".into(), events: 3, lost: 0, other_resets: Default::default() }));
         assert_eq!(t.len(), 3);
         assert_eq!(t.dropped_by_kind().get("rss"), Some(&1));
         assert_eq!(t.events().last().map(Event::kind_name), Some("trace_end"));

@@ -80,6 +80,11 @@ fn sender_parents(sig: i32, sender: u32, receiver: u32) -> Option<String> {
 }
 
 impl Decoder {
+    /// The name of a reset reason value, from tcp_send_reset's print fmt.
+    pub fn reset_reason_name(&self, value: i64) -> String {
+        self.layouts.reset_reasons.get(&value).cloned().unwrap_or_else(|| format!("{value}"))
+    }
+
     /// Sockets a process had before tracing began, so that resets on them are its own.
     pub fn seed_sockets(&mut self, owner: u32, sockets: &[crate::process::OwnedSocket]) {
         for s in sockets {

@@ -73,6 +73,24 @@ impl Layouts {
         self.protocols = symbols(self, Probe::InetSockSetState, "protocol");
     }
 
+    /// Where a reset tracepoint keeps its socket and its two ports: (skaddr, local port,
+    /// remote port, whether the ports sit in a sockaddr in network order). `sport` and
+    /// `dport` fields when the record has them, else the port of the `saddr`/`daddr`
+    /// sockaddrs (6.10+'s tcp_send_reset).
+    fn reset_fields(&self, probe: Probe) -> Option<(u16, u16, u16, bool)> {
+        let f = self.of(probe)?;
+        let sk = f.offset("skaddr")?;
+        if let (Some(sp), Some(dp)) = (f.offset("sport"), f.offset("dport")) {
+            return Some((sk, sp, dp, false));
+        }
+        let (sa, da) = (f.field("saddr")?, f.field("daddr")?);
+        // A sockaddr: family (2 bytes), then the port.
+        if sa.size < 16 || da.size < 16 {
+            return None;
+        }
+        Some((sk, u16::try_from(sa.offset + 2).ok()?, u16::try_from(da.offset + 2).ok()?, true))
+    }
+
     pub fn tcp_state_name(&self, state: i64) -> String {
         self.tcp_states.get(&state).cloned().unwrap_or_else(|| format!("{state}"))
     }
@@ -108,6 +126,16 @@ impl Layouts {
         set(field::CGATTACH_ROOT, Probe::CgroupAttach, "dst_root");
         set(field::CGATTACH_PID, Probe::CgroupAttach, "pid");
         set(field::CGATTACH_PATH, Probe::CgroupAttach, "dst_path");
+        set(field::SEND_RST_REASON, Probe::TcpSendReset, "reason");
+        let send = self.reset_fields(Probe::TcpSendReset);
+        let recv = self.reset_fields(Probe::TcpReceiveReset);
+        if let (Some(s), Some(r)) = (send, recv) {
+            [cfg.offsets[field::SEND_RST_SKADDR], cfg.offsets[field::SEND_RST_SPORT], cfg.offsets[field::SEND_RST_DPORT]] = [s.0, s.1, s.2];
+            [cfg.offsets[field::RECV_RST_SKADDR], cfg.offsets[field::RECV_RST_SPORT], cfg.offsets[field::RECV_RST_DPORT]] = [r.0, r.1, r.2];
+            cfg.send_rst_ports_in_sockaddr = s.3 as u32;
+            cfg.recv_rst_ports_in_sockaddr = r.3 as u32;
+            cfg.filter_resets = 1;
+        }
         if let Some(off) = self.tracepoint("sys_exit_mmap").and_then(|f| f.offset("ret")) {
             cfg.offsets[field::SYS_RET] = off;
         }
@@ -166,11 +194,40 @@ pub(crate) mod tests {
             (cfg.offsets[field::CGATTACH_ROOT], cfg.offsets[field::CGATTACH_PID], cfg.offsets[field::CGATTACH_PATH]),
             (8, 24, 28)
         );
+        // 6.18's tcp_send_reset keeps its ports inside sockaddrs; tcp_receive_reset in fields.
+        assert_eq!(cfg.filter_resets, 1);
+        assert_eq!(
+            (cfg.offsets[field::SEND_RST_SKADDR], cfg.offsets[field::SEND_RST_SPORT], cfg.offsets[field::SEND_RST_DPORT]),
+            (16, 34, 62)
+        );
+        assert_eq!((cfg.send_rst_ports_in_sockaddr, cfg.offsets[field::SEND_RST_REASON]), (1, 28));
+        assert_eq!(
+            (cfg.offsets[field::RECV_RST_SKADDR], cfg.offsets[field::RECV_RST_SPORT], cfg.offsets[field::RECV_RST_DPORT]),
+            (8, 16, 18)
+        );
+        assert_eq!(cfg.recv_rst_ports_in_sockaddr, 0);
         assert_eq!(cfg.tcp_listen_state, 10);
         assert_eq!(cfg.ipproto_tcp, 6);
         assert_eq!((cfg.tcp_syn_sent_state, cfg.tcp_syn_recv_state, cfg.tcp_close_state), (2, 3, 7));
         assert_eq!(cfg.task_exit_code_offset, 1234);
         assert_eq!(cfg.follow_children, 1);
+    }
+
+    #[test]
+    fn a_reset_tracepoint_with_port_fields_is_read_in_host_order() {
+        let mut l = layouts_6_18();
+        l.set("tcp_send_reset", Some(Format::parse(include_str!("testdata/5.15/tcp_send_reset")).unwrap()));
+        let cfg = l.kernel_config(0, false, None);
+        assert_eq!(
+            (cfg.offsets[field::SEND_RST_SKADDR], cfg.offsets[field::SEND_RST_SPORT], cfg.offsets[field::SEND_RST_DPORT]),
+            (16, 28, 30)
+        );
+        assert_eq!((cfg.send_rst_ports_in_sockaddr, cfg.filter_resets), (0, 1));
+        // No reason before 6.10: counted as "no reason".
+        assert_eq!(cfg.offsets[field::SEND_RST_REASON], tracer_common::UNKNOWN_OFFSET);
+        // Without the receive tracepoint nothing is filtered: user space sees every reset.
+        l.set("tcp_receive_reset", None);
+        assert_eq!(l.kernel_config(0, false, None).filter_resets, 0);
     }
 
     #[test]

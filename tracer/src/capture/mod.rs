@@ -105,6 +105,9 @@ pub struct Capture {
     listen_ports: BpfHashMap<MapData, u16, u32>,
     peers: BpfHashMap<MapData, u32, u8>,
     lost: PerCpuArray<MapData, u64>,
+    other_resets_kernel: PerCpuArray<MapData, u64>,
+    /// Resets that reached user space but that no traced process owns, per reason.
+    other_resets_seen: std::collections::BTreeMap<String, u64>,
     restart_watch: Array<MapData, tracer_common::RestartWatch>,
     /// Successors the kernel adopted, with the gap since their predecessor ended (ns).
     successors: Vec<(Event, u64)>,
@@ -210,6 +213,7 @@ impl Capture {
         let listen_ports = take(&mut ebpf, "LISTEN_PORTS")?;
         let restart_watch = take(&mut ebpf, "RESTART_WATCH")?;
         let peers = take(&mut ebpf, "PEERS")?;
+        let other_resets_kernel = take(&mut ebpf, "OTHER_RESETS")?;
         Ok(Capture {
             restart_watch,
             successors: Vec::new(),
@@ -223,6 +227,8 @@ impl Capture {
             tids,
             listen_ports,
             peers,
+            other_resets_kernel,
+            other_resets_seen: std::collections::BTreeMap::new(),
             lost,
             lost_seen: [0; PROBE_COUNT as usize],
             window: Vec::new(),
@@ -326,6 +332,20 @@ impl Capture {
         for ev in &mut out {
             self.decoder.attribute(ev);
         }
+        // Resets nobody traced owns are counted, not written: on a busy host they would be
+        // most of the trace.
+        out.retain(|ev| match &ev.kind {
+            EventKind::TcpReset { attributed_by: None, reason, direction, .. } => {
+                let key = match (direction, reason) {
+                    (crate::event::Direction::Received, _) => "received".to_string(),
+                    (_, Some(r)) if !r.is_empty() => r.clone(),
+                    _ => "no reason".to_string(),
+                };
+                *self.other_resets_seen.entry(key).or_insert(0) += 1;
+                false
+            }
+            _ => true,
+        });
         self.name_peers(out)
     }
 
@@ -411,6 +431,28 @@ impl Capture {
     /// scope. Each is traced as its own thread group until [`Capture::settle_joined`].
     pub fn take_joined(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.joined)
+    }
+
+    /// Resets elsewhere on the host, per reason: those the kernel only counted and those
+    /// that reached user space but belong to no traced process.
+    pub fn other_resets(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = self.other_resets_seen.clone();
+        for slot in 0..tracer_common::OTHER_RESET_SLOTS {
+            let n: u64 = match self.other_resets_kernel.get(&slot, 0) {
+                Ok(per_cpu) => per_cpu.iter().sum(),
+                Err(_) => continue,
+            };
+            if n == 0 {
+                continue;
+            }
+            let key = match slot {
+                tracer_common::OTHER_RESET_RECEIVED => "received".to_string(),
+                tracer_common::OTHER_RESET_NO_REASON => "no reason".to_string(),
+                r => self.decoder.reset_reason_name(r as i64),
+            };
+            *out.entry(key).or_insert(0) += n;
+        }
+        out
     }
 
     /// Traced tasks that moved to another cgroup since the last call (once each).

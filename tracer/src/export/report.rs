@@ -178,6 +178,9 @@ pub struct EventCounts {
     /// Records the kernel could not hand over: `trace_end.lost`, else the `lost` events.
     pub lost: u64,
     pub lost_by_probe: BTreeMap<String, u64>,
+    /// Resets elsewhere on the host, counted per reason and not written (`trace_end`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_resets: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -251,9 +254,10 @@ impl Report {
                 EventKind::Exec { argv: Some(argv), argv_cut, .. } if target.pid == Some(ev.pid) && !argv.is_empty() => {
                     target.program = Some(crate::event::argv_line(argv, *argv_cut));
                 }
-                EventKind::TraceEnd { reason, lost, .. } => {
+                EventKind::TraceEnd { reason, lost, other_resets, .. } => {
                     span.end_reason = Some(reason.clone());
                     end_lost = Some(*lost);
+                    counts.other_resets = other_resets.clone();
                 }
                 EventKind::Lost { probe, count, .. } => {
                     *counts.lost_by_probe.entry(probe.clone()).or_default() += count;

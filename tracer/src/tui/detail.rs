@@ -134,7 +134,7 @@ pub fn detail(ev: &Event) -> String {
             let missing = if missing_probes.is_empty() { String::new() } else { format!(", {} missing", missing_probes.len()) };
             format!("tracing pid {target_pid}: {} (kernel {}, {} probes{missing})", clean(target_cmdline), clean(kernel), probes.len())
         }
-        K::TraceEnd { reason, events, lost } => format!("{}: {events} events, {lost} lost", clean(reason)),
+        K::TraceEnd { reason, events, lost, .. } => format!("{}: {events} events, {lost} lost", clean(reason)),
         K::Fork { child_pid, child_comm, thread, traced, .. } => {
             let what = if *thread { "thread" } else { "process" };
             let traced = if *traced { "" } else { " (not traced)" };

@@ -138,6 +138,11 @@ impl Report {
             let per: Vec<String> = e.lost_by_probe.iter().map(|(p, n)| format!("{p} {n}")).collect();
             let _ = write!(s, " ({})", per.join(", "));
         }
+        if !e.other_resets.is_empty() {
+            let total: u64 = e.other_resets.values().sum();
+            let per: Vec<String> = e.other_resets.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = write!(s, "; {total} resets elsewhere on the host, not the target's, counted and not written ({})", per.join(", "));
+        }
         s
     }
 
