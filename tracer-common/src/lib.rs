@@ -106,7 +106,10 @@ pub mod field {
     pub const RECV_RST_SKADDR: usize = 22;
     pub const RECV_RST_SPORT: usize = 23;
     pub const RECV_RST_DPORT: usize = 24;
-    pub const COUNT: usize = 26;
+    /// signal:signal_deliver `sig` and `sa_handler`.
+    pub const SIGDEL_SIG: usize = 25;
+    pub const SIGDEL_HANDLER: usize = 26;
+    pub const COUNT: usize = 28;
 }
 
 /// Configuration handed to the kernel programs as a read-only global before load.
@@ -289,6 +292,20 @@ pub struct RawRecord {
     /// Values the program computed that the record does not carry (see [`aux`]).
     pub aux: [u64; 2],
     pub data: [u8; RAW_DATA_LEN],
+}
+
+/// Bytes of the tracepoint record kept by [`SmallRecord`]: the signal tracepoints'
+/// records end before this.
+pub const SMALL_DATA_LEN: usize = 64;
+
+/// [`RawRecord`] for the frequent small records (signals): a fifth of the ring space.
+/// User space reads it as a [`RawRecord`] whose data past [`SMALL_DATA_LEN`] is zero.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SmallRecord {
+    pub header: Header,
+    pub aux: [u64; 2],
+    pub data: [u8; SMALL_DATA_LEN],
 }
 
 /// Meaning of [`RawRecord::aux`] per probe.

@@ -4,7 +4,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{aux, ExecRecord, Header, Probe, RawRecord, RestartWatch, ARGV_LEN, RAW_DATA_LEN};
+use tracer_common::{aux, ExecRecord, Header, Probe, RawRecord, RestartWatch, SmallRecord, ARGV_LEN, RAW_DATA_LEN, SMALL_DATA_LEN};
 
 use crate::maps::{count_lost, EVENTS, TGIDS, TIDS};
 
@@ -36,6 +36,27 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
         // The record lives in a per-CPU trace buffer far larger than RAW_DATA_LEN, so a
         // fixed-size read past a short record stays inside mapped memory.
         if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
+            entry.discard(0);
+            count_lost(probe as u32);
+            return;
+        }
+    }
+    entry.submit(0);
+}
+
+/// [`emit_raw`] for a record that ends within [`SMALL_DATA_LEN`] bytes.
+#[inline(always)]
+pub fn emit_small(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
+    let Some(mut entry) = EVENTS.reserve::<SmallRecord>(0) else {
+        count_lost(probe as u32);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    unsafe {
+        (*rec).header = header(probe);
+        (*rec).aux = aux;
+        let data = &mut (*rec).data;
+        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..SMALL_DATA_LEN]).is_err() {
             entry.discard(0);
             count_lost(probe as u32);
             return;

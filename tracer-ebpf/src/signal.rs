@@ -5,7 +5,7 @@ use tracer_common::{aux, field, Probe};
 
 use crate::{
     maps::{config_offset, is_traced_tgid, PEERS, TIDS},
-    record::emit_raw,
+    record::emit_small,
 };
 
 /// Current is the sender here; the receiver is the `pid` field, a thread id.
@@ -25,7 +25,7 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     } else {
         return 0;
     }
-    emit_raw(&ctx, Probe::SignalGenerate, extra);
+    emit_small(&ctx, Probe::SignalGenerate, extra);
     0
 }
 
@@ -45,6 +45,17 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     if !is_traced_tgid(tgid) {
         return 0;
     }
-    emit_raw(&ctx, Probe::SignalDeliver, [0; 2]);
+    // A signal the process handles itself was recorded when it was sent; its delivery to
+    // the handler says nothing more and can come by the hundred thousand. Deliveries
+    // with the default action (a death, a stop) are what the exit's cause comes from.
+    if let (Some(sig_off), Some(handler_off)) = (config_offset(field::SIGDEL_SIG), config_offset(field::SIGDEL_HANDLER)) {
+        let sig: i32 = unsafe { ctx.read_at::<i32>(sig_off) }.unwrap_or(0);
+        let handler: u64 = unsafe { ctx.read_at::<u64>(handler_off) }.unwrap_or(0);
+        // SIG_DFL is 0; SIGKILL and SIGSTOP cannot be handled.
+        if handler != 0 && sig != 9 && sig != 19 {
+            return 0;
+        }
+    }
+    emit_small(&ctx, Probe::SignalDeliver, [0; 2]);
     0
 }

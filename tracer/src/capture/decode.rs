@@ -45,6 +45,18 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
+/// A [`RawRecord`], or a [`tracer_common::SmallRecord`] read as one (its data past what
+/// the kernel copied is zero).
+fn read_raw(bytes: &[u8]) -> Option<RawRecord> {
+    if let Some(r) = read_record::<RawRecord>(bytes) {
+        return Some(r);
+    }
+    let small: tracer_common::SmallRecord = read_record(bytes)?;
+    let mut data = [0u8; tracer_common::RAW_DATA_LEN];
+    data[..small.data.len()].copy_from_slice(&small.data);
+    Some(RawRecord { header: small.header, aux: small.aux, data })
+}
+
 /// A process the kernel programs started tracing on their own, which user space must
 /// follow up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +72,12 @@ pub enum Adoption {
 
 /// What a ring-buffer item says about an adoption, if it is one.
 pub fn adoption(bytes: &[u8]) -> Option<Adoption> {
-    let r = read_record::<RawRecord>(bytes)?;
+    // Called on every record: look at the header before copying anything bigger.
+    let h: Header = read_record(bytes)?;
+    if h.probe != Probe::ProcessExec as u32 && h.probe != Probe::CgroupAttach as u32 {
+        return None;
+    }
+    let r = read_raw(bytes)?;
     match Probe::from_u32(r.header.probe)? {
         Probe::ProcessExec if r.aux[aux::EXEC_ADOPTED] == 1 => Some(Adoption::Successor { gap_ns: r.aux[aux::EXEC_GAP_NS] }),
         Probe::CgroupAttach if r.aux[1] == aux::CGROUP_MOVED => Some(Adoption::Moved { task: r.aux[0] as u32 }),
@@ -141,7 +158,7 @@ impl Decoder {
                 Some(self.base(&rec.header, EventKind::Rss { member, bytes: rec.bytes }))
             }
             _ => {
-                let rec: RawRecord = read_record(bytes)?;
+                let rec = read_raw(bytes)?;
                 self.raw(probe, &rec)
             }
         }
@@ -605,6 +622,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_small_record_reads_as_a_raw_one() {
+        let mut rec = tracer_common::SmallRecord { header: header(Probe::SignalGenerate, 7), aux: [42, 0], data: [0; tracer_common::SMALL_DATA_LEN] };
+        rec.data[8..12].copy_from_slice(&10i32.to_ne_bytes());
+        rec.data[36..40].copy_from_slice(&42i32.to_ne_bytes());
+        // SAFETY: plain data viewed as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(&rec as *const _ as *const u8, std::mem::size_of::<tracer_common::SmallRecord>())
+        };
+        let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
+        let ev = dec.decode(bytes).unwrap();
+        assert!(matches!(&ev.kind, EventKind::Signal { signal: 10, target_pid: 42, target_tid: 42, .. }), "{ev:?}");
     }
 
     #[test]

@@ -112,6 +112,8 @@ impl Layouts {
         });
         set(field::SIGGEN_PID, Probe::SignalGenerate, "pid");
         set(field::SIGGEN_SIG, Probe::SignalGenerate, "sig");
+        set(field::SIGDEL_SIG, Probe::SignalDeliver, "sig");
+        set(field::SIGDEL_HANDLER, Probe::SignalDeliver, "sa_handler");
         set(field::VICTIM_PID, Probe::MarkVictim, "pid");
         set(field::NEWTASK_PID, Probe::TaskNewtask, "pid");
         set(field::NEWTASK_FLAGS, Probe::TaskNewtask, "clone_flags");
