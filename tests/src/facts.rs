@@ -31,6 +31,7 @@ pub fn check(events: &[Event]) -> Result<Checked, Vec<String>> {
     mapping_sizes_fit_the_files(&report, &verdicts, &mut wrong, &mut done);
     names_are_in_the_trace(events, &verdicts, &report, &mut wrong, &mut done);
     chains_are_in_time_order(&verdicts, &mut wrong, &mut done);
+    events_are_in_time_order(events, &mut wrong);
     cgroup_figures_are_one_cgroups(events, &report, &mut wrong);
     if wrong.is_empty() { Ok(done) } else { Err(wrong) }
 }
@@ -194,6 +195,28 @@ fn names_are_in_the_trace(events: &[Event], verdicts: &[Verdict], report: &Repor
     }
 }
 
+/// The trace is in time order: capture releases an event only once nothing still in the
+/// kernel can precede it, and samples are merged in.
+fn events_are_in_time_order(events: &[Event], wrong: &mut Vec<String>) {
+    for (i, pair) in events.windows(2).enumerate() {
+        if pair[1].ts_ns < pair[0].ts_ns {
+            wrong.push(format!(
+                "event {} ({}, ts {}) comes after event {} ({}, ts {}) but happened {} ns before it",
+                i + 1,
+                pair[1].kind_name(),
+                pair[1].ts_ns,
+                i,
+                pair[0].kind_name(),
+                pair[0].ts_ns,
+                pair[0].ts_ns - pair[1].ts_ns
+            ));
+            if wrong.len() > 20 {
+                return;
+            }
+        }
+    }
+}
+
 fn chains_are_in_time_order(verdicts: &[Verdict], wrong: &mut Vec<String>, done: &mut Checked) {
     for v in verdicts {
         done.chains += 1;
@@ -268,6 +291,7 @@ mod tests {
         let (mut wrong, mut done) = (Vec::new(), Checked::default());
         names_are_in_the_trace(&events, &verdicts, &report, &mut wrong, &mut done);
         chains_are_in_time_order(&verdicts, &mut wrong, &mut done);
+        events_are_in_time_order(&events, &mut wrong);
         assert!(wrong.is_empty(), "{wrong:?}");
         verdicts[0].summary.push_str(", then pid 4711 (ghost) and ghost[4711]");
         verdicts[0].chain.reverse();
@@ -275,6 +299,12 @@ mod tests {
         chains_are_in_time_order(&verdicts, &mut wrong, &mut done);
         assert_eq!(wrong.iter().filter(|w| w.contains("\"ghost\"")).count(), 2, "{wrong:?}");
         assert!(wrong.iter().any(|w| w.contains("happened before it")), "{wrong:?}");
+        // An event out of place in the trace is caught too.
+        let mut shuffled = events.clone();
+        shuffled.swap(1, 2);
+        let mut out_of_order = Vec::new();
+        events_are_in_time_order(&shuffled, &mut out_of_order);
+        assert!(out_of_order.iter().any(|w| w.contains("comes after event 1")), "{out_of_order:?}");
     }
 
     #[test]

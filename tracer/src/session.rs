@@ -24,7 +24,9 @@ use crate::{
     timeline::Timeline,
 };
 
-const TICK: Duration = Duration::from_millis(50);
+/// Events reach the sinks on the tick: its period is most of the delay from a kernel
+/// event to its JSON line.
+const TICK: Duration = Duration::from_millis(20);
 /// How often a `--cgroup` scope is listed for members the kernel's check did not see
 /// move in (a path longer than it compares, a cgroup mount this process cannot see).
 const SCOPE_EVERY: Duration = Duration::from_secs(2);

@@ -97,6 +97,11 @@ fn sender_parents(sig: i32, sender: u32, receiver: u32) -> Option<String> {
 }
 
 impl Decoder {
+    /// A monotonic time in the records' wall-clock base.
+    pub fn wall(&self, mono_ns: u64) -> u64 {
+        self.clock.wall(mono_ns)
+    }
+
     /// The name of a reset reason value, from tcp_send_reset's print fmt.
     pub fn reset_reason_name(&self, value: i64) -> String {
         self.layouts.reset_reasons.get(&value).cloned().unwrap_or_else(|| format!("{value}"))

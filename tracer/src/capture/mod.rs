@@ -83,8 +83,12 @@ pub struct CaptureOptions {
     pub scope: Option<crate::process::scope::Hierarchy>,
 }
 
-/// How long events wait in the window before release.
-pub const REORDER_WINDOW: Duration = Duration::from_millis(100);
+/// How far a record's time may trail its place in the ring buffer. The ring is read in
+/// reservation order (a reserved record not yet committed stops the reader), and a
+/// program reads the time just after it reserved: so once a read has emptied the ring,
+/// every record stamped more than this before the read began is in hand. Programs run
+/// for microseconds; this leaves room for a preempted one.
+pub const RING_SKEW: Duration = Duration::from_millis(5);
 
 /// What one [`Capture::poll`] released.
 #[derive(Debug, Default)]
@@ -122,8 +126,13 @@ pub struct Capture {
     decoder: Decoder,
     /// Decoded events not released yet: the reorder window.
     window: Vec<Event>,
+    /// Every record stamped before this (wall ns, the records' time base) has been read.
+    complete_ns: u64,
     pub attached: Vec<String>,
     pub missing: Vec<String>,
+    /// When the programs were attached (wall ns): the trace's start, before any
+    /// process was added.
+    pub attached_at_ns: u64,
     pub rss_threshold_bytes: u64,
 }
 
@@ -182,6 +191,8 @@ impl Capture {
             }
         };
 
+        // Taken before the first program is attached: no record can be older.
+        let attached_at_ns = crate::clock::wall_now_ns();
         let mut attached = Vec::new();
         let mut missing = Vec::new();
         for (program, group) in probes::programs() {
@@ -232,9 +243,11 @@ impl Capture {
             lost,
             lost_seen: [0; PROBE_COUNT as usize],
             window: Vec::new(),
+            complete_ns: 0,
             decoder: Decoder::new(layouts, crate::clock::Clock::now(), opts.follow_children),
             attached,
             missing,
+            attached_at_ns,
             rss_threshold_bytes: opts.rss_threshold_bytes,
         })
     }
@@ -263,13 +276,13 @@ impl Capture {
     }
 
     /// Takes in everything the kernel handed over and releases, in time order and
-    /// attributed, the events older than the reorder window at `now_wall_ns`: the time
-    /// every CPU's records and the socket states that name a reset's connection need to
-    /// arrive. Also returns that limit: nothing released later is older.
+    /// attributed, the events that nothing still in the kernel can precede: those
+    /// stamped [`RING_SKEW`] before the last read that emptied the ring. Also returns
+    /// that limit: nothing released later is older.
     pub fn poll(&mut self, now_wall_ns: u64) -> Released {
         self.drain();
         self.poll_lost(now_wall_ns);
-        let until_ns = now_wall_ns.saturating_sub(REORDER_WINDOW.as_nanos() as u64);
+        let until_ns = self.complete_ns;
         Released { events: self.release(until_ns), until_ns }
     }
 
@@ -290,6 +303,7 @@ impl Capture {
     /// Decodes everything waiting in the ring buffer into the window, and notes the
     /// processes the kernel started tracing on its own.
     fn drain(&mut self) {
+        let started = self.decoder.wall(crate::clock::clock_ns(libc::CLOCK_MONOTONIC));
         while let Some(item) = self.ring.next() {
             match decode::adoption(&item) {
                 Some(decode::Adoption::Joined { task }) => {
@@ -315,6 +329,8 @@ impl Capture {
                 self.window.push(ev);
             }
         }
+        // The ring was empty: what was stamped before the read began (less the skew) is in.
+        self.complete_ns = self.complete_ns.max(started.saturating_sub(RING_SKEW.as_nanos() as u64));
         if let Some(logger) = self.logger.as_mut() {
             logger.flush();
         }

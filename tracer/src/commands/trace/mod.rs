@@ -12,7 +12,6 @@ use clap::Args;
 use self::output::Plan;
 use crate::{
     capture::{Capture, CaptureError, CaptureOptions, ProbeGroup},
-    clock::wall_now_ns,
     event::{Event, EventKind},
     export::jsonl::JsonlWriter,
     process::{
@@ -279,7 +278,8 @@ fn start_event(capture: &Capture, pid: u32, cmdline: String, args: &TraceArgs) -
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
     Event {
-        ts_ns: wall_now_ns(),
+        // Before anything of the target was traced: the first line is the first in time.
+        ts_ns: capture.attached_at_ns,
         pid,
         tid: pid,
         comm,
