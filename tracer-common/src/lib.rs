@@ -119,6 +119,10 @@ pub struct KernelConfig {
     /// Emit an rss_stat record when a member moved by at least this many bytes since the
     /// last record for the same process and member.
     pub rss_threshold_bytes: u64,
+    /// Records are submitted without waking the reader, which reads on its own tick,
+    /// until the ring holds this many bytes: then it is woken at once. 0: the kernel's
+    /// default (wake the reader when it waits), one wake-up per record at a low rate.
+    pub wake_at_bytes: u64,
     /// Offset of `exit_code` in `struct task_struct`, from BTF; `u32::MAX` when unknown.
     pub task_exit_code_offset: u32,
     /// Non-zero: new processes forked by a traced process are traced too.
@@ -241,6 +245,7 @@ impl KernelConfig {
     pub const fn empty() -> Self {
         KernelConfig {
             rss_threshold_bytes: 0,
+            wake_at_bytes: 0,
             task_exit_code_offset: u32::MAX,
             follow_children: 0,
             tcp_listen_state: u32::MAX,

@@ -96,6 +96,23 @@ pub fn is_traced_tgid(tgid: u32) -> bool {
     unsafe { TGIDS.get(&tgid).is_some() }
 }
 
+/// Flags for submitting a record: no wake-up while the ring holds less than
+/// `wake_at_bytes` (the reader drains on its tick), a forced one past it. A wake-up per
+/// record is what a steady trickle of records costs the traced process most.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    let wake_at = unsafe { core::ptr::read_volatile(&raw const CONFIG.wake_at_bytes) };
+    if wake_at == 0 {
+        return 0;
+    }
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if waiting >= wake_at {
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 #[inline(always)]
 pub fn count_lost(probe: u32) {
     if let Some(counter) = LOST.get_ptr_mut(probe) {

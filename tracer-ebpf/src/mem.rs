@@ -65,7 +65,7 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
         return 0;
     };
     entry.write(sys);
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     0
 }
 
@@ -84,7 +84,7 @@ fn emit_mmap_file(sys: MemSyscall, fd: u64) {
         (*rec).sys = sys;
         identify(fd, &raw mut (*rec).file);
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 #[tracepoint]

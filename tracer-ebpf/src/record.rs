@@ -41,7 +41,7 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
             return;
         }
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 /// [`emit_raw`] for a record that ends within [`SMALL_DATA_LEN`] bytes.
@@ -62,7 +62,7 @@ pub fn emit_small(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
             return;
         }
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 /// sched_process_exec of a traced process: the record verbatim and the new program's
@@ -82,7 +82,7 @@ pub fn emit_exec(ctx: &TracePointContext) {
             return;
         }
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 /// sched_process_exec of a process that is not traced while the restart watch is armed:
@@ -112,7 +112,7 @@ pub fn adopt_if_successor(ctx: &TracePointContext, watch: *mut RestartWatch) {
         (*rec).raw.aux[aux::EXEC_ADOPTED] = 1;
         (*rec).raw.aux[aux::EXEC_GAP_NS] = (*rec).raw.header.ts_ns.saturating_sub((*watch).ended_ns);
     }
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 /// Fills an exec record: header, the tracepoint record, the arguments. False when the

@@ -56,6 +56,6 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         _pad: 0,
         bytes: size,
     });
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     0
 }

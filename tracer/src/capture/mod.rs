@@ -157,6 +157,8 @@ impl Capture {
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
         config.follow_restarts = opts.follow_restarts as u32;
+        // The session drains the ring on every tick; a wake-up only when it fills up.
+        config.wake_at_bytes = u64::from(opts.ring_buffer_bytes / 8);
         if let Some(h) = &opts.scope {
             let path = h.path.as_bytes();
             if path.len() <= tracer_common::SCOPE_PATH_LEN && !path.is_empty() {
