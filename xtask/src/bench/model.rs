@@ -76,7 +76,21 @@ pub struct ModelLoad {
     pub cold_cache: bool,
     pub python_versions: Option<serde_json::Value>,
     pub variants: Vec<Variant>,
+    /// The eager load bare and under the tracer, cold and warm cache.
+    pub traced: Vec<TracedLoad>,
     pub skipped: Vec<String>,
+}
+
+/// Goal of the traced/bare load time ratio.
+pub const TRACED_LOAD_GOAL: f64 = 1.05;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TracedLoad {
+    pub cache: String,
+    pub bare: Variant,
+    pub traced: Variant,
+    /// Traced load seconds over bare (medians).
+    pub ratio: Option<f64>,
 }
 
 pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratch: &Path) -> Result<ModelLoad> {
@@ -90,9 +104,35 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
         for i in 0..plan.runs {
             println!("xtask: bench model load: workload --load {mode} ({}/{})", i + 1, plan.runs);
             cold_cache &= drop_caches();
-            runs.push(serve_load(bins, &dir, mode, &scratch.join(format!("probe-{mode}-{i}.jsonl")))?);
+            runs.push(serve_load(bins, &dir, mode, &scratch.join(format!("probe-{mode}-{i}.jsonl")), None)?);
         }
         variants.push(variant(format!("workload serve --load {mode}"), runs, bytes));
+    }
+    // What attaching the tracer costs a loading model server: the same eager load under
+    // `tracer run`, cold (page cache dropped) and warm (the checkpoint in the cache),
+    // each beside a bare run of its own kind, alternating.
+    let mut traced = Vec::new();
+    for cache_state in ["cold", "warm"] {
+        let (mut bare, mut under) = (Vec::new(), Vec::new());
+        if cache_state == "warm" {
+            // One load to fill the page cache.
+            serve_load(bins, &dir, "eager", &scratch.join("probe-warmup.jsonl"), None)?;
+        }
+        for i in 0..plan.runs {
+            for (tool, runs) in [(None, &mut bare), (Some(bins.tracer.as_path()), &mut under)] {
+                let who = if tool.is_some() { "traced" } else { "bare" };
+                println!("xtask: bench model load: eager, {cache_state} cache, {who} ({}/{})", i + 1, plan.runs);
+                if cache_state == "cold" {
+                    cold_cache &= drop_caches();
+                }
+                let trace = scratch.join(format!("trace-{cache_state}-{i}.jsonl"));
+                let tracer = tool.map(|t| (t, trace.as_path()));
+                runs.push(serve_load(bins, &dir, "eager", &scratch.join(format!("probe-{cache_state}-{who}-{i}.jsonl")), tracer)?);
+            }
+        }
+        let bare = variant(format!("eager, {cache_state} cache, bare"), bare, bytes);
+        let under = variant(format!("eager, {cache_state} cache, under `tracer run`"), under, bytes);
+        traced.push(TracedLoad { cache: cache_state.into(), ratio: ratio(under.seconds_median, bare.seconds_median), bare, traced: under });
     }
     let mut skipped = Vec::new();
     let mut python_versions = None;
@@ -118,6 +158,7 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
         cold_cache,
         python_versions,
         variants,
+        traced,
         skipped,
     })
 }
@@ -176,11 +217,20 @@ fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
-fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path) -> Result<LoadRun> {
+/// One load by `workload serve`; with `tracer` = (the tracer, its trace file), under
+/// `tracer run --no-tui`, the figures still the service's own.
+fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Option<(&Path, &Path)>) -> Result<LoadRun> {
     let started = Instant::now();
+    let mut cmd = match tracer {
+        Some((t, trace)) => {
+            let mut c = Command::new(t);
+            c.args(["run", "--no-tui", "--jsonl"]).arg(trace).arg("--").arg(&bins.workload);
+            c
+        }
+        None => Command::new(&bins.workload),
+    };
     let mut server = Proc::spawn(
-        Command::new(&bins.workload)
-            .args(["serve", "--port", "0", "--device", "cpu", "--load", mode, "--model"])
+        cmd.args(["serve", "--port", "0", "--device", "cpu", "--load", mode, "--model"])
             .arg(format!("nllb={}", dir.display()))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -228,10 +278,16 @@ fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path) -> Result<L
     };
     let ready_unix_s = realtime_ns() as f64 * 1e-9;
     let wall_to_ready_s = started.elapsed().as_secs_f64();
-    let peak_rss_bytes = vm_hwm(server.pid()).context("reading the service's VmHWM")?;
+    // Under the tracer the service is the tracer's child.
+    let service = match tracer {
+        Some(_) => child_of(server.pid()).context("the service under `tracer run`")?,
+        None => server.pid(),
+    };
+    let peak_rss_bytes = vm_hwm(service).context("reading the service's VmHWM")?;
     probe.signal(libc::SIGINT);
     probe.wait_success(Duration::from_secs(30), &probe_log)?;
-    server.signal(libc::SIGTERM);
+    // SAFETY: plain syscall on the service this bench started.
+    unsafe { libc::kill(service as i32, libc::SIGTERM) };
     server.wait(Duration::from_secs(30))?;
     let health = health_while_loading(probe_out, ready_unix_s)?;
     let lat: Vec<f64> = health.iter().filter_map(|(ok, ms)| ok.then_some(*ms)).collect();
@@ -244,6 +300,12 @@ fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path) -> Result<L
         health_p50_ms: median(&lat),
         health_p99_ms: percentile(&lat, 99.0),
     })
+}
+
+/// The first child of `pid`.
+fn child_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// (answered OK, latency ms) of each /health probe sent before the model was READY.

@@ -96,6 +96,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let versions: Vec<String> = m.versions.iter().map(|(k, v)| format!("{k}: `{v}`")).collect();
     let _ = writeln!(s, "Versions: {}.\n", versions.join("; "));
+    goals(&mut s, r);
     if let Some(o) = &r.overhead {
         overhead(&mut s, o);
     }
@@ -115,6 +116,71 @@ pub fn markdown(r: &Results) -> String {
     }
     notes(&mut s, r);
     s
+}
+
+/// One goal: what is measured, the goal, this run's figure, and whether it met it.
+struct Goal {
+    what: &'static str,
+    goal: String,
+    figure: Option<String>,
+    met: Option<bool>,
+}
+
+/// The goals of the tracer's cost, each with this run's figure: the table a reader
+/// checks first. A goal this run did not measure says so.
+fn goals(s: &mut String, r: &Results) {
+    let mut rows: Vec<Goal> = Vec::new();
+    let le = |what, goal: f64, v: Option<f64>, unit: &str| Goal {
+        what,
+        goal: format!("≤ {goal}{unit}"),
+        figure: v.map(|x| format!("{x:.2}{unit}")),
+        met: v.map(|x| x <= goal),
+    };
+    let tracer = r.overhead.as_ref().and_then(|o| o.tools.iter().find(|t| t.tool == Tool::Tracer));
+    let phase = |name: &str| tracer.and_then(|t| t.phases.iter().find(|p| p.phase == name)).and_then(|p| p.wall_ratio);
+    rows.push(le("mem case, target wall traced / bare", 1.30, phase("mem"), "×"));
+    rows.push(le("signals case, target wall", 1.50, phase("signals"), "×"));
+    rows.push(le("rst case, target wall", 1.20, phase("rst"), "×"));
+    rows.push(le("all cases together, target wall", 1.30, tracer.and_then(|t| t.total_wall_ratio), "×"));
+    let burst = r.loss.as_ref().and_then(|l| l.rows.iter().find(|row| row.generated == 1_000_000 && row.ring_buffer == "16MiB"));
+    rows.push(le(
+        "10^6 mmap burst: bare calls/s over traced calls/s",
+        1.30,
+        burst.map(|b| b.bare_calls_per_s / b.calls_per_s.max(1.0)),
+        "×",
+    ));
+    rows.push(Goal {
+        what: "10^6 mmap burst, default ring: lost",
+        goal: "0".into(),
+        figure: burst.map(|b| b.lost.to_string()),
+        met: burst.map(|b| b.lost == 0),
+    });
+    rows.push(le("tracer peak RSS in the 10^6 burst", 64.0, burst.map(|b| b.tracer_maxrss_bytes as f64 / (1u64 << 20) as f64), " MiB"));
+    rows.push(le("kernel event → JSON line, p99 at a steady rate", 50.0, r.latency.as_ref().and_then(|l| l.p99_ms), " ms"));
+    for t in r.model.iter().flat_map(|m| &m.traced) {
+        rows.push(Goal {
+            what: if t.cache == "cold" { "model load under the tracer / bare, cold cache" } else { "model load under the tracer / bare, warm cache" },
+            goal: format!("≤ {}×", super::model::TRACED_LOAD_GOAL),
+            figure: t.ratio.map(|x| format!("{x:.3}×")),
+            met: t.ratio.map(|x| x <= super::model::TRACED_LOAD_GOAL),
+        });
+    }
+    let _ = writeln!(s, "## Goals\n");
+    let _ = writeln!(s, "| figure | goal | this run | met |");
+    let _ = writeln!(s, "|---|---:|---:|:---:|");
+    for g in rows {
+        let met = match g.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(s, "| {} | {} | {} | {met} |", g.what, g.goal, g.figure.unwrap_or_else(|| "–".into()));
+    }
+    let _ = writeln!(
+        s,
+        "\nNot measured by this bench yet: tracer CPU at a steady 10k events/s (goal ≤ 5% of a core) and tracer memory \
+         over 30 min at that rate (goal: flat after the first minute).\n"
+    );
 }
 
 fn overhead(s: &mut String, o: &Overhead) {
@@ -311,6 +377,23 @@ fn model(s: &mut String, m: &ModelLoad) {
             ms(v.health_p99_ms),
             probes.map(|(n, e)| format!("{n} ({e})")).unwrap_or_else(|| "–".into())
         );
+    }
+    if !m.traced.is_empty() {
+        let _ = writeln!(s, "\nThe eager load under `tracer run --no-tui` (all probes) beside bare runs of the same kind, alternating:\n");
+        let _ = writeln!(s, "| cache | bare seconds | traced seconds | traced / bare | goal | met |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|:---:|");
+        for t in &m.traced {
+            let goal = super::model::TRACED_LOAD_GOAL;
+            let met = t.ratio.map_or("–", |x| if x <= goal { "yes" } else { "**no**" });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | ≤ {goal}× | {met} |",
+                t.cache,
+                secs(t.bare.seconds_median),
+                secs(t.traced.seconds_median),
+                opt(t.ratio, |x| format!("{x:.3}×"))
+            );
+        }
     }
     if let Some(v) = &m.python_versions {
         let _ = writeln!(
