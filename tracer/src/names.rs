@@ -218,18 +218,6 @@ pub fn reset_reason_meaning(reason: &str) -> Option<&'static str> {
     })
 }
 
-/// What a signal's si_code says about who sent it, in plain words.
-pub fn si_code_meaning(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "SI_USER" => "sent by a process with kill()",
-        "SI_KERNEL" => "sent by the kernel (for SIGKILL: usually the OOM killer)",
-        "SI_TKILL" => "sent by a process to one thread (tgkill)",
-        "SI_QUEUE" => "sent by a process with sigqueue()",
-        "SI_TIMER" => "a timer expired",
-        "SI_ASYNCIO" => "asynchronous I/O completed",
-        _ => return None,
-    })
-}
 
 #[cfg(test)]
 mod tests {
