@@ -102,29 +102,6 @@ pub struct Target {
     pub scope: Option<std::path::PathBuf>,
 }
 
-/// The `restart` event for `exec`, the successor of `old_pid`, which ended `gap_ns` before.
-fn restart_event(exec: &Event, old_pid: u32, gap_ns: u64) -> Event {
-    let argv = match &exec.kind {
-        EventKind::Exec { argv: Some(a), .. } => a.clone(),
-        _ => Vec::new(),
-    };
-    let parent = process::parent(exec.pid);
-    Event {
-        ts_ns: exec.ts_ns,
-        pid: exec.pid,
-        tid: exec.pid,
-        comm: exec.comm.clone(),
-        kind: EventKind::Restart {
-            old_pid,
-            new_pid: exec.pid,
-            gap_ns,
-            argv,
-            parent_pid: parent.as_ref().map(|p| p.0),
-            parent_comm: parent.map(|p| p.1),
-        },
-    }
-}
-
 /// The session's state while it runs.
 struct Running<'a, 'b> {
     sinks: &'a mut [&'b mut dyn Sink],
@@ -235,16 +212,14 @@ pub async fn run(
                 }
                 // Successors the kernel adopted: traced from their exec, which is in the
                 // trace already; the session moves its target on.
-                for (exec, gap_ns) in capture.take_successors() {
-                    let restart = restart_event(&exec, target_pid, gap_ns);
+                for successor in capture.take_successors() {
                     if opts.follow_children {
-                        for child in process::descendants(exec.pid) {
+                        for child in process::descendants(successor) {
                             capture.add_process(child)?;
                         }
                     }
-                    tracing::info!("pid {} restarted as pid {}", target_pid, exec.pid);
-                    target_pid = exec.pid;
-                    capture.inject([restart]);
+                    tracing::info!("pid {} restarted as pid {}", target_pid, successor);
+                    target_pid = successor;
                     if let Some(s) = sampler.as_mut() {
                         s.retarget(target_pid);
                     }

@@ -113,8 +113,11 @@ pub struct Capture {
     /// Resets that reached user space but that no traced process owns, per reason.
     other_resets_seen: std::collections::BTreeMap<String, u64>,
     restart_watch: Array<MapData, tracer_common::RestartWatch>,
-    /// Successors the kernel adopted, with the gap since their predecessor ended (ns).
-    successors: Vec<(Event, u64)>,
+    /// Successors the kernel adopted since the last [`Capture::take_successors`].
+    successors: Vec<u32>,
+    /// The process whose successor the restart watch looks for (moved on to each
+    /// successor, as the kernel's watch is).
+    restart_of: Option<u32>,
     /// Tasks the kernel took in as they moved into the `--cgroup` scope.
     joined: Vec<u32>,
     /// Traced tasks that moved to another cgroup since the last [`Capture::take_moved`].
@@ -230,6 +233,7 @@ impl Capture {
         Ok(Capture {
             restart_watch,
             successors: Vec::new(),
+            restart_of: None,
             joined: Vec::new(),
             moved: Vec::new(),
             peer_owners: std::collections::HashMap::new(),
@@ -320,8 +324,13 @@ impl Capture {
                 }
                 Some(decode::Adoption::Successor { gap_ns }) => {
                     if let Some(ev) = self.decoder.decode(&item) {
-                        self.successors.push((ev.clone(), gap_ns));
+                        // The restart event right behind its exec, in the window: it is
+                        // released in its place, however soon the exec is.
+                        let restart = self.restart_of.map(|old| restart_event(&ev, old, gap_ns));
+                        self.restart_of = Some(ev.pid);
+                        self.successors.push(ev.pid);
                         self.window.push(ev);
+                        self.window.extend(restart);
                     }
                     continue;
                 }
@@ -435,13 +444,14 @@ impl Capture {
     /// Watches for the successor of `pid`, whose arguments in memory are `cmdline`: from
     /// its end on, the kernel traces the first process that execs the same arguments.
     pub fn watch_restarts(&mut self, pid: u32, cmdline: &[u8]) -> Result<(), CaptureError> {
+        self.restart_of = Some(pid);
         let watch = tracer_common::RestartWatch::new(pid, cmdline);
         self.restart_watch.set(0, watch, 0).map_err(|source| CaptureError::Map { map: "RESTART_WATCH", source })
     }
 
-    /// The successors the kernel adopted since the last call (traced already, their exec
-    /// in the trace), each with the time since its predecessor ended (ns).
-    pub fn take_successors(&mut self) -> Vec<(Event, u64)> {
+    /// The successors the kernel adopted since the last call, in order: traced already,
+    /// their exec and `restart` event in the trace.
+    pub fn take_successors(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.successors)
     }
 
@@ -493,10 +503,6 @@ impl Capture {
         }
     }
 
-    pub fn inject(&mut self, events: impl IntoIterator<Item = Event>) {
-        self.window.extend(events);
-    }
-
     pub fn lost_total(&self) -> u64 {
         self.lost_seen.iter().sum()
     }
@@ -525,3 +531,27 @@ where
     let map = ebpf.take_map(name).ok_or(CaptureError::MissingMap(name))?;
     T::try_from(map).map_err(|source| CaptureError::Map { map: name, source })
 }
+/// The `restart` event for `exec`, the successor of `old_pid`, which ended `gap_ns` before.
+fn restart_event(exec: &Event, old_pid: u32, gap_ns: u64) -> Event {
+    let argv = match &exec.kind {
+        EventKind::Exec { argv: Some(a), .. } => a.clone(),
+        _ => Vec::new(),
+    };
+    let parent = crate::process::parent(exec.pid);
+    Event {
+        ts_ns: exec.ts_ns,
+        pid: exec.pid,
+        tid: exec.pid,
+        comm: exec.comm.clone(),
+        kind: EventKind::Restart {
+            old_pid,
+            new_pid: exec.pid,
+            gap_ns,
+            argv,
+            parent_pid: parent.as_ref().map(|p| p.0),
+            parent_comm: parent.map(|p| p.1),
+        },
+    }
+}
+
+
