@@ -16,7 +16,14 @@ pub(crate) fn action(t: &Trace, v: &Verdict) -> Option<String> {
     Some(match v.cause {
         Cause::OomKilled => oom_action(t, v, pid),
         Cause::CrashLoop => {
-            let inner = if v.summary.contains("OOM-killed") {
+            // The first death that was an OOM kill: its process and its moment.
+            let first_oom = v.chain.iter().filter(|l| l.kind == "oom_kill").find_map(|l| {
+                let e = t.ev.get(l.index)?;
+                Some((super::trace::oom_victim(e)?, e.ts_ns))
+            });
+            let inner = if let Some((victim, ts)) = first_oom {
+                oom_action(t, &Verdict { first_ns: ts, ..v.clone() }, victim)
+            } else if v.summary.contains("OOM-killed") {
                 oom_action(t, v, pid)
             } else if v.summary.contains("killed by") {
                 "find out why it is killed each time (the first death's sender is named above)".to_string()

@@ -251,6 +251,27 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_of_oom_kills_says_what_the_first_one_needed() {
+        let mut b = Tb::new(PID);
+        let pids = [PID, PID + 1];
+        for (k, &p) in pids.iter().enumerate() {
+            let at = 2_000 * (k as u64 + 1);
+            if k > 0 {
+                restart(&mut b, at - 1_500, pids[k - 1], p);
+            }
+            b.mmap_file(at - 1_000, p, 1 << 30, "/models/aya/model.safetensors");
+            b.cgroup_sample(at - 100, (1 << 30) - (1 << 20), Some(1 << 30), Some(k as u64));
+            b.oom_kill(at, p, "workload", p, "workload", 1000 * 1024, 1024);
+            b.exit_signal(at + 1, p, SIGKILL);
+        }
+        let v = diagnose(&b.ev);
+        let l = v.iter().find(|v| v.cause == Cause::CrashLoop).unwrap_or_else(|| panic!("{v:#?}"));
+        let a = l.action.as_deref().unwrap_or_default();
+        assert!(a.starts_with("stop the cause and the loop stops: the files it mapped (model.safetensors) total 1.00 GiB"), "{a}");
+        assert!(a.contains("raise the memory limit above 1.00 GiB") && a.contains(&format!("--pid {PID} ")), "{a}");
+    }
+
+    #[test]
     fn one_death_stays_its_own_verdict() {
         let mut b = Tb::new(PID);
         b.signal(1_000, 77, "supervisor", PID, SIGKILL, "SI_USER");
