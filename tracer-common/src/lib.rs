@@ -288,30 +288,27 @@ pub struct Header {
 /// filename); a longer exec filename is truncated.
 pub const RAW_DATA_LEN: usize = 320;
 
-/// A verbatim copy of a rare tracepoint record (process, signal, OOM, TCP), decoded in
-/// user space with the field layout read from tracefs.
+/// A verbatim copy of the first `N` bytes of a tracepoint record, decoded in user space
+/// with the field layout read from tracefs.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct RawRecord {
+pub struct CopiedRecord<const N: usize> {
     pub header: Header,
     /// Values the program computed that the record does not carry (see [`aux`]).
     pub aux: [u64; 2],
-    pub data: [u8; RAW_DATA_LEN],
+    pub data: [u8; N],
 }
+
+/// A rare tracepoint record (process, OOM, TCP), copied whole.
+pub type RawRecord = CopiedRecord<RAW_DATA_LEN>;
 
 /// Bytes of the tracepoint record kept by [`SmallRecord`]: the signal tracepoints'
 /// records end before this.
 pub const SMALL_DATA_LEN: usize = 64;
 
-/// [`RawRecord`] for the frequent small records (signals): a fifth of the ring space.
-/// User space reads it as a [`RawRecord`] whose data past [`SMALL_DATA_LEN`] is zero.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SmallRecord {
-    pub header: Header,
-    pub aux: [u64; 2],
-    pub data: [u8; SMALL_DATA_LEN],
-}
+/// A frequent small record (signals): a fifth of the ring space. User space reads it as
+/// a [`RawRecord`] whose data past [`SMALL_DATA_LEN`] is zero.
+pub type SmallRecord = CopiedRecord<SMALL_DATA_LEN>;
 
 /// Meaning of [`RawRecord::aux`] per probe.
 pub mod aux {
@@ -476,6 +473,13 @@ pub struct RssRecord {
 pub struct RssKey {
     pub tgid: u32,
     pub member: i32,
+}
+
+/// SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGTERM: the signals that end a process
+/// from outside, whose sender is worth naming (a peer's fate, who started the sender).
+#[inline(always)]
+pub const fn ends_from_outside(sig: i32) -> bool {
+    matches!(sig, 1 | 2 | 3 | 6 | 9 | 15)
 }
 
 /// CLONE_THREAD from <linux/sched.h>: the new task shares the thread group.

@@ -4,7 +4,7 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{aux, ExecRecord, Header, Probe, RawRecord, RestartWatch, SmallRecord, ARGV_LEN, RAW_DATA_LEN, SMALL_DATA_LEN};
+use tracer_common::{aux, CopiedRecord, ExecRecord, Header, Probe, RestartWatch, ARGV_LEN, RAW_DATA_LEN, SMALL_DATA_LEN};
 
 use crate::maps::{count_lost, EVENTS, TGIDS, TIDS};
 
@@ -21,10 +21,11 @@ pub fn header(probe: Probe) -> Header {
     }
 }
 
-/// Copies the tracepoint record verbatim, with `aux` values, into the ring buffer.
+/// Copies the first `N` bytes of the tracepoint record, with `aux` values, into the
+/// ring buffer.
 #[inline(always)]
-pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
-    let Some(mut entry) = EVENTS.reserve::<RawRecord>(0) else {
+fn emit_copy<const N: usize>(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
+    let Some(mut entry) = EVENTS.reserve::<CopiedRecord<N>>(0) else {
         count_lost(probe as u32);
         return;
     };
@@ -35,7 +36,7 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
         let data = &mut (*rec).data;
         // The record lives in a per-CPU trace buffer far larger than RAW_DATA_LEN, so a
         // fixed-size read past a short record stays inside mapped memory.
-        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..RAW_DATA_LEN]).is_err() {
+        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..N]).is_err() {
             entry.discard(0);
             count_lost(probe as u32);
             return;
@@ -44,25 +45,16 @@ pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
     entry.submit(crate::maps::submit_flags());
 }
 
+/// Copies the tracepoint record verbatim ([`RAW_DATA_LEN`] bytes).
+#[inline(always)]
+pub fn emit_raw(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
+    emit_copy::<RAW_DATA_LEN>(ctx, probe, aux);
+}
+
 /// [`emit_raw`] for a record that ends within [`SMALL_DATA_LEN`] bytes.
 #[inline(always)]
 pub fn emit_small(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
-    let Some(mut entry) = EVENTS.reserve::<SmallRecord>(0) else {
-        count_lost(probe as u32);
-        return;
-    };
-    let rec = entry.as_mut_ptr();
-    unsafe {
-        (*rec).header = header(probe);
-        (*rec).aux = aux;
-        let data = &mut (*rec).data;
-        if bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut data[..SMALL_DATA_LEN]).is_err() {
-            entry.discard(0);
-            count_lost(probe as u32);
-            return;
-        }
-    }
-    entry.submit(crate::maps::submit_flags());
+    emit_copy::<SMALL_DATA_LEN>(ctx, probe, aux);
 }
 
 /// sched_process_exec of a traced process: the record verbatim and the new program's

@@ -29,14 +29,14 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGTERM: what ends a server from outside.
+/// Whether the signal generated is one that ends a server from outside.
 #[inline(always)]
 fn is_fatal(ctx: &TracePointContext) -> bool {
     let Some(off) = config_offset(field::SIGGEN_SIG) else {
         return false;
     };
     let sig: i32 = unsafe { ctx.read_at::<i32>(off) }.unwrap_or(0);
-    matches!(sig, 1 | 2 | 3 | 6 | 9 | 15)
+    tracer_common::ends_from_outside(sig)
 }
 
 #[tracepoint]

@@ -240,10 +240,14 @@ pub async fn run(
                     // Tasks the kernel took in as they moved into the cgroup, then (rarely:
                     // the kernel's check sees every move) the members a listing finds.
                     for task in capture.take_joined() {
-                        if let Err(e) = capture.settle_joined(task) {
-                            tracing::debug!("task {task} joined {}: {e}", dir.display());
-                        }
-                        let pid = process::thread_group(task).unwrap_or(task);
+                        let pid = match capture.settle_joined(task) {
+                            Ok(Some(pid)) => pid,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::debug!("task {task} joined {}: {e}", dir.display());
+                                task
+                            }
+                        };
                         if scope_known.insert(pid) {
                             tracing::debug!("pid {pid} moved into {}", dir.display());
                             if let Some(s) = sampler.as_mut() {

@@ -89,7 +89,7 @@ pub fn adoption(bytes: &[u8]) -> Option<Adoption> {
 /// Who started the sender of a fatal signal from outside ("bash[812] < sshd[640]"),
 /// read now, while it likely still runs; None for other signals and for the kernel's.
 fn sender_parents(sig: i32, sender: u32, receiver: u32) -> Option<String> {
-    if !matches!(sig, 1 | 2 | 3 | 6 | 9 | 15) || sender == 0 || sender == receiver {
+    if !tracer_common::ends_from_outside(sig) || sender == 0 || sender == receiver {
         return None;
     }
     let chain = crate::process::ancestors(sender, 6);
@@ -288,7 +288,7 @@ impl Decoder {
         let f = l.of(Probe::MarkVictim)?;
         let victim_tid = f.read_int(d, "pid")? as u32;
         let traced_tgid = rec.aux[aux::TARGET_TGID] as u32;
-        let victim_pid = if traced_tgid != 0 { Some(traced_tgid) } else { tgid_of(victim_tid) };
+        let victim_pid = if traced_tgid != 0 { Some(traced_tgid) } else { crate::process::thread_group(victim_tid) };
         let victim_comm = f
             .read_str(d, "comm")
             .or_else(|| std::fs::read_to_string(format!("/proc/{victim_tid}/comm")).ok().map(|s| s.trim().to_string()))
@@ -470,11 +470,6 @@ fn is_fatal_by_default(sig: i32) -> bool {
         sig,
         libc::SIGCHLD | libc::SIGCONT | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU | libc::SIGURG | libc::SIGWINCH
     )
-}
-
-fn tgid_of(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The path and identity the kernel read for a mapped file; `None` when it could not.

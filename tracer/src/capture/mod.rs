@@ -489,18 +489,16 @@ impl Capture {
     }
 
     /// Files a task the kernel took in under its real thread group: the whole group when
-    /// it is the leader, or the thread alone under its leader.
-    pub fn settle_joined(&mut self, task: u32) -> Result<(), CaptureError> {
-        match crate::process::thread_group(task) {
-            Some(tgid) if tgid != task => {
-                let _ = self.tgids.remove(&task);
-                self.tids.insert(task, tgid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
-                self.add_process(tgid)
-            }
-            Some(_) => self.add_process(task),
-            // Gone already: its exit is in the trace.
-            None => Ok(()),
+    /// it is the leader, or the thread alone under its leader. Returns that group (None:
+    /// the task is gone already, its exit is in the trace).
+    pub fn settle_joined(&mut self, task: u32) -> Result<Option<u32>, CaptureError> {
+        let Some(tgid) = crate::process::thread_group(task) else { return Ok(None) };
+        if tgid != task {
+            let _ = self.tgids.remove(&task);
+            self.tids.insert(task, tgid, 0).map_err(|source| CaptureError::Map { map: "TIDS", source })?;
         }
+        self.add_process(tgid)?;
+        Ok(Some(tgid))
     }
 
     pub fn lost_total(&self) -> u64 {
