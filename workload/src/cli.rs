@@ -148,29 +148,3 @@ pub struct GenModelArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
-
-/// Flags of `cmd` and its subcommands without a help line (`help` and `version` aside).
-#[cfg(test)]
-pub(crate) fn flags_without_help(cmd: &clap::Command) -> Vec<String> {
-    let mut out: Vec<String> = cmd
-        .get_arguments()
-        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
-        .filter(|a| a.get_help().is_none() && a.get_long_help().is_none())
-        .map(|a| format!("{} {}", cmd.get_name(), a.get_id()))
-        .collect();
-    for sub in cmd.get_subcommands() {
-        out.extend(flags_without_help(sub));
-    }
-    out
-}
-
-#[cfg(test)]
-mod every_flag {
-    use clap::CommandFactory;
-
-    #[test]
-    fn every_flag_has_a_help_line() {
-        let missing = super::flags_without_help(&super::Cli::command());
-        assert!(missing.is_empty(), "flags without help: {missing:?}");
-    }
-}
