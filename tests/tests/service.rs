@@ -316,16 +316,21 @@ fn gunicorn_workers_oom_killed_and_respawned_are_one_crash_loop() {
     eprintln!("verdict: {s}");
 }
 
-/// The client's side: `requests` traced while the server it talks to on this host is
-/// OOM-killed. The tracer names the server at the client's first connect and traces it;
-/// the client's verdict says whose the address was and what became of it.
-#[test]
-fn a_requests_client_learns_its_server_was_oom_killed() {
-    require_root("end-to-end tests load eBPF programs and create cgroups");
-    let Some(venv) = python_or_skip("a_requests_client_learns_its_server_was_oom_killed") else { return };
+/// A Python server (`grow_server.py`) in a memory cgroup of its own, listening, and the
+/// `requests` client (`client.py`) polling it for `seconds` under `tracer run`, 1.5 s in.
+struct ClientAndServer {
+    cg: tracer_tests::Memcg,
+    server: ChildGuard,
+    port: u16,
+    run: TracerRun,
+}
+
+/// [`ClientAndServer`], or `None` after saying loudly why `test` is skipped.
+fn client_and_server(test: &str, cg_name: &str, limit: u64, seconds: &str) -> Option<ClientAndServer> {
+    let venv = python_or_skip(test)?;
     let apps = tracer_tests::python::apps_dir();
     let python = venv.join("bin/python").display().to_string();
-    let cg = tracer_tests::Memcg::new("client", 128 << 20).unwrap();
+    let cg = tracer_tests::Memcg::new(cg_name, limit).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = ChildGuard(
         cg.command(std::path::Path::new(&python)).arg(apps.join("grow_server.py")).arg(port.to_string()).stdout(Stdio::null()).spawn().unwrap(),
@@ -337,9 +342,23 @@ fn a_requests_client_learns_its_server_was_oom_killed() {
     }
     let url = format!("http://127.0.0.1:{port}/");
     let client_py = apps.join("client.py").display().to_string();
-    let run = TracerRun::start(&["run", "--no-tui", "--grace", "500ms", "--", &python, &client_py, &url, "4"]);
+    let run = TracerRun::start(&["run", "--no-tui", "--grace", "500ms", "--", &python, &client_py, &url, seconds]);
     run.wait_attached(T);
     std::thread::sleep(Duration::from_millis(1500));
+    Some(ClientAndServer { cg, server, port, run })
+}
+
+/// The client's side: `requests` traced while the server it talks to on this host is
+/// OOM-killed. The tracer names the server at the client's first connect and traces it;
+/// the client's verdict says whose the address was and what became of it.
+#[test]
+fn a_requests_client_learns_its_server_was_oom_killed() {
+    require_root("end-to-end tests load eBPF programs and create cgroups");
+    let Some(ClientAndServer { cg, server, port, run }) =
+        client_and_server("a_requests_client_learns_its_server_was_oom_killed", "client", 128 << 20, "4")
+    else {
+        return;
+    };
     // The server grows until the kernel kills it.
     let mut grow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(&mut grow, b"GET /grow HTTP/1.0\r\n\r\n").unwrap();
@@ -367,25 +386,12 @@ fn a_requests_client_learns_its_server_was_oom_killed() {
 #[test]
 fn a_requests_client_learns_who_killed_its_server() {
     require_root("end-to-end tests load eBPF programs and create cgroups");
-    let Some(venv) = python_or_skip("a_requests_client_learns_who_killed_its_server") else { return };
-    let apps = tracer_tests::python::apps_dir();
-    let python = venv.join("bin/python").display().to_string();
-    // A cgroup of its own only so that the server is gone at the end, whatever happens.
-    let cg = tracer_tests::Memcg::new("client-kill", 256 << 20).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = ChildGuard(
-        cg.command(std::path::Path::new(&python)).arg(apps.join("grow_server.py")).arg(port.to_string()).stdout(Stdio::null()).spawn().unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("http://127.0.0.1:{port}/");
-    let client_py = apps.join("client.py").display().to_string();
-    let run = TracerRun::start(&["run", "--no-tui", "--grace", "500ms", "--", &python, &client_py, &url, "3"]);
-    run.wait_attached(T);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The server's cgroup only makes sure it is gone at the end, whatever happens.
+    let Some(ClientAndServer { cg, server, port, run }) =
+        client_and_server("a_requests_client_learns_who_killed_its_server", "client-kill", 256 << 20, "3")
+    else {
+        return;
+    };
     let server_pid = server.pid();
     // The shell stays a moment, as one a person types in does: who started it is read
     // from /proc while it runs.
