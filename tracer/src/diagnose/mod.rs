@@ -243,10 +243,13 @@ fn started(v: &Verdict) -> u64 {
 /// OOM kills of other processes near a verdict are named, so that nobody reads them as
 /// the owner's.
 fn note_other_oom_kills(t: &Trace, out: &mut [Verdict]) {
-    let kills: Vec<(usize, u64, Option<u32>, &str)> = t
+    // (index, time, victim for the blame check, victim's pid when the kernel gave it, comm)
+    let kills: Vec<(usize, u64, Option<u32>, Option<u32>, &str)> = t
         .iter()
         .filter_map(|(i, e)| match &e.kind {
-            EventKind::OomKill { victim_comm, .. } => Some((i, e.ts_ns, trace::oom_victim(e), victim_comm.as_str())),
+            EventKind::OomKill { victim_comm, victim_pid, .. } => {
+                Some((i, e.ts_ns, trace::oom_victim(e), *victim_pid, victim_comm.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -256,13 +259,16 @@ fn note_other_oom_kills(t: &Trace, out: &mut [Verdict]) {
         let to = v.last_ns.saturating_add(1_000_000_000);
         let lines: Vec<String> = kills
             .iter()
-            .filter(|(i, ts, victim, _)| *victim != Some(pid) && *ts >= from && *ts <= to && !v.chain.iter().any(|l| l.index == *i))
+            .filter(|(i, ts, victim, _, _)| *victim != Some(pid) && *ts >= from && *ts <= to && !v.chain.iter().any(|l| l.index == *i))
             .take(3)
-            .map(|(_, ts, victim, comm)| {
-                let who = match victim {
-                    Some(p) if !comm.is_empty() => format!("{comm}[{p}]"),
-                    Some(p) => t.label(*p),
-                    None => format!("{comm} (pid unknown)"),
+            .map(|(_, ts, victim, victim_pid, comm)| {
+                // Without the kernel's pid the victim is known by its thread only: a
+                // thread id printed as `comm[N]` would read as a pid that never existed.
+                let who = match (victim_pid, victim) {
+                    (Some(p), _) if !comm.is_empty() => format!("{comm}[{p}]"),
+                    (Some(p), _) => t.label(*p),
+                    (None, Some(tid)) => format!("{comm} (thread {tid})"),
+                    (None, None) => format!("{comm} (pid unknown)"),
                 };
                 format!("another process was OOM-killed nearby: {who} at {} (not {})", time_of_day(*ts), t.label(pid))
             })
@@ -586,6 +592,21 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:#?}");
         assert_eq!(v[0].cause, Cause::AbortOnClose);
         assert!(v[0].evidence.iter().any(|e| e.contains("not workload[4711]")), "{:?}", v[0].evidence);
+    }
+
+    #[test]
+    fn another_oom_victim_known_by_its_thread_only_is_not_shown_as_a_pid() {
+        let mut b = Tb::new(PID);
+        b.listen(5, PID, 8000);
+        let i = b.oom_kill(1_000, PID, "workload", 1002, "sidecar", 500 * 1024, 0);
+        if let EventKind::OomKill { victim_pid, .. } = &mut b.ev[i].kind {
+            *victim_pid = None;
+        }
+        b.rst(1_010, PID, "TCP_ABORT_ON_CLOSE", "127.0.0.1:8000", "127.0.0.1:51234", "socket");
+        let v = diagnose(&b.ev);
+        let line = v[0].evidence.iter().find(|e| e.contains("OOM-killed nearby")).expect("the other kill is named");
+        assert!(line.contains("sidecar (thread 1002)"), "{line}");
+        assert!(!line.contains("[1002]"), "{line}");
     }
 
     #[test]
