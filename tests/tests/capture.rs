@@ -349,25 +349,19 @@ fn server_killed_with_clients_connected_its_later_resets_are_attributed_to_it() 
 /// Runs `calls` mmap/munmap syscalls in a process traced with `--pid` and a ring buffer
 /// of `ring`; returns (calls in the trace, calls counted lost).
 fn mmap_burst(calls: u64, ring: &str) -> (u64, u64) {
-    let mut target = Command::new(stress_bin())
-        .args(["mmap-burst", &calls.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = target.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
-    let target = ChildGuard(target);
-    wait_for_line(&mut out, "ready");
-    let run = TracerRun::start(&["--pid", &target.pid().to_string(), "--probes", "mmap", "--grace", "500ms", "--ring-buffer", ring]);
-    run.wait_attached(T);
-    writeln!(stdin, "go").unwrap();
-    let trace = run.finish(Duration::from_secs(300));
+    let trace = mmap_burst_trace(calls, ring, &[]);
     let seen = trace
         .events
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. } | EventKind::Munmap { len: 4096, .. }))
         .count() as u64;
+    let lost = burst_lost(&trace);
+    eprintln!("burst of {calls} with a {ring} ring: {seen} in the trace, {lost} lost");
+    (seen, lost)
+}
+
+/// mmap/munmap records the trace lost, and a check that `trace_end` says the same.
+fn burst_lost(trace: &tracer_tests::Trace) -> u64 {
     let lost: u64 = trace
         .events
         .iter()
@@ -380,8 +374,55 @@ fn mmap_burst(calls: u64, ring: &str) -> (u64, u64) {
         Some(EventKind::TraceEnd { lost, .. }) => assert_eq!(*lost, trace.lost(), "trace_end disagrees with lost events"),
         other => panic!("no trace_end: {other:?}"),
     }
-    eprintln!("burst of {calls} with a {ring} ring: {seen} in the trace, {lost} lost");
-    (seen, lost)
+    lost
+}
+
+fn mmap_burst_trace(calls: u64, ring: &str, extra: &[&str]) -> tracer_tests::Trace {
+    let mut target = Command::new(stress_bin())
+        .args(["mmap-burst", &calls.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = target.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
+    let target = ChildGuard(target);
+    wait_for_line(&mut out, "ready");
+    let pid = target.pid().to_string();
+    let mut args = vec!["--pid", &pid, "--probes", "mmap", "--grace", "500ms", "--ring-buffer", ring];
+    args.extend_from_slice(extra);
+    let run = TracerRun::start(&args);
+    run.wait_attached(T);
+    writeln!(stdin, "go").unwrap();
+    run.finish(Duration::from_secs(300))
+}
+
+#[test]
+fn mappings_summary_counts_a_burst_exactly_in_a_few_lines() {
+    require_root("end-to-end capture tests load eBPF programs");
+    const CALLS: u64 = 200_000;
+    let trace = mmap_burst_trace(CALLS, "16MiB", &["--mappings", "summary"]);
+    let dump = || trace.dump().lines().take(40).collect::<Vec<_>>().join("\n");
+    let one_by_one =
+        trace.events.iter().filter(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. } | EventKind::Munmap { len: 4096, .. })).count();
+    assert_eq!(one_by_one, 0, "small anonymous calls are counted, not written\n{}", dump());
+    let summaries: Vec<_> = trace.events.iter().filter(|e| e.kind_name() == "memory_summary").collect();
+    let (mut mmaps, mut munmaps, mut bytes) = (0u64, 0u64, 0u64);
+    for s in &summaries {
+        if let EventKind::MemorySummary { mmaps: m, munmaps: u, mmap_bytes, from_ns, .. } = s.kind {
+            assert!(from_ns <= s.ts_ns, "a summary covers the time before it\n{}", dump());
+            mmaps += m;
+            munmaps += u;
+            bytes += mmap_bytes;
+        }
+    }
+    let lost = burst_lost(&trace);
+    eprintln!("burst of {CALLS}: {} summaries, {mmaps} mmaps + {munmaps} munmaps counted, {lost} lost", summaries.len());
+    // The stress program makes exactly CALLS/2 one-page pairs and nothing else that maps.
+    assert_eq!(mmaps + munmaps + lost, CALLS, "{}", dump());
+    assert!(lost > 0 || bytes == CALLS / 2 * 4096, "{bytes} bytes counted\n{}", dump());
+    assert!(!summaries.is_empty() && summaries.len() < 30, "{} summaries\n{}", summaries.len(), dump());
+    assert!(trace.events.len() < 200, "{} lines for a burst of {CALLS}\n{}", trace.events.len(), dump());
 }
 
 #[test]

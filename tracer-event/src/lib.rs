@@ -311,6 +311,24 @@ pub enum EventKind {
         count: u64,
         total: u64,
     },
+    /// Memory calls of one process counted instead of written one per line, from
+    /// `from_ns` to this event's time: successful anonymous mmap, munmap and mremap calls
+    /// smaller than `below_bytes`, and brk calls (`--mappings summary`; the in-memory
+    /// timeline also counts this way past its limit). Mappings of files and failed calls
+    /// are always written one per line.
+    MemorySummary {
+        from_ns: u64,
+        mmaps: u64,
+        mmap_bytes: u64,
+        munmaps: u64,
+        munmap_bytes: u64,
+        mremaps: u64,
+        brks: u64,
+        /// The largest single anonymous mmap among them.
+        largest_mmap_bytes: u64,
+        /// Calls this size or larger were written one per line (u64::MAX: none were).
+        below_bytes: u64,
+    },
 }
 
 /// One process as procfs saw it.
@@ -401,7 +419,7 @@ pub const KIND_NAMES: &[&str] = <EventKind as strum::VariantNames>::VARIANTS;
 /// Kinds the tracer writes itself (the frame of a trace, user-space samples, loss
 /// reports, the restarts and peers it found); every other kind comes from a kernel
 /// tracepoint.
-pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer"];
+pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer", "memory_summary"];
 
 /// Kinds that come from a kernel tracepoint.
 pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {
@@ -435,7 +453,7 @@ mod tests {
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());
-        assert_eq!(KIND_NAMES.len(), 19);
+        assert_eq!(KIND_NAMES.len(), 20);
         assert!(KIND_NAMES.contains(&"tcp_reset") && KIND_NAMES.contains(&"signal_deliver"), "{KIND_NAMES:?}");
         for k in BOOKKEEPING_KINDS {
             assert!(KIND_NAMES.contains(k), "{k}");

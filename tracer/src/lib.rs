@@ -15,6 +15,7 @@ pub mod sample;
 pub mod mappings;
 pub mod timeline;
 pub mod session;
+pub mod summary;
 pub mod sink;
 pub mod tui;
 pub mod units;

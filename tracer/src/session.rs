@@ -21,12 +21,15 @@ use crate::{
     process::{self, spawn::StartedCommand},
     sample::Sampler,
     sink::{Sink, SinkError},
+    summary::MemoryFolder,
     timeline::Timeline,
 };
 
 /// Events reach the sinks on the tick: its period is most of the delay from a kernel
 /// event to its JSON line.
 const TICK: Duration = Duration::from_millis(20);
+/// Events taken in from the ring buffer that are released before the tick comes.
+const RELEASE_AT: usize = 2 * crate::capture::READ_CHUNK;
 /// How often a `--cgroup` scope is listed for members the kernel's check did not see
 /// move in (a path longer than it compares, a cgroup mount this process cannot see).
 const SCOPE_EVERY: Duration = Duration::from_secs(2);
@@ -42,6 +45,9 @@ pub struct SessionOptions {
     pub restart_wait: Option<Duration>,
     /// `run --kill-on-exit`: a command still running when the trace stops is stopped.
     pub kill_on_exit: bool,
+    /// `--mappings summary`: anonymous memory calls smaller than this are counted per
+    /// process per second instead of written one by one.
+    pub summarize_below: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +114,10 @@ struct Running<'a, 'b> {
     timeline: Timeline,
     /// Samples wait here until capture has released every kernel event before them.
     samples: VecDeque<Event>,
+    /// `--mappings summary`: counts small anonymous memory calls.
+    folder: Option<MemoryFolder>,
+    /// The time of the last event handed to the sinks.
+    last_ns: u64,
     events: u64,
     /// Why a sink stopped the session, once one did.
     closed: Option<SinkError>,
@@ -115,8 +125,26 @@ struct Running<'a, 'b> {
 
 impl Running<'_, '_> {
     fn emit(&mut self, ev: &Event) {
+        if let Some(folder) = self.folder.as_mut() {
+            let due = folder.due(ev.ts_ns);
+            let fold = folder.note(ev);
+            if fold {
+                folder.add(ev);
+            }
+            for summary in due {
+                self.write(&summary);
+            }
+            if fold {
+                return;
+            }
+        }
+        self.write(ev);
+    }
+
+    fn write(&mut self, ev: &Event) {
         self.timeline.push(ev);
         self.events += 1;
+        self.last_ns = self.last_ns.max(ev.ts_ns);
         for sink in self.sinks.iter_mut() {
             if let Err(e) = sink.event(ev) {
                 self.closed.get_or_insert(e);
@@ -124,7 +152,8 @@ impl Running<'_, '_> {
         }
     }
 
-    /// Capture's released events merged with the samples taken before `until_ns`.
+    /// Capture's released events merged with the samples taken before `until_ns`, then
+    /// the summaries of the intervals that ended by then.
     fn emit_merged(&mut self, released: Vec<Event>, until_ns: u64) {
         for ev in released {
             while self.samples.front().is_some_and(|s| s.ts_ns <= ev.ts_ns) {
@@ -136,6 +165,14 @@ impl Running<'_, '_> {
         while self.samples.front().is_some_and(|s| s.ts_ns <= until_ns) {
             let s = self.samples.pop_front().expect("front checked");
             self.emit(&s);
+        }
+        let due = match self.folder.as_mut() {
+            Some(f) if until_ns == u64::MAX => f.drain(self.last_ns),
+            Some(f) => f.due(until_ns),
+            None => Vec::new(),
+        };
+        for summary in due {
+            self.write(&summary);
         }
     }
 
@@ -179,7 +216,15 @@ pub async fn run(
     let mut scope_known: std::collections::HashSet<u32> =
         target.scope.as_deref().map(|d| process::scope::members(d).into_iter().collect()).unwrap_or_default();
     let mut scope_listed = Instant::now();
-    let mut run = Running { sinks, timeline: Timeline::new(), samples: VecDeque::new(), events: 0, closed: None };
+    let mut run = Running {
+        sinks,
+        timeline: Timeline::new(),
+        samples: VecDeque::new(),
+        folder: opts.summarize_below.map(MemoryFolder::new),
+        last_ns: 0,
+        events: 0,
+        closed: None,
+    };
     run.emit(&start);
     run.events = 0;
 
@@ -187,9 +232,18 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable() => {
                 let mut guard = guard.map_err(CaptureError::Poll)?;
-                guard.clear_ready();
-                // Only take the records in: ordering and release wait for the tick.
-                capture.receive();
+                // A chunk at a time: with more waiting, readiness stays set and the loop
+                // comes back here (or to the tick) at once.
+                if !capture.receive() {
+                    guard.clear_ready();
+                }
+                // Ordering and release wait for the tick, unless a burst has piled up
+                // enough to release now: the events taken in stay bounded.
+                if capture.backlog() >= RELEASE_AT
+                    && take(&mut capture, &mut run, sampler.as_mut(), target_pid).is_some()
+                {
+                    exited_at.get_or_insert_with(Instant::now);
+                }
             }
             _ = tick.tick() => {
                 for task in capture.take_moved() {
@@ -292,7 +346,11 @@ pub async fn run(
             terminate_command(c).await;
         }
     }
-    // Flush everything captured: what is still in the ring buffer and in the window.
+    // Flush everything captured: what is still in the ring buffer, a chunk at a time,
+    // then the window.
+    while capture.receive() {
+        take(&mut capture, &mut run, sampler.as_mut(), target_pid);
+    }
     let rest = capture.finish(wall_now_ns());
     run.emit_merged(rest, u64::MAX);
     let events = run.events;

@@ -1,18 +1,26 @@
 //! The events of a live session kept in memory, for diagnosis, the Perfetto export and
-//! the TUI at the end or while tracing. Bounded: a burst of a million mmap calls must not
-//! grow memory without limit. Past [`Timeline::SOFT_LIMIT`] events the memory syscalls
-//! (mmap, munmap, brk, mremap) are no longer kept, except mappings of a file (model
-//! loads); past [`Timeline::HARD_LIMIT`] only the events that end a process or the trace
-//! are. What was dropped is counted; the JSON-lines file always has everything.
+//! the TUI at the end or while tracing. Bounded by design: a burst of a million mmap
+//! calls must not grow memory without limit. Past [`Timeline::MEMORY_CALLS_KEPT`] memory
+//! calls kept one by one, the rest are counted per process per second
+//! (`memory_summary` events, exact counts and bytes: what the diagnosis sums), except
+//! mappings of files and failed calls; past [`Timeline::HARD_LIMIT`] events only the
+//! ones that end a process or the trace are kept. What was dropped is counted; the
+//! JSON-lines file has everything it was asked for.
 use std::collections::BTreeMap;
 
-use crate::event::{Event, EventKind};
+use crate::{
+    event::{Event, EventKind},
+    summary::MemoryFolder,
+};
 
 #[derive(Clone, Debug)]
 pub struct Timeline {
     events: Vec<Event>,
-    soft_limit: usize,
+    /// Memory calls kept one event each so far.
+    memory_calls: usize,
+    memory_calls_kept: usize,
     hard_limit: usize,
+    folder: MemoryFolder,
     dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -23,31 +31,52 @@ impl Default for Timeline {
 }
 
 impl Timeline {
-    /// Events kept in full (about 150 bytes each plus strings).
-    pub const SOFT_LIMIT: usize = 500_000;
+    /// Memory calls kept one event each (about 300 bytes each with their strings);
+    /// later ones are counted.
+    pub const MEMORY_CALLS_KEPT: usize = 10_000;
     /// Events kept at all, whatever their kind.
     pub const HARD_LIMIT: usize = 2_000_000;
 
     pub fn new() -> Timeline {
-        Timeline::with_limits(Self::SOFT_LIMIT, Self::HARD_LIMIT)
+        Timeline::with_limits(Self::MEMORY_CALLS_KEPT, Self::HARD_LIMIT)
     }
 
-    pub fn with_limits(soft_limit: usize, hard_limit: usize) -> Timeline {
-        Timeline { events: Vec::new(), soft_limit, hard_limit: hard_limit.max(soft_limit), dropped: BTreeMap::new() }
+    pub fn with_limits(memory_calls_kept: usize, hard_limit: usize) -> Timeline {
+        Timeline {
+            events: Vec::new(),
+            memory_calls: 0,
+            memory_calls_kept,
+            hard_limit,
+            folder: MemoryFolder::new(u64::MAX),
+            dropped: BTreeMap::new(),
+        }
     }
 
-    /// Keeps a copy of `ev` when the limits allow it; events arrive in time order.
+    /// Keeps a copy of `ev`, or counts it, as the limits say; events arrive in time order.
     pub fn push(&mut self, ev: &Event) {
-        let n = self.events.len();
-        let keep = if n < self.soft_limit {
-            true
-        } else if n < self.hard_limit {
-            !is_bulk_memory_syscall(ev)
-        } else {
-            is_essential(ev)
-        };
-        if keep {
-            self.events.push(ev.clone());
+        for summary in self.folder.due(ev.ts_ns) {
+            self.keep(summary);
+        }
+        if matches!(ev.kind, EventKind::TraceEnd { .. }) {
+            let floor = self.events.last().map_or(ev.ts_ns, |e| e.ts_ns);
+            for summary in self.folder.drain(floor) {
+                self.keep(summary);
+            }
+        }
+        let foldable = self.folder.note(ev);
+        if foldable && self.memory_calls >= self.memory_calls_kept {
+            self.folder.add(ev);
+            return;
+        }
+        if is_memory_call(ev) {
+            self.memory_calls += 1;
+        }
+        self.keep(ev.clone());
+    }
+
+    fn keep(&mut self, ev: Event) {
+        if self.events.len() < self.hard_limit || is_essential(&ev) {
+            self.events.push(ev);
         } else {
             *self.dropped.entry(ev.kind_name()).or_default() += 1;
         }
@@ -76,14 +105,8 @@ impl Timeline {
     }
 }
 
-/// Memory syscalls come in bursts of millions; a mapping of a file is rare and tells what
-/// was loaded, so it stays.
-fn is_bulk_memory_syscall(ev: &Event) -> bool {
-    match &ev.kind {
-        EventKind::Mmap { path, error, .. } => path.is_none() || error.is_some(),
-        EventKind::Munmap { .. } | EventKind::Brk { .. } | EventKind::Mremap { .. } => true,
-        _ => false,
-    }
+fn is_memory_call(ev: &Event) -> bool {
+    matches!(ev.kind, EventKind::Mmap { .. } | EventKind::Munmap { .. } | EventKind::Brk { .. } | EventKind::Mremap { .. })
 }
 
 /// What a verdict cannot do without: the start and end of the trace, deaths, kills.
@@ -127,9 +150,19 @@ mod tests {
         ev(ts, EventKind::Rss { member: "MM_ANONPAGES".into(), bytes: 1 })
     }
 
+    fn summaries(t: &Timeline) -> Vec<(u64, u64)> {
+        t.events()
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::MemorySummary { mmaps, mmap_bytes, .. } => Some((mmaps, mmap_bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn past_the_soft_limit_memory_syscalls_are_dropped_and_counted() {
-        let mut t = Timeline::with_limits(3, 10);
+    fn past_the_limit_memory_calls_are_counted_not_kept() {
+        let mut t = Timeline::with_limits(3, 100);
         for i in 0..3 {
             t.push(&mmap(i, None));
         }
@@ -137,20 +170,28 @@ mod tests {
         t.push(&ev(4, EventKind::Brk { requested: 0, result: 0, duration_ns: 0 }));
         t.push(&mmap(5, Some("/models/aya/model.safetensors")));
         t.push(&rss(6));
-        assert_eq!(t.len(), 5);
-        assert_eq!(t.dropped(), 2);
-        assert_eq!(t.dropped_by_kind().get("mmap"), Some(&1));
-        assert_eq!(t.dropped_by_kind().get("brk"), Some(&1));
+        assert_eq!(t.len(), 5, "{:?}", t.events());
+        t.push(&ev(7, EventKind::TraceEnd { reason: "duration".into(), events: 7, lost: 0, other_resets: Default::default() }));
+        // The two calls past the limit are one summary, before the end.
+        assert_eq!(summaries(&t), [(1, 4096)]);
+        let kinds: Vec<_> = t.events().iter().map(Event::kind_name).collect();
+        assert_eq!(kinds, ["mmap", "mmap", "mmap", "mmap", "rss", "memory_summary", "trace_end"]);
+        assert_eq!(t.dropped(), 0);
     }
 
     #[test]
-    fn a_million_mmaps_stay_bounded() {
-        let mut t = Timeline::with_limits(1000, 2000);
-        for i in 0..1_000_000 {
-            t.push(&mmap(i, None));
+    fn a_million_mmaps_stay_bounded_and_counted_exactly() {
+        let mut t = Timeline::with_limits(1000, 2_000_000);
+        // 10^6 calls over 10 s.
+        for i in 0..1_000_000u64 {
+            t.push(&mmap(i * 10_000, None));
         }
-        assert_eq!(t.len(), 1000);
-        assert_eq!(t.dropped(), 999_000);
+        t.push(&ev(10_000_000_000, EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default() }));
+        let counted: u64 = summaries(&t).iter().map(|s| s.0).sum();
+        assert_eq!(counted + 1000, 1_000_000);
+        assert!(t.len() < 1100, "{}", t.len());
+        let ts: Vec<u64> = t.events().iter().map(|e| e.ts_ns).collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

@@ -90,6 +90,21 @@ pub struct CaptureOptions {
 /// for microseconds; this leaves room for a preempted one.
 pub const RING_SKEW: Duration = Duration::from_millis(5);
 
+/// Records taken from the ring buffer in one read: in a burst the ring refills as fast as
+/// it is read, and decoded events take several times the room of a record; the rest
+/// waits in the ring (see [`Capture::receive`]).
+pub const READ_CHUNK: usize = 4096;
+
+/// Loading parses the kernel's BTF and the programs' ELF: megabytes freed at once but kept
+/// by the allocator, which a tracer left attached for days should give back.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: plain libc call, no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What one [`Capture::poll`] released.
 #[derive(Debug, Default)]
 pub struct Released {
@@ -222,6 +237,8 @@ impl Capture {
             return Err(CaptureError::NothingAttached(missing.join(", ")));
         }
 
+        // Before the ring buffer is mapped: the two would add up in the peak.
+        release_freed_heap();
         let ring = take(&mut ebpf, "EVENTS")?;
         let tgids = take(&mut ebpf, "TGIDS")?;
         let tids = take(&mut ebpf, "TIDS")?;
@@ -293,8 +310,10 @@ impl Capture {
     }
 
     /// The end of the capture: everything still in the ring buffer and in the window.
+    /// Call [`Capture::poll`] until [`Capture::receive`] finds the ring empty first, so
+    /// that a full ring is not decoded at once.
     pub fn finish(&mut self, now_wall_ns: u64) -> Vec<Event> {
-        self.drain();
+        while self.drain() {}
         self.poll_lost(now_wall_ns);
         self.release(u64::MAX)
     }
@@ -302,15 +321,29 @@ impl Capture {
     /// Takes in what the kernel handed over (decoded into the window), releasing nothing:
     /// what the session calls when the ring buffer wakes it, so that a burst never fills
     /// the ring while events wait for their time. Cheap: no sorting, no map reads.
-    pub fn receive(&mut self) {
-        self.drain();
+    /// At most [`READ_CHUNK`] records; returns whether more are waiting.
+    pub fn receive(&mut self) -> bool {
+        self.drain()
     }
 
-    /// Decodes everything waiting in the ring buffer into the window, and notes the
-    /// processes the kernel started tracing on its own.
-    fn drain(&mut self) {
+    /// Events taken in and not released yet.
+    pub fn backlog(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Decodes up to [`READ_CHUNK`] records waiting in the ring buffer into the window,
+    /// and notes the processes the kernel started tracing on its own; whether records
+    /// were left in the ring.
+    fn drain(&mut self) -> bool {
         let started = self.decoder.wall(crate::clock::clock_ns(libc::CLOCK_MONOTONIC));
-        while let Some(item) = self.ring.next() {
+        let mut newest = 0u64;
+        let mut read = 0usize;
+        let emptied = loop {
+            if read == READ_CHUNK {
+                break false;
+            }
+            let Some(item) = self.ring.next() else { break true };
+            read += 1;
             match decode::adoption(&item) {
                 Some(decode::Adoption::Joined { task }) => {
                     self.joined.push(task);
@@ -337,14 +370,19 @@ impl Capture {
                 None => {}
             }
             if let Some(ev) = self.decoder.decode(&item) {
+                newest = newest.max(ev.ts_ns);
                 self.window.push(ev);
             }
-        }
-        // The ring was empty: what was stamped before the read began (less the skew) is in.
-        self.complete_ns = self.complete_ns.max(started.saturating_sub(RING_SKEW.as_nanos() as u64));
+        };
+        // The ring was empty: what was stamped before the read began (less the skew) is
+        // in. Else every record still in the ring was reserved after the newest one read,
+        // so stamped after it less the skew.
+        let complete = if emptied { started } else { newest };
+        self.complete_ns = self.complete_ns.max(complete.saturating_sub(RING_SKEW.as_nanos() as u64));
         if let Some(logger) = self.logger.as_mut() {
             logger.flush();
         }
+        !emptied
     }
 
     /// Sorts the window by time and hands out everything not newer than `until`,

@@ -112,11 +112,17 @@ fn anonymous_mappings(t: &Trace, pid: u32, from: u64, to: u64) -> (u64, u64) {
         if e.pid != pid || e.ts_ns < from || e.ts_ns > to {
             continue;
         }
-        if let EventKind::Mmap { len, error: None, flags, .. } = &e.kind {
-            if flags.contains("ANONYMOUS") {
+        match &e.kind {
+            EventKind::Mmap { len, error: None, flags, .. } if flags.contains("ANONYMOUS") => {
                 bytes = bytes.saturating_add(*len);
                 calls += 1;
             }
+            // Calls counted instead of kept: the interval ends at the summary's time.
+            EventKind::MemorySummary { mmaps, mmap_bytes, .. } => {
+                bytes = bytes.saturating_add(*mmap_bytes);
+                calls += mmaps;
+            }
+            _ => {}
         }
     }
     (bytes, calls)

@@ -176,6 +176,7 @@ impl<'a> Trace<'a> {
             | EventKind::Munmap { .. }
             | EventKind::Brk { .. }
             | EventKind::Mremap { .. }
+            | EventKind::MemorySummary { .. }
             | EventKind::Rss { .. }
             | EventKind::SignalDeliver { .. }
             | EventKind::TcpState { .. }

@@ -48,7 +48,16 @@ impl Filter {
         match self {
             Filter::All => !matches!(kind, K::Sample { .. }),
             Filter::Memory => {
-                matches!(kind, K::Mmap { .. } | K::Munmap { .. } | K::Brk { .. } | K::Mremap { .. } | K::Rss { .. } | K::OomKill { .. })
+                matches!(
+                    kind,
+                    K::Mmap { .. }
+                        | K::Munmap { .. }
+                        | K::Brk { .. }
+                        | K::Mremap { .. }
+                        | K::MemorySummary { .. }
+                        | K::Rss { .. }
+                        | K::OomKill { .. }
+                )
             }
             // A thread or process that ended on its own is no signal.
             Filter::Signals => matches!(
@@ -76,7 +85,9 @@ impl Filter {
 pub fn kind_color(kind: &EventKind) -> Color {
     use EventKind as K;
     match kind {
-        K::Mmap { .. } | K::Munmap { .. } | K::Brk { .. } | K::Mremap { .. } | K::Rss { .. } | K::Sample { .. } => Color::Blue,
+        K::Mmap { .. } | K::Munmap { .. } | K::Brk { .. } | K::Mremap { .. } | K::MemorySummary { .. } | K::Rss { .. } | K::Sample { .. } => {
+            Color::Blue
+        }
         K::Signal { .. } | K::SignalDeliver { .. } => Color::Magenta,
         K::OomKill { .. } | K::Lost { .. } => Color::Red,
         K::Exit { group_dead: true, .. } => Color::Red,
@@ -247,6 +258,21 @@ pub fn detail(ev: &Event) -> String {
             parts.join(", ")
         }
         K::Lost { probe, count, total } => format!("{count} events lost by {} ({total} so far)", clean(probe)),
+        K::MemorySummary { from_ns, mmaps, mmap_bytes, munmaps, munmap_bytes, mremaps, brks, .. } => {
+            let secs = ev.ts_ns.saturating_sub(*from_ns) as f64 / 1e9;
+            let mut s = format!(
+                "{mmaps} mmaps ({}), {munmaps} munmaps ({}) in {secs:.1} s",
+                bytes(*mmap_bytes),
+                bytes(*munmap_bytes)
+            );
+            if *mremaps > 0 {
+                s.push_str(&format!(", {mremaps} mremaps"));
+            }
+            if *brks > 0 {
+                s.push_str(&format!(", {brks} brks"));
+            }
+            s
+        }
         // A kind this view has no words for yet: its fields as JSON.
         other => clean(&serde_json::to_string(other).unwrap_or_default()),
     }

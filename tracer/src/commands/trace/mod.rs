@@ -91,7 +91,25 @@ pub struct TraceArgs {
     /// itself: it costs the target nothing
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub sample_interval: Duration,
+
+    /// How memory calls are written. `each`: one line per mmap, munmap, mremap and brk.
+    /// `summary`: successful anonymous calls under 1 MiB and brk calls are counted per
+    /// process per second (a `memory_summary` line with exact counts and bytes), for a
+    /// trace that stays small when attached for hours to a process that allocates all the
+    /// time; file mappings, failed calls and larger calls are still one line each
+    #[arg(long, value_enum, default_value = "each", value_name = "HOW")]
+    pub mappings: Mappings,
 }
+
+/// `--mappings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mappings {
+    Each,
+    Summary,
+}
+
+/// `--mappings summary` counts anonymous calls smaller than this.
+pub const SUMMARY_BELOW_BYTES: u64 = 1 << 20;
 
 impl TraceArgs {
     pub fn probe_set(&self) -> BTreeSet<ProbeGroup> {
@@ -257,6 +275,7 @@ fn record(
         follow_children: args.follow_children,
         restart_wait: args.follow_restarts.then_some(args.restart_wait),
         kill_on_exit: args.kill_on_exit,
+        summarize_below: (args.mappings == Mappings::Summary).then_some(SUMMARY_BELOW_BYTES),
     };
     let pid = target.pid;
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
