@@ -243,8 +243,9 @@ fn started(v: &Verdict) -> u64 {
 /// OOM kills of other processes near a verdict are named, so that nobody reads them as
 /// the owner's.
 fn note_other_oom_kills(t: &Trace, out: &mut [Verdict]) {
-    // (index, time, victim for the blame check, victim's pid when the kernel gave it, comm)
-    let kills: Vec<(usize, u64, Option<u32>, Option<u32>, &str)> = t
+    /// (index, time, victim for the blame check, victim's pid when the kernel gave it, comm)
+    type Kill<'a> = (usize, u64, Option<u32>, Option<u32>, &'a str);
+    let kills: Vec<Kill> = t
         .iter()
         .filter_map(|(i, e)| match &e.kind {
             EventKind::OomKill { victim_comm, victim_pid, .. } => {
