@@ -128,8 +128,13 @@ impl TracerRun {
     /// Starts `tracer ARGS --jsonl FILE`; stdout is piped (and inherited by a traced
     /// command), stderr is collected.
     pub fn start(args: &[&str]) -> TracerRun {
+        TracerRun::start_named(args, "trace.jsonl")
+    }
+
+    /// As [`TracerRun::start`], with the trace file named `name` (`trace.jsonl.zst`: compressed).
+    pub fn start_named(args: &[&str], name: &str) -> TracerRun {
         let dir = TempDir::new("trace");
-        let trace = dir.0.join("trace.jsonl");
+        let trace = dir.0.join(name);
         let mut cmd = Command::new(tracer_bin());
         // Options go before `--` of `run`.
         let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
@@ -174,7 +179,12 @@ impl TracerRun {
     }
 
     /// Waits for the tracer to exit by itself and returns its exit status and trace.
-    pub fn finish(mut self, timeout: Duration) -> Trace {
+    pub fn finish(self, timeout: Duration) -> Trace {
+        self.finish_keeping_file(timeout).0
+    }
+
+    /// As [`TracerRun::finish`], and the trace file, there until the [`KeptTrace`] goes.
+    pub fn finish_keeping_file(mut self, timeout: Duration) -> (Trace, KeptTrace) {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = self.child.0.try_wait().expect("wait tracer") {
@@ -189,7 +199,11 @@ impl TracerRun {
             std::thread::sleep(Duration::from_millis(20));
         };
         std::thread::sleep(Duration::from_millis(50));
-        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let mut bytes = std::fs::read(&self.trace).unwrap_or_default();
+        if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            bytes = zstd::stream::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("the compressed trace does not decompress: {e}"));
+        }
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("the trace is not UTF-8: {e}"));
         let (mut events, mut verdicts) = (Vec::new(), Vec::new());
         for line in text.lines() {
             // The live tracer writes its verdicts next to the events, as `kind: verdict`.
@@ -201,7 +215,8 @@ impl TracerRun {
             }
         }
         facts::assert_true(&events, &format!("the trace of `tracer {}`", self.args.join(" ")));
-        Trace { status: status.code(), events, verdicts, stderr: self.stderr() }
+        let trace = Trace { status: status.code(), events, verdicts, stderr: self.stderr() };
+        (trace, KeptTrace { path: self.trace, _dir: self._dir })
     }
 
     /// Sends SIGINT (as Ctrl-C would) and collects the trace.
@@ -210,6 +225,12 @@ impl TracerRun {
         unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
         self.finish(timeout)
     }
+}
+
+/// A trace file kept after its tracer ended: removed on drop.
+pub struct KeptTrace {
+    pub path: PathBuf,
+    _dir: TempDir,
 }
 
 /// A finished trace.

@@ -378,6 +378,10 @@ fn burst_lost(trace: &tracer_tests::Trace) -> u64 {
 }
 
 fn mmap_burst_trace(calls: u64, ring: &str, extra: &[&str]) -> tracer_tests::Trace {
+    mmap_burst_run(calls, ring, extra, "trace.jsonl").0
+}
+
+fn mmap_burst_run(calls: u64, ring: &str, extra: &[&str], file: &str) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
     let mut target = Command::new(stress_bin())
         .args(["mmap-burst", &calls.to_string()])
         .stdin(Stdio::piped())
@@ -391,10 +395,43 @@ fn mmap_burst_trace(calls: u64, ring: &str, extra: &[&str]) -> tracer_tests::Tra
     let pid = target.pid().to_string();
     let mut args = vec!["--pid", &pid, "--probes", "mmap", "--grace", "500ms", "--ring-buffer", ring];
     args.extend_from_slice(extra);
-    let run = TracerRun::start(&args);
+    let run = TracerRun::start_named(&args, file);
     run.wait_attached(T);
     writeln!(stdin, "go").unwrap();
-    run.finish(Duration::from_secs(300))
+    run.finish_keeping_file(Duration::from_secs(300))
+}
+
+#[test]
+fn a_compressed_trace_bounded_by_max_size_keeps_the_start_and_the_latest_events() {
+    require_root("end-to-end capture tests load eBPF programs");
+    const CALLS: u64 = 1_000_000;
+    const MAX: u64 = 1 << 20;
+    let (trace, file) = mmap_burst_run(CALLS, "16MiB", &["--max-size", "1MiB"], "trace.jsonl.zst");
+    let size = std::fs::metadata(&file.path).unwrap().len();
+    let head = std::fs::read(&file.path).unwrap();
+    assert!(head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a .zst trace is compressed");
+    assert!(size <= MAX + MAX / 4, "{size} bytes for --max-size 1MiB");
+    assert_eq!(trace.events.first().map(|e| e.kind_name()), Some("trace_start"));
+    let Some(EventKind::TraceEnd { cut: Some(cut), .. }) = trace.events.last().map(|e| &e.kind) else {
+        panic!("trace_end says nothing was cut: {:?}", trace.events.last());
+    };
+    let kept =
+        trace.events.iter().filter(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. } | EventKind::Munmap { len: 4096, .. })).count() as u64;
+    let Some(EventKind::TraceEnd { lost, .. }) = trace.events.last().map(|e| &e.kind) else { unreachable!() };
+    let lost = *lost;
+    eprintln!("{CALLS} calls in {size} bytes: {kept} kept, {} cut ({} bytes), {lost} lost", cut.events, cut.bytes);
+    // The cut counts every event it held: the calls, and the few samples and `lost`
+    // records among them (at most a few per tick).
+    let accounted = kept + lost + cut.events;
+    assert!((CALLS..CALLS + 500).contains(&accounted), "{kept} kept + {lost} lost + {} cut", cut.events);
+    assert!(kept > 0 && cut.events > kept, "the bound keeps the end of the burst, not all of it");
+    let first_kept = trace.events.iter().find(|e| matches!(e.kind, EventKind::Mmap { len: 4096, .. })).map(|e| e.ts_ns);
+    assert!(first_kept.is_some_and(|ts| ts > cut.to_ns), "what is kept comes after what was cut");
+    // `tracer report` reads the compressed file and says what was left out.
+    let out = Command::new(tracer_tests::tracer_bin()).arg("report").arg(&file.path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("{} events from", cut.events)) && text.contains("--max-size"), "{text}");
 }
 
 #[test]

@@ -118,6 +118,9 @@ pub enum EventKind {
         /// per reason (`received` for ones received), not written.
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         other_resets: std::collections::BTreeMap<String, u64>,
+        /// `--max-size`: the part of the trace left out to keep the file under the size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cut: Option<TraceCut>,
     },
     /// A traced process created a thread or a process.
     Fork {
@@ -331,6 +334,17 @@ pub enum EventKind {
     },
 }
 
+/// Events a size-bounded trace left out: everything from `from_ns` to `to_ns` (the
+/// first line, `trace_start`, is always kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceCut {
+    pub events: u64,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Bytes of the file they took (compressed, when the trace is).
+    pub bytes: u64,
+}
+
 /// One process as procfs saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSample {
@@ -449,7 +463,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_the_serde_tags() {
-        let end = EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default() };
+        let end = EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default(), cut: None };
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());

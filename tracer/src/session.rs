@@ -360,7 +360,7 @@ pub async fn run(
         pid: target_pid,
         tid: target_pid,
         comm: String::new(),
-        kind: EventKind::TraceEnd { reason: reason.as_str().into(), events, lost, other_resets: capture.other_resets() },
+        kind: EventKind::TraceEnd { reason: reason.as_str().into(), events, lost, other_resets: capture.other_resets(), cut: None },
     };
     let mut timeline = run.timeline;
     timeline.push(&end);

@@ -171,7 +171,7 @@ mod tests {
         t.push(&mmap(5, Some("/models/aya/model.safetensors")));
         t.push(&rss(6));
         assert_eq!(t.len(), 5, "{:?}", t.events());
-        t.push(&ev(7, EventKind::TraceEnd { reason: "duration".into(), events: 7, lost: 0, other_resets: Default::default() }));
+        t.push(&ev(7, EventKind::TraceEnd { reason: "duration".into(), events: 7, lost: 0, other_resets: Default::default(), cut: None }));
         // The two calls past the limit are one summary, before the end.
         assert_eq!(summaries(&t), [(1, 4096)]);
         let kinds: Vec<_> = t.events().iter().map(Event::kind_name).collect();
@@ -186,7 +186,7 @@ mod tests {
         for i in 0..1_000_000u64 {
             t.push(&mmap(i * 10_000, None));
         }
-        t.push(&ev(10_000_000_000, EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default() }));
+        t.push(&ev(10_000_000_000, EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default(), cut: None }));
         let counted: u64 = summaries(&t).iter().map(|s| s.0).sum();
         assert_eq!(counted + 1000, 1_000_000);
         assert!(t.len() < 1100, "{}", t.len());
@@ -200,7 +200,7 @@ mod tests {
         t.push(&rss(1));
         t.push(&rss(2));
         t.push(&rss(3));
-        t.push(&ev(4, EventKind::TraceEnd { reason: "duration".into(), events: 3, lost: 0, other_resets: Default::default() }));
+        t.push(&ev(4, EventKind::TraceEnd { reason: "duration".into(), events: 3, lost: 0, other_resets: Default::default(), cut: None }));
         assert_eq!(t.len(), 3);
         assert_eq!(t.dropped_by_kind().get("rss"), Some(&1));
         assert_eq!(t.events().last().map(Event::kind_name), Some("trace_end"));

@@ -308,6 +308,6 @@ impl Tb {
 
     pub fn trace_end(&mut self, ms: u64) -> usize {
         let n = self.ev.len() as u64;
-        self.push(ms, self.target, "workload", EventKind::TraceEnd { reason: "target_exited".into(), events: n, lost: 0, other_resets: Default::default() })
+        self.push(ms, self.target, "workload", EventKind::TraceEnd { reason: "target_exited".into(), events: n, lost: 0, other_resets: Default::default(), cut: None })
     }
 }

@@ -1,19 +1,22 @@
 //! One JSON object per line, flushed at the end (and on every session tick, so that a
 //! reader on a pipe sees events as they come). The recording format: `tracer report`
 //! reads it back.
-use std::io::{self, BufWriter, Write};
+use std::io;
 
 use serde::Serialize;
 
+use super::trace_file::TraceOutput;
 use crate::{
     diagnose::Verdict,
-    event::Event,
+    event::{Event, EventKind},
     sink::{finished, Finishing, Sink, SinkError},
     timeline::Timeline,
 };
 
 pub struct JsonlWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: TraceOutput,
+    /// One line, serialized before it is written.
+    line: Vec<u8>,
     /// The file's path, or "standard output", for errors.
     name: String,
     /// Events written (verdict lines not included).
@@ -31,31 +34,30 @@ struct VerdictLine<'a> {
 }
 
 impl JsonlWriter {
-    /// `-` is standard output; anything else is a file, created or truncated.
-    pub fn create(path: &str) -> io::Result<JsonlWriter> {
-        if path == "-" {
-            return Ok(JsonlWriter::new(Box::new(io::stdout()), "standard output"));
-        }
-        Ok(JsonlWriter::new(Box::new(std::fs::File::create(path)?), path))
-    }
-
-    /// Writes to `sink`; `name` names it in errors.
-    pub fn new(sink: Box<dyn Write + Send>, name: &str) -> JsonlWriter {
-        JsonlWriter { out: BufWriter::with_capacity(1 << 20, sink), name: name.to_string(), written: 0 }
+    /// `-` is standard output; anything else is a file, created or truncated, compressed
+    /// when its name ends in `.zst`. `max_bytes`: keep the file under this, the most recent
+    /// events first (see [`TraceOutput`]).
+    pub fn create(path: &str, max_bytes: Option<u64>) -> io::Result<JsonlWriter> {
+        let name = if path == "-" { "standard output" } else { path };
+        Ok(JsonlWriter { out: TraceOutput::create(path, max_bytes)?, line: Vec::with_capacity(1024), name: name.into(), written: 0 })
     }
 
     pub fn write(&mut self, ev: &Event) -> io::Result<()> {
+        self.line.clear();
         // io::Error::from keeps the kind of an I/O failure (a closed pipe stays one).
-        serde_json::to_writer(&mut self.out, ev).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")?;
+        serde_json::to_writer(&mut self.line, ev).map_err(io::Error::from)?;
+        self.line.push(b'\n');
+        self.out.write_line(&self.line, Some(ev.ts_ns))?;
         self.written += 1;
         Ok(())
     }
 
     pub fn write_verdict(&mut self, ts_ns: u64, verdict: &Verdict) -> io::Result<()> {
         let line = VerdictLine { kind: super::reader::VERDICT_KIND, ts_ns, verdict };
-        serde_json::to_writer(&mut self.out, &line).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &line).map_err(io::Error::from)?;
+        self.line.push(b'\n');
+        self.out.write_line(&self.line, None)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -97,7 +99,18 @@ impl Sink for JsonlWriter {
                 break;
             }
         }
-        let written = self.write(end).and_then(|()| self.flush());
+        // A bounded trace says what it left out.
+        let end = match (&end.kind, self.out.cut()) {
+            (EventKind::TraceEnd { .. }, Some(cut)) => {
+                let mut end = end.clone();
+                if let EventKind::TraceEnd { cut: c, .. } = &mut end.kind {
+                    *c = Some(cut);
+                }
+                std::borrow::Cow::Owned(end)
+            }
+            _ => std::borrow::Cow::Borrowed(end),
+        };
+        let written = self.write(&end).and_then(|()| self.out.finish());
         finished(match self.outcome(written) {
             Err(SinkError::Closed(_)) => Ok(()),
             other => other,
@@ -114,7 +127,7 @@ mod tests {
     fn writes_one_parseable_line_per_event() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut w = JsonlWriter::create(path.to_str().unwrap()).unwrap();
+        let mut w = JsonlWriter::create(path.to_str().unwrap(), None).unwrap();
         for i in 0..3 {
             let ev = Event {
                 ts_ns: i,
@@ -151,7 +164,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut w = JsonlWriter::create(path.to_str().unwrap()).unwrap();
+        let mut w = JsonlWriter::create(path.to_str().unwrap(), None).unwrap();
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: "x".into(), kind: EventKind::Brk { requested: 0, result: 0, duration_ns: 0 } };
         w.write(&ev).unwrap();
         w.write_verdict(3, &v).unwrap();

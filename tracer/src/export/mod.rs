@@ -4,3 +4,4 @@ pub mod jsonl;
 pub mod perfetto;
 pub mod reader;
 pub mod report;
+pub mod trace_file;

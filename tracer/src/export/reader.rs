@@ -66,8 +66,53 @@ fn unreadable_note(n: usize) -> String {
 /// Reads a trace file. Missing file and a trace without events are errors; bad lines are
 /// problems in the result.
 pub fn read_trace_file(path: &Path) -> Result<Trace, ReadError> {
-    let file = std::fs::File::open(path).map_err(|error| ReadError::Open { path: path.to_path_buf(), error })?;
-    read_trace(BufReader::with_capacity(1 << 20, file), path)
+    let open_error = |error| ReadError::Open { path: path.to_path_buf(), error };
+    let mut file = BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(open_error)?);
+    // A compressed trace (`-o trace.jsonl.zst`) is known by its first bytes, whatever
+    // its name.
+    if file.fill_buf().map_err(open_error)?.starts_with(&ZSTD_MAGIC) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(file).map_err(open_error)?;
+        return read_trace(BufReader::with_capacity(1 << 20, Tolerant::new(decoder)), path).map(|mut t| {
+            if let Some(problem) = t.problems.iter_mut().find(|p| p.message.starts_with("truncated last line")) {
+                problem.message.push_str(" (the compressed trace ends early: the tracer was stopped before it finished the file)");
+            }
+            t
+        });
+    }
+    read_trace(file, path)
+}
+
+/// The first four bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A compressed trace cut off mid-frame (the tracer was killed) reads as far as it goes: the
+/// decoder's error at the cut becomes the end of the input, and the last line shows up as
+/// truncated.
+struct Tolerant<R> {
+    inner: R,
+    ended: bool,
+}
+
+impl<R> Tolerant<R> {
+    fn new(inner: R) -> Self {
+        Tolerant { inner, ended: false }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Tolerant<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                tracing::debug!("compressed trace ends early: {e}");
+                self.ended = true;
+                Ok(0)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Reads JSON lines from `input`; `path` only names the input in errors.

@@ -181,6 +181,9 @@ pub struct EventCounts {
     /// Resets elsewhere on the host, counted per reason and not written (`trace_end`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub other_resets: BTreeMap<String, u64>,
+    /// `--max-size`: events the file left out to stay under its size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<crate::event::TraceCut>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -254,10 +257,11 @@ impl Report {
                 EventKind::Exec { argv: Some(argv), argv_cut, .. } if target.pid == Some(ev.pid) && !argv.is_empty() => {
                     target.program = Some(crate::event::argv_line(argv, *argv_cut));
                 }
-                EventKind::TraceEnd { reason, lost, other_resets, .. } => {
+                EventKind::TraceEnd { reason, lost, other_resets, cut, .. } => {
                     span.end_reason = Some(reason.clone());
                     end_lost = Some(*lost);
                     counts.other_resets = other_resets.clone();
+                    counts.cut = cut.clone();
                 }
                 EventKind::Lost { probe, count, .. } => {
                     *counts.lost_by_probe.entry(probe.clone()).or_default() += count;

@@ -204,7 +204,7 @@ impl Rec {
         r.rst(6_021, "TCP_ABORT_ON_CLOSE", "127.0.0.1:51234");
         r.rst(6_022, "TCP_ABORT_ON_CLOSE", "127.0.0.1:51235");
         r.sample(6_050, 0, 10 * MIB, Some(2 * GIB), Some(0));
-        r.push(8_000, PID, EventKind::TraceEnd { reason: "target_exited".into(), events: 19, lost: 3, other_resets: Default::default() });
+        r.push(8_000, PID, EventKind::TraceEnd { reason: "target_exited".into(), events: 19, lost: 3, other_resets: Default::default(), cut: None });
         r
     }
 }

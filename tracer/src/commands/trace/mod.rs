@@ -53,10 +53,19 @@ pub struct TraceArgs {
     pub kill_on_exit: bool,
 
     /// Where to write the events, one JSON object per line; `-` is standard output (and
-    /// no live view). Default: with the live view, tracer-PID-YYYYMMDD-HHMMSS.jsonl in the
-    /// current directory (`run`: tracer-PROGRAM-...); without it, standard output
+    /// no live view). A name ending in `.zst` is written zstd-compressed (about a tenth of
+    /// the size; `tracer report` and `zstdcat` read it). Default: with the live view,
+    /// tracer-PID-YYYYMMDD-HHMMSS.jsonl in the current directory (`run`:
+    /// tracer-PROGRAM-...); without it, standard output
     #[arg(short = 'o', long, visible_alias = "output", value_name = "FILE|-")]
     pub jsonl: Option<String>,
+
+    /// Keep the trace file under this size (e.g. 100MiB, at least 1MiB): the most recent
+    /// events are kept, with the first line; `trace_end` counts what was left out
+    /// (`cut`). While tracing the file is written in parts next to it (FILE.part1, ...),
+    /// joined at the end (`cat` joins parts left by a killed tracer)
+    #[arg(long, value_parser = parse_max_size, value_name = "BYTES")]
+    pub max_size: Option<u64>,
 
     /// No live timeline on the terminal: stream plain lines (as when standard output or
     /// input is not a terminal)
@@ -124,6 +133,15 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         return Err("a trace of no time records nothing: give more than 0 (e.g. 30s), or leave --duration out to trace until the target exits".into());
     }
     Ok(d)
+}
+
+fn parse_max_size(s: &str) -> Result<u64, String> {
+    let n = parse_bytes(s)?;
+    let min = crate::export::trace_file::MIN_MAX_SIZE;
+    if n < min {
+        return Err(format!("--max-size {s:?} leaves no room for a trace: give at least {}", crate::units::format_bytes(min)));
+    }
+    Ok(n)
 }
 
 fn parse_ring_size(s: &str) -> Result<u64, String> {
@@ -260,7 +278,7 @@ fn record(
     output_log: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let jsonl = plan.jsonl_arg();
-    let mut out = JsonlWriter::create(&jsonl).with_context(|| format!("cannot write the trace to {jsonl}"))?;
+    let mut out = JsonlWriter::create(&jsonl, args.max_size).with_context(|| format!("cannot write the trace to {jsonl}"))?;
     // Fail now rather than after the trace: the Perfetto file is written at the end.
     if let Some(path) = &args.perfetto {
         std::fs::File::create(path).with_context(|| {

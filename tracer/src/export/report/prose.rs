@@ -143,6 +143,17 @@ impl Report {
             let per: Vec<String> = e.other_resets.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = write!(s, "; {total} resets elsewhere on the host, not the target's, counted and not written ({})", per.join(", "));
         }
+        if let Some(c) = &e.cut {
+            let t0 = self.span.start_ns;
+            let _ = write!(
+                s,
+                "; {} events from {} to {} left out to keep the file under --max-size ({})",
+                c.events,
+                rel(c.from_ns, t0),
+                rel(c.to_ns, t0),
+                format_bytes(c.bytes)
+            );
+        }
         s
     }
 
