@@ -1,8 +1,7 @@
 //! Case 3's second half: how long from the kernel event to its JSON line. The trace is
 //! read through a pipe (`--jsonl -`) and every line stamped with CLOCK_REALTIME on
-//! arrival; latency = arrival - `ts_ns`. The tracer holds events in a 100 ms reorder
-//! window (records from other CPUs, the socket states that name a reset's connection)
-//! and flushes every 50 ms tick, so at a steady rate expect 100-150 ms: by design.
+//! arrival; latency = arrival - `ts_ns`. The tracer releases an event once nothing still
+//! in the kernel can be older, on its 20 ms tick: at a steady rate expect about 25 ms.
 use anyhow::{Context, Result};
 use serde::Serialize;
 

@@ -4,6 +4,7 @@
 //! beside Python safetensors. Prints a markdown table and writes it, with the JSON, to
 //! `bench/results/`.
 mod latency;
+mod steady;
 mod loss;
 mod machine;
 mod model;
@@ -44,6 +45,10 @@ pub struct Options {
     /// Use target/release as it is instead of building it first
     #[arg(long)]
     no_build: bool,
+    /// Also leave the tracer attached this long (e.g. 30m) at a steady 10k events/s and
+    /// report its memory after the first minute against the end [default: off]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    soak: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +61,8 @@ pub enum Case {
     Latency,
     /// 4: loading a full NLLB checkpoint, workload vs Python safetensors
     Model,
+    /// 5: the tracer left attached at a steady rate: CPU, memory, trace bytes per event
+    Steady,
 }
 
 /// The sizes of one run.
@@ -67,6 +74,9 @@ pub struct Plan {
     pub latency_calls: u64,
     pub latency_pace_us: u64,
     pub model: model::Plan,
+    /// Seconds of each steady run (plain and compressed trace).
+    pub steady_s: u64,
+    pub soak: Option<std::time::Duration>,
 }
 
 impl Plan {
@@ -78,6 +88,8 @@ impl Plan {
             latency_calls: 10_000,
             latency_pace_us: 1000,
             model: model::Plan { preset: "full".into(), runs: 5 },
+            steady_s: 60,
+            soak: None,
         }
     }
 
@@ -89,6 +101,8 @@ impl Plan {
             latency_calls: 2_000,
             latency_pace_us: 1000,
             model: model::Plan { preset: "full".into(), runs: 3 },
+            steady_s: 15,
+            soak: None,
         }
     }
 
@@ -102,6 +116,8 @@ impl Plan {
             latency_calls: 200,
             latency_pace_us: 1000,
             model: model::Plan { preset: "small".into(), runs: 1 },
+            steady_s: 2,
+            soak: None,
         }
     }
 }
@@ -122,9 +138,10 @@ pub fn run(opts: &Options) -> Result<()> {
         stress: release.join("tracer-stress"),
         workload: release.join("workload"),
     };
-    let plan = if opts.quick { Plan::quick() } else { Plan::full() };
+    let mut plan = if opts.quick { Plan::quick() } else { Plan::full() };
+    plan.soak = opts.soak;
     let cases = if opts.only.is_empty() {
-        vec![Case::Overhead, Case::Loss, Case::Latency, Case::Model]
+        vec![Case::Overhead, Case::Loss, Case::Latency, Case::Steady, Case::Model]
     } else {
         opts.only.clone()
     };
@@ -159,6 +176,7 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
         overhead: None,
         loss: None,
         latency: None,
+        steady: None,
         model: None,
         skipped: Vec::new(),
         bpftrace_script: stress::BPFTRACE_SCRIPT.trim().into(),
@@ -173,6 +191,9 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
     }
     if cases.contains(&Case::Latency) {
         results.latency = Some(latency::run(plan.latency_calls, plan.latency_pace_us, bins)?);
+    }
+    if cases.contains(&Case::Steady) {
+        results.steady = Some(steady::run(plan.steady_s, plan.soak, bins, &scratch.0)?);
     }
     if cases.contains(&Case::Model) {
         let m = model::run(&plan.model, bins, tools.python.as_deref(), cache, &scratch.0)?;
