@@ -193,12 +193,16 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
         results.latency = Some(latency::run(plan.latency_calls, plan.latency_pace_us, bins)?);
     }
     if cases.contains(&Case::Steady) {
-        results.steady = Some(steady::run(plan.steady_s, plan.soak, bins, &scratch.0)?);
+        results.steady = Some(steady::run(plan.steady_s, bins, &scratch.0)?);
     }
     if cases.contains(&Case::Model) {
         let m = model::run(&plan.model, bins, tools.python.as_deref(), cache, &scratch.0)?;
         skipped.extend(m.skipped.iter().map(|s| format!("case 4: {s}")));
         results.model = Some(m);
+    }
+    if let Some(length) = plan.soak {
+        let soak = steady::soak(length, bins, &scratch.0)?;
+        results.steady.get_or_insert_with(|| steady::Steady { pace_us: steady::PACE_US, runs: Vec::new(), soak: None }).soak = Some(soak);
     }
     results.skipped = skipped;
     results.duration_s = started.elapsed().as_secs_f64();

@@ -65,21 +65,21 @@ pub struct Steady {
     pub soak: Option<SteadyRun>,
 }
 
-/// `seconds` plain and compressed, then a soak of `soak` when asked.
-pub fn run(seconds: u64, soak: Option<Duration>, bins: &Bins, dir: &Path) -> Result<Steady> {
+/// `seconds` plain and compressed.
+pub fn run(seconds: u64, bins: &Bins, dir: &Path) -> Result<Steady> {
     let mut runs = Vec::new();
     for name in ["steady.jsonl", "steady.jsonl.zst"] {
         println!("xtask: bench steady: {seconds} s at one mmap+munmap pair every {PACE_US} us, trace to {name}");
         runs.push(one(Duration::from_secs(seconds), bins, &dir.join(name))?);
     }
-    let soak = match soak {
-        Some(d) => {
-            println!("xtask: bench soak: {} at the same rate, compressed trace", humantime::format_duration(d));
-            Some(one(d, bins, &dir.join("soak.jsonl.zst"))?)
-        }
-        None => None,
-    };
-    Ok(Steady { pace_us: PACE_US, runs, soak })
+    Ok(Steady { pace_us: PACE_US, runs, soak: None })
+}
+
+/// The same rate for `length`, compressed; run last, as it is long and only its memory
+/// and CPU figures matter.
+pub fn soak(length: Duration, bins: &Bins, dir: &Path) -> Result<SteadyRun> {
+    println!("xtask: bench soak: {} at one mmap+munmap pair every {PACE_US} us, compressed trace", humantime::format_duration(length));
+    one(length, bins, &dir.join("soak.jsonl.zst"))
 }
 
 fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
