@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Debug: fault on purpose (SIGSEGV) when NAME starts loading, to reproduce a crash.
     #[arg(long, value_name = "NAME", hide = true)]
     pub debug_crash_during_load: Option<String>,
+    /// On SIGTERM or SIGINT: stop accepting (connections already queued are answered 503
+    /// "shutting down", later connects are refused), let the requests in flight finish
+    /// for at most this long, drop queued model loads, then exit 0
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]

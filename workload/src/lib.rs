@@ -13,5 +13,6 @@ pub mod probe;
 pub mod reason;
 pub mod registry;
 pub mod server;
+pub mod shutdown;
 pub mod synth;
 pub mod translate;

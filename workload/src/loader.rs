@@ -54,18 +54,26 @@ pub struct LoaderConfig {
 #[derive(Clone)]
 pub struct Loader {
     queue: mpsc::Sender<Arc<ModelSlot>>,
+    /// Set when the server shuts down: queued loads are dropped.
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Loader {
     /// Starts the loader thread and queues every model of `registry`, in order.
     pub fn start(config: LoaderConfig, registry: &Registry) -> std::io::Result<Self> {
         let (queue, requests) = mpsc::channel::<Arc<ModelSlot>>();
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = cancelled.clone();
         std::thread::Builder::new().name("model-loader".into()).spawn(move || {
             for slot in requests {
+                if stop.load(Ordering::Relaxed) {
+                    tracing::info!(model = %slot.spec.name, "not loading: the server is shutting down");
+                    continue;
+                }
                 load(&config, &slot);
             }
         })?;
-        let loader = Self { queue };
+        let loader = Self { queue, cancelled };
         for slot in registry.slots() {
             loader.request(slot.clone());
         }
@@ -74,7 +82,12 @@ impl Loader {
 
     /// Queues a (re)load; the loader skips it if the model is LOADING or READY by then.
     pub fn request(&self, slot: Arc<ModelSlot>) -> bool {
-        self.queue.send(slot).is_ok()
+        !self.cancelled.load(Ordering::Relaxed) && self.queue.send(slot).is_ok()
+    }
+
+    /// Drops the loads still queued; one under way runs on until the process exits.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 }
 

@@ -1,6 +1,6 @@
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -9,6 +9,7 @@ use workload::cli::{Cli, Command, GenModelArgs, ProbeArgs, ServeArgs};
 use workload::loader::{Loader, LoaderConfig};
 use workload::registry::Registry;
 use workload::server::{router, AppState};
+use workload::shutdown::DrainingListener;
 use workload::{device, probe, synth};
 
 fn main() {
@@ -93,8 +94,35 @@ fn serve(args: ServeArgs) -> Result<()> {
             &registry,
         )
         .context("cannot start the model loader thread")?;
-        let state = Arc::new(AppState { registry, loader, max_text_chars: args.max_text_chars, started: Instant::now() });
-        axum::serve(listener, router(state)).with_graceful_shutdown(stop).await.context("server failed")?;
+        let state = Arc::new(AppState::new(registry, loader, args.max_text_chars));
+        // See workload::shutdown for the order of a stop, and why.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel();
+        let listener = DrainingListener::new(listener, stop_rx, drained_tx);
+        let answering = listener.answering();
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let graceful = {
+            let (state, stopping) = (state.clone(), stopping.clone());
+            async move {
+                stop.await;
+                tracing::info!("shutting down: no new connections, finishing the requests in flight (at most {})", humantime_secs(args.shutdown_timeout));
+                state.begin_shutdown();
+                stopping.notify_one();
+                let _ = stop_tx.send(true);
+                // The accept queue is answered: the listener can close.
+                let _ = drained_rx.await;
+            }
+        };
+        let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+        let timeout = args.shutdown_timeout;
+        tokio::select! {
+            served = server => served.context("server failed")?,
+            _ = async { stopping.notified().await; tokio::time::sleep(timeout).await } => {
+                tracing::warn!("requests still in flight after --shutdown-timeout {}: exiting anyway", humantime_secs(timeout));
+            }
+        }
+        let mut answering = answering.lock().await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), async { while answering.join_next().await.is_some() {} }).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -157,4 +185,8 @@ fn gen_model(args: GenModelArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }

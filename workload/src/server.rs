@@ -23,6 +23,28 @@ pub struct AppState {
     pub loader: Loader,
     pub max_text_chars: usize,
     pub started: Instant,
+    /// Set on SIGTERM/SIGINT (see [`crate::shutdown`]).
+    pub shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>, loader: Loader, max_text_chars: usize) -> AppState {
+        AppState { registry, loader, max_text_chars, started: Instant::now(), shutting_down: Default::default() }
+    }
+
+    /// From now on health and readiness say 503 and no new work starts.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.loader.cancel();
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn shutting_down() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down", "ready": false}))).into_response()
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -59,18 +81,26 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: use GET /health, /ready, /models or POST /translate, /models/{name}/load")
 }
 
-/// Liveness: answers as long as the process lives, whatever the models do.
-async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// Liveness: answers as long as the process lives, whatever the models do; 503 once it
+/// is shutting down, so that a balancer stops sending work here.
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    if app.is_shutting_down() {
+        return shutting_down();
+    }
     Json(json!({
         "status": "ok",
         "models_loaded": app.registry.ready_count(),
         "models_total": app.registry.slots().len(),
         "uptime_seconds": app.started.elapsed().as_secs_f64(),
     }))
+    .into_response()
 }
 
-/// Readiness: 200 only when every model is READY.
+/// Readiness: 200 only when every model is READY (and the server is not shutting down).
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    if app.is_shutting_down() {
+        return shutting_down();
+    }
     let statuses = app.registry.statuses();
     let all_ready = statuses.iter().all(|s| s.state == ModelState::Ready);
     let models: serde_json::Map<String, serde_json::Value> = statuses
@@ -119,6 +149,9 @@ async fn translate(
     State(app): State<Arc<AppState>>,
     payload: Result<Json<TranslateRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if app.is_shutting_down() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down: retry on another instance or after the restart"));
+    }
     let Json(req) = payload.map_err(|e| {
         ApiError::new(
             e.status(),
@@ -135,15 +168,18 @@ async fn translate(
             format!("text is {chars} characters, the limit is {} (--max-text-chars)", app.max_text_chars),
         ));
     }
-    let (name, translator) = pick_model(&app.registry, &req)?;
     let started = Instant::now();
-    let (source, target, text) = (req.source.clone(), req.target.clone(), req.text.clone());
-    let outcome = tokio::task::spawn_blocking(move || {
+    let registry = app.registry.clone();
+    // Choosing the model locks translators to ask about languages, and a translator is
+    // locked while it translates: both off the async workers, or a few concurrent
+    // translations would stall accepting, /health and a clean shutdown.
+    let (name, outcome) = tokio::task::spawn_blocking(move || {
+        let (name, translator) = pick_model(&registry, &req)?;
         let mut t = Registry::lock_translator(&translator);
-        t.translate(&text, &source, &target)
+        Ok::<_, ApiError>((name, t.translate(&req.text, &req.source, &req.target)))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("translation task failed: {e}")))?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("translation task failed: {e}")))??;
     match outcome {
         Ok(t) => Ok(Json(json!({
             "model": name,
