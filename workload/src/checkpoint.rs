@@ -220,14 +220,10 @@ impl Checkpoint {
         progress: Arc<AtomicU64>,
     ) -> Result<VarBuilder<'static>, CheckpointError> {
         let inner: Box<dyn SimpleBackend> = match &self.files {
-            WeightFiles::Safetensors(paths) => {
-                // SAFETY: the files are mapped read-only; the service never writes to a
-                // checkpoint, and a concurrent writer is the user's error, as with any
-                // mmap-based loader (candle's, safetensors').
-                let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
-                    .map_err(|e| CheckpointError::from_candle(&paths[0], &e))?;
-                Box::new(mmaped)
-            }
+            // Read, not mapped: the lean loader (see crate::weights).
+            WeightFiles::Safetensors(paths) => Box::new(
+                crate::weights::ReadSafetensors::open(paths).map_err(|e| CheckpointError::from_candle(&paths[0], &e))?,
+            ),
             WeightFiles::Pytorch(path) => Box::new(
                 candle_core::pickle::PthTensors::new(path, None).map_err(|e| CheckpointError::from_candle(path, &e))?,
             ),
@@ -266,7 +262,7 @@ fn pytorch_inventory(path: &Path) -> Result<Vec<TensorEntry>, CheckpointError> {
     Ok(by_name.into_values().collect())
 }
 
-fn candle_dtype(dtype: safetensors::Dtype) -> Option<DType> {
+pub(crate) fn candle_dtype(dtype: safetensors::Dtype) -> Option<DType> {
     use safetensors::Dtype as S;
     Some(match dtype {
         S::F32 => DType::F32,

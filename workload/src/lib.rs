@@ -16,3 +16,4 @@ pub mod server;
 pub mod shutdown;
 pub mod synth;
 pub mod translate;
+pub mod weights;
