@@ -55,6 +55,9 @@ pub struct LoadRun {
     pub health_errors: Option<usize>,
     pub health_p50_ms: Option<f64>,
     pub health_p99_ms: Option<f64>,
+    /// Service only: from spawn to the first /health answer (a restart's downtime).
+    #[serde(default)]
+    pub first_health_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +68,7 @@ pub struct Variant {
     pub peak_rss_over_checkpoint: Option<f64>,
     pub health_p50_ms: Option<f64>,
     pub health_p99_ms: Option<f64>,
+    pub first_health_ms: Option<f64>,
     pub runs: Vec<LoadRun>,
 }
 
@@ -173,6 +177,7 @@ fn variant(name: String, runs: Vec<LoadRun>, bytes: u64) -> Variant {
         peak_rss_over_checkpoint: ratio(col(&|r| Some(r.peak_rss_bytes as f64)), Some(bytes as f64)),
         health_p50_ms: col(&|r| r.health_p50_ms),
         health_p99_ms: col(&|r| r.health_p99_ms),
+        first_health_ms: col(&|r| r.first_health_ms),
         runs,
     }
 }
@@ -246,6 +251,16 @@ fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Opt
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("no port in {line:?}"))?;
+    // A restarted service is down until this: it listens before it loads.
+    let first_health_ms = loop {
+        if http_get_json(port, "/health").is_ok() {
+            break Some(started.elapsed().as_secs_f64() * 1e3);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
     let mut probe = Proc::spawn(
         Command::new(&bins.workload)
             .args(["probe", "--interval", "20ms", "--translate-interval", "0s", "--timeout", "5s", "--url"])
@@ -299,6 +314,7 @@ fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Opt
         health_errors: Some(health.iter().filter(|(ok, _)| !ok).count()),
         health_p50_ms: median(&lat),
         health_p99_ms: percentile(&lat, 99.0),
+        first_health_ms,
     })
 }
 
@@ -376,6 +392,7 @@ fn python_load(python: &Path, files: &[PathBuf]) -> Result<(LoadRun, serde_json:
         health_errors: None,
         health_p50_ms: None,
         health_p99_ms: None,
+        first_health_ms: None,
     };
     Ok((run, v["versions"].clone()))
 }

@@ -184,6 +184,9 @@ fn goals(s: &mut String, r: &Results) {
         }),
         met: soak.and_then(|s| s.growth_after_1min()).map(|g| g <= super::steady::FLAT_TOLERANCE),
     });
+    let background = r.model.as_ref().and_then(|m| m.variants.iter().find(|v| v.name.contains("--load background")));
+    rows.push(le("model load peak RSS / checkpoint (background, f32)", 1.10, background.and_then(|v| v.peak_rss_over_checkpoint), "×"));
+    rows.push(le("a (re)started service answers /health (background load)", 100.0, background.and_then(|v| v.first_health_ms), " ms"));
     for t in r.model.iter().flat_map(|m| &m.traced) {
         rows.push(Goal {
             what: if t.cache == "cold" { "model load under the tracer / bare, cold cache" } else { "model load under the tracer / bare, warm cache" },
@@ -412,8 +415,11 @@ fn model(s: &mut String, m: &ModelLoad) {
         },
         m.plan.runs
     );
-    let _ = writeln!(s, "| loader | seconds | GB/s | peak RSS / checkpoint | /health p50 while loading | /health p99 | /health probes (failed) |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| loader | seconds | GB/s | peak RSS / checkpoint | first /health after start | /health p50 while loading | /health p99 | /health probes (failed) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for v in &m.variants {
         let probes = v
             .runs
@@ -422,11 +428,12 @@ fn model(s: &mut String, m: &ModelLoad) {
             .try_fold((0, 0), |(n, e), r| r.map(|(rn, re)| (n + rn, e + re)));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             v.name,
             secs(v.seconds_median),
             opt(v.gb_per_s, |x| format!("{x:.2}")),
             times(v.peak_rss_over_checkpoint),
+            ms(v.first_health_ms),
             ms(v.health_p50_ms),
             ms(v.health_p99_ms),
             probes.map(|(n, e)| format!("{n} ({e})")).unwrap_or_else(|| "–".into())
