@@ -10,7 +10,8 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     // What every layer uses: names of kernel constants, units, time, /proc, the event model.
     &["names", "units", "clock", "process", "event"],
-    &["timeline", "mappings"],
+    &["summary", "mappings"],
+    &["timeline"],
     // Producers of events.
     &["capture", "sample"],
     // Pure diagnosis.

@@ -151,9 +151,9 @@ mod tests {
         };
         let err = budget.check(1 << 30).unwrap_err();
         assert_eq!(err.available, 1 << 30);
-        assert_eq!(err.needed, (1 << 30) + ((1u64 << 30) as f64 * 0.1) as u64);
+        assert_eq!(err.needed, (1 << 30) + ((1u64 << 30) as f64 * 0.05) as u64);
         let text = err.to_string();
-        assert!(text.contains("1.10 GiB") && text.contains("/sys/fs/cgroup/svc v2: limit 2.00 GiB, in use 1.00 GiB"), "{text}");
+        assert!(text.contains("1.05 GiB") && text.contains("/sys/fs/cgroup/svc v2: limit 2.00 GiB, in use 1.00 GiB"), "{text}");
         assert!(budget.check(512 << 20).is_ok());
     }
 
@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(err.needed, needed_for(16 << 30));
         let text = err.to_string();
         assert!(
-            text.contains("needs 17.60 GiB (16.00 GiB of weights")
+            text.contains("needs 16.80 GiB (16.00 GiB of weights")
                 && text.contains("only 8.00 GiB is available (--gpu-memory-limit 8.00 GiB (GPU free memory 139.00 GiB))"),
             "{text}"
         );

@@ -255,7 +255,7 @@ mod tests {
         let reason = refusal(Some("cuda:0"), &over);
         assert_eq!(
             reason,
-            "over memory budget (GPU cuda:0): needs 17.60 GiB (16.00 GiB of weights + 10% working memory) but only 8.00 GiB \
+            "over memory budget (GPU cuda:0): needs 16.80 GiB (16.00 GiB of weights + 5% working memory) but only 8.00 GiB \
              is available (--gpu-memory-limit 8.00 GiB (GPU free memory 139.00 GiB))"
         );
         assert!(refusal(None, &over).starts_with("over memory budget: needs"));

@@ -150,9 +150,9 @@ mod tests {
                 ),
                 Check::fail(
                     "model.aya",
-                    "model aya needs 9.10 GiB at f32 (8.27 GiB of weights + 10% working memory) but the memory cgroup \
+                    "model aya needs 8.68 GiB at f32 (8.27 GiB of weights + 5% working memory) but the memory cgroup \
                      allows 8.00 GiB (/sys/fs/cgroup/memory/translate)",
-                    "raise memory.limit_in_bytes, --dtype bf16 (needs 4.55 GiB) or use a smaller model",
+                    "raise memory.limit_in_bytes, --dtype bf16 (needs 4.34 GiB) or use a smaller model",
                 ),
             ],
             false,
