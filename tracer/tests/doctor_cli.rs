@@ -265,10 +265,10 @@ fn pid_in_a_memcg_reports_its_limit_and_which_models_fit_it() {
         return;
     };
     let models = tempfile::tempdir().unwrap();
-    // small: 1 Mi f32 elements (4 MiB, 4.4 with working memory) fits 48 MiB.
+    // small: 1 Mi f32 elements (4 MiB, 4.2 with working memory) fits 48 MiB.
     let small = models.path().join("small");
     checkpoint(&small, "m2m_100", &[("a", Dtype::F32, &[512, 1024]), ("b", Dtype::F32, &[512, 1024])]);
-    // big: 16 Mi bf16 elements: 32 MiB on disk, 64 MiB at f32 (70.4 needed): over the
+    // big: 16 Mi bf16 elements: 32 MiB on disk, 64 MiB at f32 (67.2 needed): over the
     // limit, while bf16 (33.6 MiB) would fit.
     let big = models.path().join("big");
     checkpoint(&big, "cohere", &[("w", Dtype::BF16, &[4096, 4096])]);
