@@ -19,6 +19,10 @@ pub struct Timeline {
     /// Memory calls kept one event each so far.
     memory_calls: usize,
     memory_calls_kept: usize,
+    /// `sample` and `memory_summary` events kept, and how many of them stay at full
+    /// resolution (the newest); older ones are thinned.
+    periodic: usize,
+    periodic_kept: usize,
     hard_limit: usize,
     folder: MemoryFolder,
     dropped: BTreeMap<&'static str, u64>,
@@ -34,6 +38,11 @@ impl Timeline {
     /// Memory calls kept one event each (about 300 bytes each with their strings);
     /// later ones are counted.
     pub const MEMORY_CALLS_KEPT: usize = 10_000;
+    /// Samples and memory summaries kept at full resolution: ten minutes of samples at
+    /// the default 100 ms. Older ones are thinned by halves, so a tracer left attached for
+    /// days keeps a bounded, coarser past: of two samples the one with more memory in use
+    /// stays (peaks survive), two summaries of a process become one (counts stay exact).
+    pub const PERIODIC_KEPT: usize = 6_000;
     /// Events kept at all, whatever their kind.
     pub const HARD_LIMIT: usize = 2_000_000;
 
@@ -46,6 +55,8 @@ impl Timeline {
             events: Vec::new(),
             memory_calls: 0,
             memory_calls_kept,
+            periodic: 0,
+            periodic_kept: Self::PERIODIC_KEPT,
             hard_limit,
             folder: MemoryFolder::new(u64::MAX),
             dropped: BTreeMap::new(),
@@ -75,11 +86,53 @@ impl Timeline {
     }
 
     fn keep(&mut self, ev: Event) {
+        let periodic = is_periodic(&ev);
         if self.events.len() < self.hard_limit || is_essential(&ev) {
             self.events.push(ev);
         } else {
             *self.dropped.entry(ev.kind_name()).or_default() += 1;
+            return;
         }
+        if periodic {
+            self.periodic += 1;
+            if self.periodic > 2 * self.periodic_kept {
+                self.thin();
+            }
+        }
+    }
+
+    /// Halves the samples and summaries older than the newest `periodic_kept` (see
+    /// [`Timeline::PERIODIC_KEPT`]).
+    fn thin(&mut self) {
+        let periodic: Vec<usize> = (0..self.events.len()).filter(|&i| is_periodic(&self.events[i])).collect();
+        let old = periodic.len().saturating_sub(self.periodic_kept);
+        let mut drop = vec![false; self.events.len()];
+        // The first of a pair, per (is a sample, pid).
+        let mut first_of: std::collections::HashMap<(bool, u32), usize> = std::collections::HashMap::new();
+        for &i in &periodic[..old] {
+            let key = (matches!(self.events[i].kind, EventKind::Sample { .. }), self.events[i].pid);
+            let Some(first) = first_of.remove(&key) else {
+                first_of.insert(key, i);
+                continue;
+            };
+            if key.0 {
+                if memory_in_use(&self.events[first]) > memory_in_use(&self.events[i]) {
+                    drop[i] = true;
+                } else {
+                    drop[first] = true;
+                }
+            } else {
+                let earlier = self.events[first].kind.clone();
+                merge_summaries(&earlier, &mut self.events[i].kind);
+                drop[first] = true;
+            }
+        }
+        let mut i = 0;
+        self.events.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+        self.periodic = self.events.iter().filter(|e| is_periodic(e)).count();
     }
 
     pub fn events(&self) -> &[Event] {
@@ -102,6 +155,37 @@ impl Timeline {
     /// Events not kept, per kind.
     pub fn dropped_by_kind(&self) -> &BTreeMap<&'static str, u64> {
         &self.dropped
+    }
+}
+
+fn is_periodic(ev: &Event) -> bool {
+    matches!(ev.kind, EventKind::Sample { .. } | EventKind::MemorySummary { .. })
+}
+
+/// What a sample says is in use: the memory cgroup's usage, else the processes' RSS.
+fn memory_in_use(ev: &Event) -> u64 {
+    match &ev.kind {
+        EventKind::Sample { cgroup: Some(c), .. } => c.usage_bytes,
+        EventKind::Sample { processes, .. } => processes.iter().map(|p| p.rss_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// Adds an earlier summary of the same process into a later one.
+fn merge_summaries(earlier: &EventKind, later: &mut EventKind) {
+    if let (
+        EventKind::MemorySummary { from_ns: f0, mmaps: a0, mmap_bytes: b0, munmaps: c0, munmap_bytes: d0, mremaps: e0, brks: g0, largest_mmap_bytes: l0, .. },
+        EventKind::MemorySummary { from_ns, mmaps, mmap_bytes, munmaps, munmap_bytes, mremaps, brks, largest_mmap_bytes, .. },
+    ) = (earlier, later)
+    {
+        *from_ns = (*from_ns).min(*f0);
+        *mmaps += a0;
+        *mmap_bytes = mmap_bytes.saturating_add(*b0);
+        *munmaps += c0;
+        *munmap_bytes = munmap_bytes.saturating_add(*d0);
+        *mremaps += e0;
+        *brks += g0;
+        *largest_mmap_bytes = (*largest_mmap_bytes).max(*l0);
     }
 }
 
@@ -192,6 +276,64 @@ mod tests {
         assert!(t.len() < 1100, "{}", t.len());
         let ts: Vec<u64> = t.events().iter().map(|e| e.ts_ns).collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    fn sample(ts: u64, usage: u64) -> Event {
+        ev(
+            ts,
+            EventKind::Sample {
+                processes: vec![],
+                cgroup: Some(crate::event::CgroupSample {
+                    path: "/sys/fs/cgroup/svc".into(),
+                    version: 2,
+                    usage_bytes: usage,
+                    limit_bytes: None,
+                    peak_bytes: None,
+                    oom_kills: None,
+                    members: vec![],
+                }),
+                gpus: vec![],
+                system: crate::event::SystemSample {
+                    mem_total_bytes: 0,
+                    mem_available_bytes: 0,
+                    psi_memory_some_avg10: None,
+                    psi_memory_full_avg10: None,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn a_day_of_samples_stays_bounded_keeps_its_peak_and_the_last_minutes_in_full() {
+        let mut t = Timeline::new();
+        let n = 864_000u64; // a day at 100 ms
+        for i in 0..n {
+            // A peak at one moment early in the day.
+            let usage = if i == 1234 { 9 << 30 } else { (1 << 30) + (i % 7) * 4096 };
+            t.push(&sample(i * 100_000_000, usage));
+        }
+        assert!(t.len() <= 2 * Timeline::PERIODIC_KEPT, "{} samples kept", t.len());
+        let peak = t.events().iter().map(memory_in_use).max();
+        assert_eq!(peak, Some(9 << 30), "the peak survives thinning");
+        // The last PERIODIC_KEPT samples are all there, 100 ms apart.
+        let ts: Vec<u64> = t.events().iter().map(|e| e.ts_ns).collect();
+        let recent = &ts[ts.len() - Timeline::PERIODIC_KEPT..];
+        assert!(recent.windows(2).all(|w| w[1] - w[0] == 100_000_000));
+        assert!(ts.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn thinned_summaries_keep_their_counts() {
+        let mut t = Timeline::with_limits(0, Timeline::HARD_LIMIT);
+        t.periodic_kept = 10;
+        // 100 s of one mmap every 10 ms: one summary a second.
+        for i in 0..10_000u64 {
+            t.push(&mmap(i * 10_000_000, None));
+        }
+        t.push(&ev(100_000_000_000, EventKind::TraceEnd { reason: "duration".into(), events: 0, lost: 0, other_resets: Default::default(), cut: None }));
+        let counted: u64 = summaries(&t).iter().map(|s| s.0).sum();
+        assert_eq!(counted, 10_000);
+        assert!(summaries(&t).len() <= 20, "{}", summaries(&t).len());
     }
 
     #[test]

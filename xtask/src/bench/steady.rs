@@ -85,7 +85,7 @@ pub fn soak(length: Duration, bins: &Bins, dir: &Path) -> Result<SteadyRun> {
 fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
     // Pairs for the whole length at the nominal rate; the run is cut at `length` anyway.
     let pairs = length.as_secs().max(1) * 1_000_000 / PACE_US;
-    let target = Target::start(bins, &["--pace-us".into(), PACE_US.to_string(), format!("burst={}", pairs * 2)])?;
+    let mut target = Target::start(bins, &["--pace-us".into(), PACE_US.to_string(), format!("burst={}", pairs * 2)])?;
     let pid = target.proc.pid();
     let mut tracer = Proc::spawn(
         Command::new(&bins.tracer)
@@ -103,8 +103,9 @@ fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
     let tracer_pid = tracer.pid();
     let cpu_before = cpu_s(tracer_pid).context("reading the tracer's CPU time")?;
     let go = Instant::now();
-    // The stress program runs on its own thread; this one watches the tracer.
-    let stress = std::thread::spawn(move || target.go_and_finish());
+    // The program has more pairs than the run needs (its sleeps overshoot): it is killed
+    // at the end, so no phase timeout of its own cuts a long soak short.
+    target.go()?;
     let mut rss = Vec::new();
     let mut cpu_at_end = cpu_before;
     while go.elapsed() < length {
@@ -118,11 +119,8 @@ fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
     }
     let wall = go.elapsed().as_secs_f64();
     let finished = tracer.wait_success(Duration::from_secs(120), &err)?;
-    // The stress program has more pairs than the length needs: stop it.
-    // SAFETY: plain syscall on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let _ = stress.join();
     let _ = finished;
+    drop(target);
     let events = count_lines(trace)?;
     let trace_bytes = std::fs::metadata(trace).map(|m| m.len()).unwrap_or(0);
     let minute = rss.iter().find(|(t, _)| *t >= 60.0).or(rss.first()).map(|&(_, r)| r);

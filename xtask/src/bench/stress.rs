@@ -148,6 +148,12 @@ impl Target {
         Ok(Target { proc, stdin, out, err })
     }
 
+    /// Says go and returns with the program running: for a run the caller ends (the
+    /// program is killed when the target is dropped).
+    pub fn go(&mut self) -> Result<()> {
+        writeln!(self.stdin, "go").context("telling tracer-stress to go")
+    }
+
     /// Says go, waits for `done` and the exit, and returns the phases it printed.
     pub fn go_and_finish(mut self) -> Result<Vec<Phase>> {
         writeln!(self.stdin, "go").context("telling tracer-stress to go")?;
