@@ -5,8 +5,10 @@
 //!
 //! 1. marks itself shutting down (`/health` and `/ready` answer 503, new translations
 //!    are refused with 503, queued model loads are dropped);
-//! 2. takes in every connection already in the accept queue and answers it 503 "shutting
-//!    down" itself, reading its request first ([`answer_shutting_down`]);
+//! 2. for 200 ms takes in every connection in the accept queue and answers it 503
+//!    "shutting down" itself, reading its request first ([`answer_shutting_down`]), while
+//!    connections accepted just before the stop send their requests and get 503 from the
+//!    handlers;
 //! 3. closes the listener: a connect from now on is refused, cleanly;
 //! 4. lets the requests in flight finish, up to `--shutdown-timeout`, then exits 0.
 use std::{
@@ -30,6 +32,12 @@ const READ_REQUEST_FOR: Duration = Duration::from_secs(2);
 
 /// A request larger than this is not read to its end before the 503.
 const MAX_REQUEST: usize = 1 << 20;
+
+/// How long after the stop the accept queue keeps being answered 503 before the listener
+/// closes: long enough for a connection the server accepted just before the stop to send
+/// its request and be answered (hyper closes an idle connection at the shutdown, which
+/// would leave its client without an answer).
+const ANSWER_FOR: Duration = Duration::from_millis(200);
 
 /// The server's listener: as tokio's, until the stop; then it takes in the accept queue,
 /// answers each connection 503 on a task of its own, says so on `drained`, and accepts
@@ -71,6 +79,15 @@ impl axum::serve::Listener for DrainingListener {
     async fn accept(&mut self) -> (TcpStream, SocketAddr) {
         loop {
             if *self.stop.borrow() {
+                let until = tokio::time::Instant::now() + ANSWER_FOR;
+                loop {
+                    self.drain_queue().await;
+                    if tokio::time::Instant::now() >= until {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // A last look, right before the listener goes.
                 self.drain_queue().await;
                 if let Some(tx) = self.drained.take() {
                     let _ = tx.send(());
