@@ -298,7 +298,7 @@ fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Opt
         Some(_) => child_of(server.pid()).context("the service under `tracer run`")?,
         None => server.pid(),
     };
-    let peak_rss_bytes = vm_hwm(service).context("reading the service's VmHWM")?;
+    let peak_rss_bytes = super::proc::status_bytes(service, "VmHWM").context("reading the service's VmHWM")?;
     probe.signal(libc::SIGINT);
     probe.wait_success(Duration::from_secs(30), &probe_log)?;
     // SAFETY: plain syscall on the service this bench started.
@@ -336,17 +336,6 @@ fn health_while_loading(probe_out: &Path, ready_unix_s: f64) -> Result<Vec<(bool
         out.push((v["outcome"] == "ok", v["latency_ms"].as_f64().unwrap_or(f64::NAN)));
     }
     Ok(out)
-}
-
-fn vm_hwm(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmHWM")?;
-    Ok(kb * 1024)
 }
 
 /// GET `path` on the service; the JSON body.

@@ -174,3 +174,17 @@ impl Lines {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
+
+/// A memory figure of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...) in bytes; None when the
+/// process is gone or the line is missing.
+pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}

@@ -110,7 +110,7 @@ fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
     let mut cpu_at_end = cpu_before;
     while go.elapsed() < length {
         std::thread::sleep(SAMPLE_EVERY.min(length.saturating_sub(go.elapsed())).max(Duration::from_millis(10)));
-        if let Some(r) = rss_bytes(tracer_pid) {
+        if let Some(r) = super::proc::status_bytes(tracer_pid, "VmRSS") {
             rss.push((go.elapsed().as_secs_f64(), r));
         }
         if let Some(c) = cpu_s(tracer_pid) {
@@ -151,12 +151,6 @@ fn cpu_s(pid: u32) -> Option<f64> {
     // SAFETY: plain libc call.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz)
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Lines of a trace file, decompressed on the way when it is a `.zst` one.
