@@ -126,15 +126,11 @@ struct Running<'a, 'b> {
 impl Running<'_, '_> {
     fn emit(&mut self, ev: &Event) {
         if let Some(folder) = self.folder.as_mut() {
-            let due = folder.due(ev.ts_ns);
-            let fold = folder.note(ev);
-            if fold {
-                folder.add(ev);
-            }
+            let (due, folded) = folder.offer(ev, true);
             for summary in due {
                 self.write(&summary);
             }
-            if fold {
+            if folded {
                 return;
             }
         }

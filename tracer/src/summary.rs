@@ -94,7 +94,7 @@ impl MemoryFolder {
 
     /// Learns from `ev` what it must (file mappings, the end of a process) and says
     /// whether it may be counted instead of kept.
-    pub fn note(&mut self, ev: &Event) -> bool {
+    fn note(&mut self, ev: &Event) -> bool {
         match &ev.kind {
             EventKind::Mmap { len, error: None, path, fd, result, .. } => {
                 if path.is_some() || *fd >= 0 {
@@ -130,7 +130,7 @@ impl MemoryFolder {
     }
 
     /// Counts `ev`, which [`MemoryFolder::note`] allowed.
-    pub fn add(&mut self, ev: &Event) {
+    fn add(&mut self, ev: &Event) {
         let b = self.open.entry(ev.pid).or_insert_with(|| Bucket::new(ev));
         b.last_ns = b.last_ns.max(ev.ts_ns);
         match &ev.kind {
@@ -147,6 +147,18 @@ impl MemoryFolder {
             EventKind::Brk { .. } => b.brks += 1,
             _ => {}
         }
+    }
+
+    /// One event through the folder: the summaries due before it (release them first),
+    /// and whether it was counted (when `may_fold` and [`MemoryFolder::note`] allows it)
+    /// rather than to be kept.
+    pub fn offer(&mut self, ev: &Event, may_fold: bool) -> (Vec<Event>, bool) {
+        let due = self.due(ev.ts_ns);
+        let folded = self.note(ev) && may_fold;
+        if folded {
+            self.add(ev);
+        }
+        (due, folded)
     }
 
     /// Summaries of the intervals that ended at or before `ts_ns`, oldest first, each at
@@ -235,10 +247,9 @@ mod tests {
     fn run(f: &mut MemoryFolder, events: &[Event]) -> Vec<Event> {
         let mut out = Vec::new();
         for e in events {
-            out.extend(f.due(e.ts_ns));
-            if f.note(e) {
-                f.add(e);
-            } else {
+            let (due, folded) = f.offer(e, true);
+            out.extend(due);
+            if !folded {
                 out.push(e.clone());
             }
         }

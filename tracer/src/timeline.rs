@@ -65,7 +65,8 @@ impl Timeline {
 
     /// Keeps a copy of `ev`, or counts it, as the limits say; events arrive in time order.
     pub fn push(&mut self, ev: &Event) {
-        for summary in self.folder.due(ev.ts_ns) {
+        let (due, folded) = self.folder.offer(ev, self.memory_calls >= self.memory_calls_kept);
+        for summary in due {
             self.keep(summary);
         }
         if matches!(ev.kind, EventKind::TraceEnd { .. }) {
@@ -74,9 +75,7 @@ impl Timeline {
                 self.keep(summary);
             }
         }
-        let foldable = self.folder.note(ev);
-        if foldable && self.memory_calls >= self.memory_calls_kept {
-            self.folder.add(ev);
+        if folded {
             return;
         }
         if is_memory_call(ev) {
