@@ -212,6 +212,18 @@ impl Checkpoint {
         self.tensors.iter().map(|t| t.elements * t.dtype.size_in_bytes() as u64).sum()
     }
 
+    /// The safetensors reader behind a load on the CPU, where the model is built from its
+    /// tensors read ahead by every core (see crate::preload); None where it loads tensor by
+    /// tensor (a GPU, where host memory then holds one tensor at a time, or a pickle).
+    pub fn preload_reader(&self, device: &Device) -> Result<Option<crate::weights::ReadSafetensors>, CheckpointError> {
+        match &self.files {
+            WeightFiles::Safetensors(paths) if device.is_cpu() => crate::weights::ReadSafetensors::open(paths)
+                .map(Some)
+                .map_err(|e| CheckpointError::from_candle(&paths[0], &e)),
+            _ => Ok(None),
+        }
+    }
+
     /// A `VarBuilder` over the weight files that counts the bytes handed out in `progress`.
     pub fn var_builder(
         &self,

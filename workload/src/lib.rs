@@ -9,6 +9,7 @@ pub mod device;
 pub mod languages;
 pub mod loader;
 pub mod models;
+pub mod preload;
 pub mod probe;
 pub mod reason;
 pub mod registry;

@@ -142,14 +142,17 @@ fn load(config: &LoaderConfig, slot: &ModelSlot) {
     let bar = progress_bar(name, bytes);
     let done = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| {
+        let ticker = scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 bar.set_position(slot.progress.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
+                // Woken at once when the load ends, so the scope does not add up to a tick
+                // to every load's time.
+                std::thread::park_timeout(Duration::from_millis(100));
             }
         });
         let result = Translator::load(name, &checkpoint, placement, slot.progress.clone());
         done.store(true, Ordering::Relaxed);
+        ticker.thread().unpark();
         result
     });
     bar.finish_and_clear();

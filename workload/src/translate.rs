@@ -92,31 +92,31 @@ impl Translator {
         loaded: Arc<AtomicU64>,
     ) -> Result<Self, LoadError> {
         let tokenizer_path = checkpoint.dir.join("tokenizer.json");
-        let tokenizer = load_tokenizer(&tokenizer_path)?;
-        check_tokenizer(&tokenizer, checkpoint.arch, &tokenizer_path).map_err(|missing| LoadError::TokenizerUnusable {
-            path: tokenizer_path.clone(),
-            arch: checkpoint.arch.name(),
-            missing,
-        })?;
-        let vb = checkpoint.var_builder(placement.dtype, &placement.device, loaded)?;
-        let config_path = checkpoint.dir.join("config.json");
-        let arch = checkpoint.arch.name();
-        let config_error = |e: serde_json::Error| LoadError::Config { path: config_path.clone(), arch, reason: e.to_string() };
-        let weights_error = |e: candle_core::Error| LoadError::Weights {
-            dir: checkpoint.dir.clone(),
-            arch,
-            reason: crate::reason::candle(&e),
-        };
-        let engine = match checkpoint.arch {
-            Arch::Nllb => {
-                let cfg: nllb::Config = serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?;
-                Engine::Nllb(nllb::Model::load(vb, &cfg).map_err(weights_error)?)
-            }
-            Arch::Aya => {
-                let cfg: aya::Config = serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?;
-                Engine::Aya(aya::Model::load(vb, &cfg).map_err(weights_error)?)
-            }
-        };
+        if !tokenizer_path.is_file() {
+            return Err(LoadError::Tokenizer {
+                path: tokenizer_path,
+                reason: "file is missing; copy tokenizer.json from the model repository next to config.json".into(),
+            });
+        }
+        // The tokenizer (a large JSON for NLLB's 256k vocabulary) is parsed while the
+        // weights are read: a quarter of a second off every load.
+        let (tokenizer, engine) = std::thread::scope(|s| {
+            let tokenizer = s.spawn(|| {
+                let tokenizer = load_tokenizer(&tokenizer_path)?;
+                check_tokenizer(&tokenizer, checkpoint.arch, &tokenizer_path).map_err(|missing| {
+                    LoadError::TokenizerUnusable { path: tokenizer_path.clone(), arch: checkpoint.arch.name(), missing }
+                })?;
+                Ok(tokenizer)
+            });
+            let engine = build_engine(checkpoint, placement, loaded);
+            let tokenizer = tokenizer.join().unwrap_or_else(|_| {
+                Err(LoadError::Tokenizer { path: tokenizer_path.clone(), reason: "the tokenizer's parser panicked".into() })
+            });
+            (tokenizer, engine)
+        });
+        // A broken tokenizer is named first: it is the cheaper thing to fix.
+        let tokenizer = tokenizer?;
+        let engine = engine?;
         Ok(Self { name: name.to_string(), engine, tokenizer, max_new_tokens: DEFAULT_MAX_NEW_TOKENS })
     }
 
@@ -194,6 +194,36 @@ impl Translator {
                 Ok(Translation { text, input_tokens: ids.len(), output_tokens: new.len() })
             }
         }
+    }
+}
+
+/// The model's weights read and its layers built on `placement`.
+fn build_engine(checkpoint: &Checkpoint, placement: &Placement, loaded: Arc<AtomicU64>) -> Result<Engine, LoadError> {
+    let config_path = checkpoint.dir.join("config.json");
+    let arch = checkpoint.arch.name();
+    let config_error = |e: serde_json::Error| LoadError::Config { path: config_path.clone(), arch, reason: e.to_string() };
+    let weights_error =
+        |e: candle_core::Error| LoadError::Weights { dir: checkpoint.dir.clone(), arch, reason: crate::reason::candle(&e) };
+    enum Config {
+        Nllb(nllb::Config),
+        Aya(aya::Config),
+    }
+    let config = match checkpoint.arch {
+        Arch::Nllb => Config::Nllb(serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?),
+        Arch::Aya => Config::Aya(serde_json::from_value(checkpoint.config.clone()).map_err(config_error)?),
+    };
+    let construct = |vb: candle_nn::VarBuilder<'_>| -> candle_core::Result<Engine> {
+        Ok(match &config {
+            Config::Nllb(cfg) => Engine::Nllb(nllb::Model::load(vb, cfg)?),
+            Config::Aya(cfg) => Engine::Aya(aya::Model::load(vb, cfg)?),
+        })
+    };
+    match checkpoint.preload_reader(&placement.device)? {
+        Some(reader) => {
+            let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            crate::preload::build(reader, placement.dtype, workers, loaded, construct).map_err(weights_error)
+        }
+        None => construct(checkpoint.var_builder(placement.dtype, &placement.device, loaded)?).map_err(weights_error),
     }
 }
 

@@ -95,7 +95,20 @@ pub struct TracedLoad {
     pub traced: Variant,
     /// Traced load seconds over bare (medians).
     pub ratio: Option<f64>,
+    /// Python `safetensors.numpy.load_file` on the same files in the same rounds.
+    pub python: Option<Variant>,
+    /// `dd` reading the same files to /dev/null: the floor.
+    pub dd: Option<Variant>,
+    /// The bare load's speed over Python's (Python seconds / bare seconds).
+    pub speed_over_python: Option<f64>,
+    /// Bare load seconds over `dd` seconds.
+    pub seconds_over_dd: Option<f64>,
 }
+
+/// Goal: the load with a warm page cache at least this many times Python's speed.
+pub const WARM_OVER_PYTHON_GOAL: f64 = 2.0;
+/// Goal: the load with a cold page cache within this factor of `dd` reading the files.
+pub const COLD_OVER_DD_GOAL: f64 = 1.10;
 
 pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratch: &Path) -> Result<ModelLoad> {
     let dir = ensure_checkpoint(bins, &plan.preset, cache)?;
@@ -114,32 +127,63 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
     }
     // What attaching the tracer costs a loading model server: the same eager load under
     // `tracer run`, cold (page cache dropped) and warm (the checkpoint in the cache),
-    // each beside a bare run of its own kind, alternating.
+    // each beside a bare run of its own kind, alternating. Python's load and `dd` reading
+    // the same files run in the same rounds: how fast the load is, against a peer and
+    // against the floor.
     let mut traced = Vec::new();
+    let mut python_versions = None;
+    let dd = super::tools::on_path("dd");
     for cache_state in ["cold", "warm"] {
-        let (mut bare, mut under) = (Vec::new(), Vec::new());
+        let (mut bare, mut under, mut py, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if cache_state == "warm" {
             // One load to fill the page cache.
             serve_load(bins, &dir, "eager", &scratch.join("probe-warmup.jsonl"), None)?;
         }
+        let cold = |ok: &mut bool| {
+            if cache_state == "cold" {
+                *ok &= drop_caches();
+            }
+        };
         for i in 0..plan.runs {
             for (tool, runs) in [(None, &mut bare), (Some(bins.tracer.as_path()), &mut under)] {
                 let who = if tool.is_some() { "traced" } else { "bare" };
                 println!("xtask: bench model load: eager, {cache_state} cache, {who} ({}/{})", i + 1, plan.runs);
-                if cache_state == "cold" {
-                    cold_cache &= drop_caches();
-                }
+                cold(&mut cold_cache);
                 let trace = scratch.join(format!("trace-{cache_state}-{i}.jsonl"));
                 let tracer = tool.map(|t| (t, trace.as_path()));
                 runs.push(serve_load(bins, &dir, "eager", &scratch.join(format!("probe-{cache_state}-{who}-{i}.jsonl")), tracer)?);
             }
+            if let Some(py_bin) = python {
+                println!("xtask: bench model load: python, {cache_state} cache ({}/{})", i + 1, plan.runs);
+                cold(&mut cold_cache);
+                let (run, versions) = python_load(py_bin, &files)?;
+                python_versions = Some(versions);
+                py.push(run);
+            }
+            if let Some(dd) = &dd {
+                cold(&mut cold_cache);
+                floor.push(dd_read(dd, &files)?);
+            }
         }
         let bare = variant(format!("eager, {cache_state} cache, bare"), bare, bytes);
         let under = variant(format!("eager, {cache_state} cache, under `tracer run`"), under, bytes);
-        traced.push(TracedLoad { cache: cache_state.into(), ratio: ratio(under.seconds_median, bare.seconds_median), bare, traced: under });
+        let py = (!py.is_empty()).then(|| variant(format!("python, {cache_state} cache"), py, bytes));
+        let floor = (!floor.is_empty()).then(|| variant(format!("dd, {cache_state} cache"), floor, bytes));
+        traced.push(TracedLoad {
+            cache: cache_state.into(),
+            ratio: ratio(under.seconds_median, bare.seconds_median),
+            speed_over_python: py.as_ref().and_then(|p| ratio(p.seconds_median, bare.seconds_median)),
+            seconds_over_dd: floor.as_ref().and_then(|f| ratio(bare.seconds_median, f.seconds_median)),
+            bare,
+            traced: under,
+            python: py,
+            dd: floor,
+        });
     }
     let mut skipped = Vec::new();
-    let mut python_versions = None;
+    if dd.is_none() {
+        skipped.push("dd (the floor): not on PATH".into());
+    }
     match python {
         Some(py) => {
             let mut runs = Vec::new();
@@ -354,6 +398,32 @@ fn http_get_json(port: u16, path: &str) -> Result<serde_json::Value> {
         bail!("GET {path}: chunked answers are not read here");
     }
     Ok(serde_json::from_str(body)?)
+}
+
+/// `dd` reading `files` to /dev/null, timed around the whole set.
+fn dd_read(dd: &Path, files: &[PathBuf]) -> Result<LoadRun> {
+    let started = Instant::now();
+    for f in files {
+        let out = Command::new(dd)
+            .arg(format!("if={}", f.display()))
+            .args(["of=/dev/null", "bs=8M"])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", dd.display()))?;
+        if !out.status.success() {
+            bail!("dd {}: {}", f.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(LoadRun {
+        seconds: started.elapsed().as_secs_f64(),
+        wall_to_ready_s: None,
+        peak_rss_bytes: 0,
+        health_requests: None,
+        health_errors: None,
+        health_p50_ms: None,
+        health_p99_ms: None,
+        first_health_ms: None,
+    })
 }
 
 fn python_load(python: &Path, files: &[PathBuf]) -> Result<(LoadRun, serde_json::Value)> {

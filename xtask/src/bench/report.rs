@@ -194,6 +194,17 @@ fn goals(s: &mut String, r: &Results) {
             figure: t.ratio.map(|x| format!("{x:.3}×")),
             met: t.ratio.map(|x| x <= super::model::TRACED_LOAD_GOAL),
         });
+        if t.cache == "warm" {
+            let goal = super::model::WARM_OVER_PYTHON_GOAL;
+            rows.push(Goal {
+                what: "model load speed over Python safetensors, warm cache",
+                goal: format!("≥ {goal}×"),
+                figure: t.speed_over_python.map(|x| format!("{x:.2}×")),
+                met: t.speed_over_python.map(|x| x >= goal),
+            });
+        } else {
+            rows.push(le("model load seconds over `dd` reading the file, cold cache", super::model::COLD_OVER_DD_GOAL, t.seconds_over_dd, "×"));
+        }
     }
     let _ = writeln!(s, "## Goals\n");
     let _ = writeln!(s, "| figure | goal | this run | met |");
@@ -453,6 +464,27 @@ fn model(s: &mut String, m: &ModelLoad) {
                 secs(t.bare.seconds_median),
                 secs(t.traced.seconds_median),
                 opt(t.ratio, |x| format!("{x:.3}×"))
+            );
+        }
+    }
+    if m.traced.iter().any(|t| t.python.is_some() || t.dd.is_some()) {
+        let _ = writeln!(s, "\nSpeed: the same bare eager loads beside Python `safetensors.numpy.load_file` and `dd` (bs=8M, to /dev/null) reading the same files, in the same rounds:\n");
+        let _ = writeln!(s, "| cache | workload seconds (GB/s) | python seconds (GB/s) | dd seconds (GB/s) | workload speed / python | workload seconds / dd |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let cell = |v: Option<&super::model::Variant>| match v {
+            Some(v) => format!("{} ({})", secs(v.seconds_median), opt(v.gb_per_s, |x| format!("{x:.2}"))),
+            None => "–".into(),
+        };
+        for t in &m.traced {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                t.cache,
+                cell(Some(&t.bare)),
+                cell(t.python.as_ref()),
+                cell(t.dd.as_ref()),
+                opt(t.speed_over_python, |x| format!("{x:.2}×")),
+                opt(t.seconds_over_dd, |x| format!("{x:.2}×"))
             );
         }
     }

@@ -62,7 +62,7 @@ pub fn ensure(root: &Path) -> Result<Tools> {
     Ok(tools)
 }
 
-fn on_path(tool: &str) -> Option<PathBuf> {
+pub fn on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
