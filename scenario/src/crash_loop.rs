@@ -38,7 +38,7 @@ fn state(pid: u32) -> Option<char> {
 pub(crate) fn run(opts: &Options) -> Result<Outcome> {
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (nllb, aya) = checkpoints(opts)?;
+    let super::run::Checkpoints { nllb, aya, .. } = checkpoints(opts)?;
     let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
     say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
     let port = http::free_port().context("no free port on 127.0.0.1")?;

@@ -49,7 +49,7 @@ impl Scenario {
                 "the bug report: --load eager, NLLB fits the memory cgroup, Aya does not; health says models_loaded: 1, then the OOM kill and ECONNRESET/ECONNREFUSED at the probe"
             }
             Scenario::Fixed => {
-                "the fix: the same models and limit with --load background; Aya is FAILED with its budget reason, NLLB serves, no connection error, no reset"
+                "the fix: the same models and limit with --load background; Aya is FAILED with its budget reason, NLLB serves, and a smaller Aya (45% of the limit: it fits at its own size, not at the twice-its-size peak of a loader that maps and copies) loads beside it; no connection error, no reset"
             }
             Scenario::Killed => "another process SIGKILLs the server while the probe is using it: the verdict names the sender",
             Scenario::Crash => "the server faults (SIGSEGV) when Aya starts loading: the verdict says crash with the signal",

@@ -20,19 +20,35 @@ pub struct Binaries {
 }
 
 /// The memory limit and the sizes of the synthetic checkpoints: NLLB must fit the limit,
-/// Aya must not.
+/// Aya must not; the smaller Aya fits beside NLLB when loaded at its own size, and would
+/// not at twice it (what a loader that maps the file and copies it out peaks at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizes {
     pub limit: u64,
     pub nllb: u64,
     pub aya: u64,
+    pub aya_small: u64,
 }
 
 impl Sizes {
     /// For `run-workload`: loads that take seconds, as real ones do.
-    pub const DEMO: Sizes = Sizes { limit: 1 << 30, nllb: 300 << 20, aya: 1536 << 20 };
+    pub const DEMO: Sizes = Sizes::for_limit(1 << 30);
     /// For the test suite: the same story in a second or two.
-    pub const SMALL: Sizes = Sizes { limit: 256 << 20, nllb: 40 << 20, aya: 600 << 20 };
+    pub const SMALL: Sizes = Sizes { limit: 256 << 20, nllb: 40 << 20, aya: 600 << 20, aya_small: 115 << 20 };
+
+    /// NLLB at 30% of the limit fits; Aya at 150% cannot; the small Aya at 45% fits beside
+    /// NLLB at its own size (75% of the limit) and not at twice it (120%).
+    pub const fn for_limit(limit: u64) -> Sizes {
+        Sizes { limit, nllb: limit * 3 / 10, aya: limit * 3 / 2, aya_small: limit * 45 / 100 }
+    }
+}
+
+/// The checkpoints a scenario serves.
+pub(crate) struct Checkpoints {
+    pub nllb: PathBuf,
+    pub aya: PathBuf,
+    /// Synthetic only: the smaller Aya the fixed scenario loads.
+    pub aya_small: Option<PathBuf>,
 }
 
 /// Where the checkpoints come from.
@@ -139,6 +155,14 @@ impl Outcome {
                 if aya.as_ref().map(|a| &a["state"]) != Some(&Value::from("FAILED")) || !reason.contains("over memory budget") {
                     return Err(format!("aya is not FAILED over its budget: {aya:?}"));
                 }
+                for name in ["nllb", AYA_SMALL] {
+                    let Some(models) = self.models.as_ref().and_then(|m| m.as_array()) else { break };
+                    match models.iter().find(|m| m["name"] == name) {
+                        Some(m) if m["state"] != "READY" => return Err(format!("{name} did not load: {m}")),
+                        None if name == "nllb" => return Err("nllb is not served".into()),
+                        _ => {}
+                    }
+                }
                 if self.server_end.as_deref() != Some("exit code 0") {
                     return Err(format!("the service did not stop cleanly: {:?}", self.server_end));
                 }
@@ -199,7 +223,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (nllb, aya) = checkpoints(opts)?;
+    let Checkpoints { nllb, aya, aya_small } = checkpoints(opts)?;
     let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
     say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
 
@@ -215,6 +239,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     tracer.arg("--").arg("/bin/sh").arg("-c").arg(Memcg::JOIN_AND_EXEC).arg(&cg.path).arg(&opts.bins.workload);
     tracer.args(["serve", "--port", &port.to_string(), "--load", mode]);
     tracer.arg("--model").arg(model_arg("nllb", &nllb)).arg("--model").arg(model_arg("aya", &aya));
+    // The fix loads what fits: after Aya is refused, the smaller one loads.
+    let last_model = match (&aya_small, opts.scenario) {
+        (Some(small), Scenario::Fixed) => {
+            tracer.arg("--model").arg(model_arg(AYA_SMALL, small));
+            AYA_SMALL
+        }
+        _ => "aya",
+    };
     if opts.scenario == Scenario::Crash {
         tracer.args(["--debug-crash-during-load", "aya"]);
     }
@@ -249,7 +281,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             wait_gone(server_pid, Duration::from_secs(300));
         }
         Scenario::Fixed => {
-            wait_settled(port, "aya", Duration::from_secs(300));
+            wait_settled(port, last_model, Duration::from_secs(300));
             // Keep probing a while: the service must stay up and answer.
             pause(Duration::from_secs(3));
             models = http::get_json(port, "/models");
@@ -426,15 +458,21 @@ pub(crate) fn stop_probe(probe: &mut ChildGuard) {
     }
 }
 
-/// The two model folders: the user's, or synthetic ones sized for the limit (cached).
-pub(crate) fn checkpoints(opts: &Options) -> Result<(PathBuf, PathBuf)> {
+/// The name the fixed scenario serves the smaller Aya under.
+pub const AYA_SMALL: &str = "aya-small";
+
+/// The model folders: the user's, or synthetic ones sized for the limit (cached).
+pub(crate) fn checkpoints(opts: &Options) -> Result<Checkpoints> {
     match &opts.models {
-        Models::Real { nllb, aya } => Ok((nllb.clone(), aya.clone())),
-        Models::Synthetic { cache } => {
-            let nllb = synthetic(opts, cache, "nllb", opts.sizes.nllb)?;
-            let aya = synthetic(opts, cache, "aya", opts.sizes.aya)?;
-            Ok((nllb, aya))
-        }
+        Models::Real { nllb, aya } => Ok(Checkpoints { nllb: nllb.clone(), aya: aya.clone(), aya_small: None }),
+        Models::Synthetic { cache } => Ok(Checkpoints {
+            nllb: synthetic(opts, cache, "nllb", opts.sizes.nllb)?,
+            aya: synthetic(opts, cache, "aya", opts.sizes.aya)?,
+            aya_small: match opts.scenario {
+                Scenario::Fixed => Some(synthetic(opts, cache, "aya", opts.sizes.aya_small)?),
+                _ => None,
+            },
+        }),
     }
 }
 

@@ -58,6 +58,14 @@ fn every_scenario_shows_its_story_and_cleans_up() {
             panic!("{scenario}: {why}\n{}", explain(&outcome));
         }
         assert_clean(&outcome);
+        if scenario == Scenario::Fixed {
+            // The lean loader fits what the old one (twice the weights at its peak) could not.
+            let models = outcome.models.as_ref().and_then(|m| m.as_array().cloned()).unwrap_or_default();
+            let small = models.iter().find(|m| m["name"] == scenario::run::AYA_SMALL);
+            assert_eq!(small.map(|m| &m["state"]), Some(&serde_json::Value::from("READY")), "fixed: {models:?}");
+            let sizes = Sizes::SMALL;
+            assert!(sizes.nllb + sizes.aya_small < sizes.limit && sizes.nllb + 2 * sizes.aya_small > sizes.limit);
+        }
         let trace = tracer::export::reader::read_trace_file(&outcome.trace).unwrap_or_else(|e| panic!("{scenario}: {e}"));
         let done = tracer_tests::facts::assert_true(&trace.events, &format!("the {scenario} scenario's trace"));
         // Every scenario maps its checkpoint; the ones with verdicts name processes.

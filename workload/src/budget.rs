@@ -20,11 +20,14 @@ pub struct CgroupMemory {
     pub dir: PathBuf,
     pub limit: u64,
     pub usage: u64,
+    /// Of the usage, page cache the kernel drops before an OOM kill (see host::memcg::Level).
+    pub reclaimable: u64,
 }
 
 impl CgroupMemory {
+    /// Room under the limit, the page cache it can drop counted as room.
     pub fn free(&self) -> u64 {
-        self.limit.saturating_sub(self.usage)
+        self.limit.saturating_sub(self.usage.saturating_sub(self.reclaimable))
     }
 }
 
@@ -100,11 +103,16 @@ impl MemoryBudget {
             candidates.push((
                 cg.free(),
                 format!(
-                    "memory cgroup {} v{}: limit {}, in use {}",
+                    "memory cgroup {} v{}: limit {}, in use {}{}",
                     cg.dir.display(),
                     cg.version,
                     human_bytes(cg.limit),
-                    human_bytes(cg.usage)
+                    human_bytes(cg.usage),
+                    if cg.reclaimable > 0 {
+                        format!(" of which {} page cache it can drop", human_bytes(cg.reclaimable))
+                    } else {
+                        String::new()
+                    }
                 ),
             ));
         }
@@ -133,7 +141,7 @@ impl MemoryBudget {
 /// reports show.
 pub fn tightest_cgroup(pid: u32) -> Option<CgroupMemory> {
     let (version, level) = host::memcg::tightest_of_pid(pid)?;
-    Some(CgroupMemory { version, limit: level.limit?, usage: level.usage, dir: PathBuf::from(level.dir) })
+    Some(CgroupMemory { version, limit: level.limit?, usage: level.usage, reclaimable: level.reclaimable, dir: PathBuf::from(level.dir) })
 }
 
 #[cfg(test)]
@@ -143,7 +151,7 @@ mod tests {
     #[test]
     fn tightest_constraint_is_reported_with_its_numbers() {
         let budget = MemoryBudget {
-            cgroup: Some(CgroupMemory { version: 2, dir: "/sys/fs/cgroup/svc".into(), limit: 2 << 30, usage: 1 << 30 }),
+            cgroup: Some(CgroupMemory { version: 2, dir: "/sys/fs/cgroup/svc".into(), limit: 2 << 30, usage: 1 << 30, reclaimable: 0 }),
             mem_available: 8 << 30,
             gpu_free: None,
             gpu_limit: None,

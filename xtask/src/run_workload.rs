@@ -63,8 +63,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let out_dir = base.join(format!("{}-{stamp}", scenario.name()));
     let limit = opts.limit_mib << 20;
-    // NLLB at 30% of the limit fits; Aya at 150% cannot.
-    let sizes = Sizes { limit, nllb: limit * 3 / 10, aya: limit * 3 / 2 };
+    let sizes = Sizes::for_limit(limit);
     let tui = !opts.no_tui && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     install_ctrl_c();
     let options = ScenarioOptions {
@@ -101,6 +100,14 @@ pub fn run(opts: &Options) -> Result<()> {
         summary["ok"],
         if errors.is_empty() { "none".to_string() } else { errors.iter().map(|(k, n)| format!("{k} x{n}")).collect::<Vec<_>>().join(", ") }
     );
+    for m in outcome.models.as_ref().and_then(|m| m.as_array()).into_iter().flatten() {
+        let size = m["bytes"].as_u64().map(|b| format!(", {} MiB", b >> 20)).unwrap_or_default();
+        match (m["state"].as_str(), m["reason"].as_str(), m["load_seconds"].as_f64()) {
+            (Some("READY"), _, Some(s)) => println!("model {}: READY{size}, loaded in {s:.1} s", m["name"].as_str().unwrap_or("?")),
+            (Some(state), Some(reason), _) => println!("model {}: {state}{size}: {reason}", m["name"].as_str().unwrap_or("?")),
+            (state, _, _) => println!("model {}: {}{size}", m["name"].as_str().unwrap_or("?"), state.unwrap_or("?")),
+        }
+    }
     println!("output: {}", outcome.out_dir.display());
     println!("  trace    {}", outcome.trace.display());
     println!("  report   {}", outcome.report.display());

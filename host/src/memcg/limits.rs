@@ -16,13 +16,24 @@ pub struct Level {
     /// None: no limit of its own.
     pub limit: Option<u64>,
     pub usage: u64,
+    /// Of the usage, file pages on the inactive list (memory.stat: v1
+    /// `total_inactive_file`, v2 `inactive_file`): the page cache the kernel drops before
+    /// it OOM-kills anything, such as a checkpoint just read. 0 when unknown.
+    pub reclaimable: u64,
 }
 
 impl Level {
-    /// Bytes left under its limit; None without one.
+    /// Bytes left under its limit, counting reclaimable page cache as room; None without
+    /// a limit.
     pub fn free(&self) -> Option<u64> {
-        self.limit.map(|l| l.saturating_sub(self.usage))
+        self.limit.map(|l| l.saturating_sub(self.usage.saturating_sub(self.reclaimable)))
     }
+}
+
+/// Inactive file bytes in the text of a memory.stat.
+fn inactive_file(stat: &str, version: u8) -> Option<u64> {
+    let key = if version == 1 { "total_inactive_file" } else { "inactive_file" };
+    stat.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The level with a limit and the least room left: a parent's limit binds every child.
@@ -37,7 +48,8 @@ pub fn read_level(dir: &Path, version: u8) -> Option<Level> {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
     let usage = read(files.usage).and_then(|t| parse_u64(&t))?;
     let limit = read(files.limit).and_then(|t| parse_limit(version, &t));
-    Some(Level { dir: dir.display().to_string(), limit, usage })
+    let reclaimable = read("memory.stat").and_then(|t| inactive_file(&t, version)).unwrap_or(0).min(usage);
+    Some(Level { dir: dir.display().to_string(), limit, usage, reclaimable })
 }
 
 /// `dir` and its ancestors up to `mountpoint`, innermost first, with their limits and
@@ -77,9 +89,9 @@ mod tests {
     #[test]
     fn tightest_level_is_the_one_with_least_room() {
         let levels = [
-            Level { dir: "/a/b".into(), limit: None, usage: 10 },
-            Level { dir: "/a".into(), limit: Some(100), usage: 90 },
-            Level { dir: "/".into(), limit: Some(1000), usage: 100 },
+            Level { dir: "/a/b".into(), limit: None, usage: 10, reclaimable: 0 },
+            Level { dir: "/a".into(), limit: Some(100), usage: 90, reclaimable: 0 },
+            Level { dir: "/".into(), limit: Some(1000), usage: 100, reclaimable: 0 },
         ];
         assert_eq!(tightest(&levels).unwrap().dir, "/a");
         assert_eq!(tightest(&levels[..1]), None);
@@ -112,6 +124,24 @@ mod tests {
         assert_eq!(levels[0].limit, None);
         let binding = tightest(&levels).unwrap();
         assert_eq!((binding.limit, binding.usage, binding.free()), (Some(8000), 3000, Some(5000)));
+    }
+
+    #[test]
+    fn inactive_file_cache_counts_as_room() {
+        let tmp = tempfile::tempdir().unwrap();
+        cgroup(tmp.path(), 1, "6000\n", Some("8000\n"));
+        // v1's own inactive_file is this cgroup alone; total_ includes the children, as
+        // usage_in_bytes does.
+        std::fs::write(tmp.path().join("memory.stat"), "cache 4000\ninactive_file 100\ntotal_inactive_file 2500\n").unwrap();
+        let l = read_level(tmp.path(), 1).unwrap();
+        assert_eq!((l.usage, l.reclaimable, l.free()), (6000, 2500, Some(4500)));
+        let v2 = tmp.path().join("v2");
+        cgroup(&v2, 2, "6000\n", Some("8000\n"));
+        std::fs::write(v2.join("memory.stat"), "anon 3000\nfile 3000\ninactive_file 1000\nactive_file 2000\n").unwrap();
+        assert_eq!(read_level(&v2, 2).unwrap().free(), Some(3000));
+        // Never more than the usage, whatever the file says.
+        std::fs::write(v2.join("memory.stat"), "inactive_file 99999\n").unwrap();
+        assert_eq!(read_level(&v2, 2).unwrap().free(), Some(8000));
     }
 
     #[test]

@@ -310,7 +310,7 @@ mod tests {
         let dir = "/sys/fs/cgroup/memory/demo";
         let cg = |limit: u64, usage: u64, ooms: u64| CgroupMemory {
             sample: sample(dir, Some(limit), usage, ooms),
-            tightest: Some(Level { dir: dir.into(), limit: Some(limit), usage }),
+            tightest: Some(Level { dir: dir.into(), limit: Some(limit), usage, reclaimable: 0 }),
         };
         let ok = check_memory_cgroup("pid 7 (sleep)", Some(&cg(64 << 20, 8 << 20, 0)));
         assert_eq!(ok.status, Status::Ok);
@@ -328,7 +328,7 @@ mod tests {
         // An ancestor's limit binds.
         let parent = CgroupMemory {
             sample: sample(dir, None, 1 << 20, 0),
-            tightest: Some(Level { dir: "/sys/fs/cgroup/memory".into(), limit: Some(1 << 30), usage: 1 << 20 }),
+            tightest: Some(Level { dir: "/sys/fs/cgroup/memory".into(), limit: Some(1 << 30), usage: 1 << 20, reclaimable: 0 }),
         };
         assert!(check_memory_cgroup("x", Some(&parent))
             .finding
