@@ -314,6 +314,10 @@ pub enum EventKind {
         count: u64,
         total: u64,
     },
+    /// A memory limit is about to be reached: its headroom, how fast memory grows, and
+    /// when it will be reached at that rate (see `tracer::forecast`). pid and comm: the
+    /// traced process growing fastest (the target when none grows).
+    Forecast(Forecast),
     /// Memory calls of one process counted instead of written one per line, from
     /// `from_ns` to this event's time: successful anonymous mmap, munmap and mremap calls
     /// smaller than `below_bytes`, and brk calls (`--mappings summary`; the in-memory
@@ -382,6 +386,50 @@ pub struct CgroupSample {
     /// not, largest first (at most 8): who else grew toward the limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberRss>,
+    /// What the kernel says about the cgroup nearing its limit, where it says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<CgroupPressure>,
+}
+
+/// A memory limit about to be reached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// `memory_cgroup`, `host` or `gpu`.
+    pub limit: String,
+    /// The cgroup folder, host memory, the GPU.
+    pub limit_name: String,
+    pub limit_bytes: u64,
+    /// In use now (a cgroup's usage less its inactive page cache).
+    pub used_bytes: u64,
+    pub headroom_bytes: u64,
+    pub headroom_percent: f64,
+    /// Growth, the least-squares slope over the window.
+    pub rate_bytes_per_s: f64,
+    /// Headroom over rate: when the limit is reached if the growth goes on.
+    pub seconds_to_limit: f64,
+    /// The basis: the stretch of time and the number of points the rate is taken from.
+    pub window_ms: u64,
+    pub points: u32,
+    /// How well a straight line fits the points (1: exactly).
+    pub r_squared: f64,
+    /// `high`: steady growth seen for a second or more; `low`: a short or uneven run of
+    /// growth (a load's step, a spike) that may stop short of the limit.
+    pub confidence: String,
+    /// The growth of the process named by the event, over the same window.
+    pub fastest_rate_bytes_per_s: Option<f64>,
+}
+
+/// The kernel's own signs of a memory cgroup near its limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupPressure {
+    /// Page cache on the inactive list (memory.stat: v1 `total_inactive_file`, v2
+    /// `inactive_file`): counted in the usage, dropped by the kernel before it OOM-kills.
+    pub inactive_file_bytes: Option<u64>,
+    /// Times the usage hit the limit (v1 `memory.failcnt`; v2 `max` in memory.events).
+    pub limit_hits: Option<u64>,
+    /// v2 memory.pressure `some avg10`: the share of the last 10 s some task of the cgroup
+    /// waited for memory (percent).
+    pub psi_some_avg10: Option<f64>,
 }
 
 /// A process of the memory cgroup and its resident memory, from /proc/PID/statm.
@@ -433,7 +481,7 @@ pub const KIND_NAMES: &[&str] = <EventKind as strum::VariantNames>::VARIANTS;
 /// Kinds the tracer writes itself (the frame of a trace, user-space samples, loss
 /// reports, the restarts and peers it found); every other kind comes from a kernel
 /// tracepoint.
-pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer", "memory_summary"];
+pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer", "memory_summary", "forecast"];
 
 /// Kinds that come from a kernel tracepoint.
 pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {

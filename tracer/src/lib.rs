@@ -9,6 +9,7 @@ pub mod commands;
 pub mod diagnose;
 pub mod doctor;
 pub mod export;
+pub mod forecast;
 pub mod names;
 pub mod process;
 pub mod sample;

@@ -22,6 +22,7 @@ use crate::{
     sample::Sampler,
     sink::{Sink, SinkError},
     summary::MemoryFolder,
+    forecast::Forecaster,
     timeline::Timeline,
 };
 
@@ -48,6 +49,8 @@ pub struct SessionOptions {
     /// `--mappings summary`: anonymous memory calls smaller than this are counted per
     /// process per second instead of written one by one.
     pub summarize_below: Option<u64>,
+    /// `--warn-before`: forecasts of a memory limit reached within this time; None: none.
+    pub warn_before: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +119,8 @@ struct Running<'a, 'b> {
     samples: VecDeque<Event>,
     /// `--mappings summary`: counts small anonymous memory calls.
     folder: Option<MemoryFolder>,
+    /// `--warn-before`: projects memory toward its limits.
+    forecaster: Option<Forecaster>,
     /// The time of the last event handed to the sinks.
     last_ns: u64,
     events: u64,
@@ -145,6 +150,9 @@ impl Running<'_, '_> {
             if let Err(e) = sink.event(ev) {
                 self.closed.get_or_insert(e);
             }
+        }
+        if let Some(forecast) = self.forecaster.as_mut().and_then(|f| f.observe(ev)) {
+            self.write(&forecast);
         }
     }
 
@@ -217,6 +225,7 @@ pub async fn run(
         timeline: Timeline::new(),
         samples: VecDeque::new(),
         folder: opts.summarize_below.map(MemoryFolder::new),
+        forecaster: opts.warn_before.map(|w| Forecaster::new(target_pid, w)),
         last_ns: 0,
         events: 0,
         closed: None,

@@ -289,7 +289,7 @@ mod tests {
                     limit_bytes: None,
                     peak_bytes: None,
                     oom_kills: None,
-                    members: vec![],
+                    members: vec![], pressure: None,
                 }),
                 gpus: vec![],
                 system: crate::event::SystemSample {

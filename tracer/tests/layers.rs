@@ -10,7 +10,7 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     // What every layer uses: names of kernel constants, units, time, /proc, the event model.
     &["names", "units", "clock", "process", "event"],
-    &["summary", "mappings"],
+    &["summary", "mappings", "forecast"],
     &["timeline"],
     // Producers of events.
     &["capture", "sample"],

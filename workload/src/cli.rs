@@ -84,7 +84,7 @@ pub struct ServeArgs {
     /// Most tokens generated per translation.
     #[arg(long, default_value_t = crate::translate::DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
-    /// Debug: fault on purpose (SIGSEGV) when NAME starts loading, to reproduce a crash.
+    /// Debug: fault on purpose (SIGSEGV) a second after NAME starts loading, to reproduce a crash.
     #[arg(long, value_name = "NAME", hide = true)]
     pub debug_crash_during_load: Option<String>,
     /// On SIGTERM or SIGINT: stop accepting (connections already queued are answered 503

@@ -226,8 +226,11 @@ fn progress_bar(name: &str, bytes: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// A real memory-access fault (SIGSEGV, SEGV_ACCERR from the kernel), not a raised signal.
+/// A real memory-access fault (SIGSEGV, SEGV_ACCERR from the kernel), not a raised signal,
+/// a second into the load, as a load that faults part way: the service was seen up, as in
+/// a real crash, however fast the models before it loaded.
 fn crash_on_purpose() -> ! {
+    std::thread::sleep(Duration::from_secs(1));
     tracing::error!("--debug-crash-during-load: faulting on purpose");
     // SAFETY: maps one inaccessible page and writes to it, which the kernel answers with
     // SIGSEGV; nothing after the write runs.

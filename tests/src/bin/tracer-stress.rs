@@ -66,6 +66,46 @@ fn run(args: &[String]) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+        Some("grow") => {
+            // A steady leak: MIB_PER_S, in 1 MiB steps, until the memory cgroup kills it.
+            let rate: u64 = arg(args, 1, "MIB_PER_S")?;
+            if let (Some("--cgroup"), Some(dir)) = (args.get(2).map(String::as_str), args.get(3)) {
+                std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
+                    .with_context(|| format!("joining cgroup {dir}"))?;
+            }
+            say("growing");
+            let started = std::time::Instant::now();
+            let mut chunks: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                for i in (0..chunk.len()).step_by(4096) {
+                    chunk[i] = 1;
+                }
+                chunks.push(chunk);
+                let due = Duration::from_secs_f64(chunks.len() as f64 / rate.max(1) as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        Some("spike") => {
+            // Up by MIB in a quarter of a second, all freed, then flat for 3 s: a spike that fits.
+            let mib: usize = arg(args, 1, "MIB")?;
+            say("spiking");
+            let mut chunks: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..mib {
+                let mut chunk = vec![0u8; 1 << 20];
+                for i in (0..chunk.len()).step_by(4096) {
+                    chunk[i] = 1;
+                }
+                chunks.push(chunk);
+                std::thread::sleep(Duration::from_micros(250_000 / mib.max(1) as u64));
+            }
+            drop(chunks);
+            say("flat");
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        }
         Some("mmap-file") => {
             let path: String = arg(args, 1, "PATH")?;
             let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;

@@ -546,11 +546,51 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
             if w.exit.is_some() { Confidence::Medium } else { Confidence::Low },
         )
     };
+    let headline = match first_warning(t, kill_ts) {
+        Some((i, f)) => {
+            let lead = kill_ts.saturating_sub(t.ev[i].ts_ns);
+            chain.push(t.link(i, format!("forecast: {} reached in ~{:.1} s", f.limit_name, f.seconds_to_limit)));
+            chain.sort_by_key(|l| l.ts_ns);
+            evidence.push(format!(
+                "first warning {} before the kill: {} had {} of headroom ({:.1}%), growing {}/s over {} ({} points), projected to be reached in {:.1} s",
+                duration(lead),
+                f.limit_name,
+                format_bytes(f.headroom_bytes),
+                f.headroom_percent,
+                format_bytes(f.rate_bytes_per_s.max(0.0) as u64),
+                duration(f.window_ms * 1_000_000),
+                f.points,
+                f.seconds_to_limit
+            ));
+            format!("{headline}; warned {} before", duration(lead))
+        }
+        None => headline,
+    };
     if confidence < Confidence::High {
         evidence.extend(t.lost_note());
     }
     evidence.extend(w.missing_exit_note());
     Some(w.death(Cause::OomKilled, confidence, headline, chain, evidence))
+}
+
+/// How long before a kill a forecast may be and still be about it.
+const WARNING_REACH_NS: u64 = 60_000_000_000;
+
+/// The first `forecast` of the run-up to a kill at `kill_ts`: within a minute before it
+/// and after any earlier OOM kill.
+fn first_warning<'a>(t: &super::trace::Trace<'a>, kill_ts: u64) -> Option<(usize, &'a crate::event::Forecast)> {
+    let from = t
+        .ev
+        .iter()
+        .filter(|e| e.ts_ns < kill_ts && matches!(e.kind, EventKind::OomKill { .. }))
+        .map(|e| e.ts_ns)
+        .max()
+        .unwrap_or(0)
+        .max(kill_ts.saturating_sub(WARNING_REACH_NS));
+    t.ev.iter().enumerate().find_map(|(i, e)| match &e.kind {
+        EventKind::Forecast(f) if e.ts_ns >= from && e.ts_ns <= kill_ts => Some((i, f)),
+        _ => None,
+    })
 }
 
 /// The owner crashed: SIGSEGV, SIGBUS, SIGABRT, SIGILL or SIGFPE from the kernel (a

@@ -290,7 +290,7 @@ impl Tb {
             limit_bytes: limit,
             peak_bytes: None,
             oom_kills,
-            members: Vec::new(),
+            members: Vec::new(), pressure: None,
         };
         let target = self.target;
         self.sample_full(ms, target, usage, Some(cg), None)

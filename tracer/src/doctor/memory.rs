@@ -286,7 +286,7 @@ mod tests {
             limit_bytes: limit,
             peak_bytes: Some(usage),
             oom_kills: Some(ooms),
-            members: Vec::new(),
+            members: Vec::new(), pressure: None,
         }
     }
 

@@ -571,7 +571,7 @@ mod tests {
                         limit_bytes: limit,
                         peak_bytes: None,
                         oom_kills: None,
-                        members: Vec::new(),
+                        members: Vec::new(), pressure: None,
                     }),
                     gpus: vec![],
                     system: SystemSample { mem_total_bytes: 1 << 40, mem_available_bytes: 1 << 39, psi_memory_some_avg10: None, psi_memory_full_avg10: None },
@@ -666,7 +666,7 @@ mod tests {
                         limit_bytes: Some(1000),
                         peak_bytes: None,
                         oom_kills: Some(0),
-                        members: Vec::new(),
+                        members: Vec::new(), pressure: None,
                     }),
                     gpus: vec![],
                     system: SystemSample {

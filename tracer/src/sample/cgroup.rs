@@ -17,7 +17,7 @@ use std::{fs::File, path::Path};
 use host::memcg::{cgroup_dir, control_files, memory_cgroup, parse_keyed, parse_limit, parse_u64, Mounts};
 
 use super::read_whole;
-use crate::event::CgroupSample;
+use crate::event::{CgroupPressure, CgroupSample};
 
 /// Whether /proc/PID/stat text shows an exiting task: a zombie or dead state, or
 /// PF_EXITING (0x4) in the flags (field 9).
@@ -40,6 +40,11 @@ struct Located {
     peak: Option<File>,
     /// v1 memory.oom_control, v2 memory.events.
     events: Option<File>,
+    stat: Option<File>,
+    /// v1 memory.failcnt (v2 counts limit hits in memory.events).
+    failcnt: Option<File>,
+    /// v2 memory.pressure.
+    pressure: Option<File>,
 }
 
 impl Located {
@@ -50,7 +55,8 @@ impl Located {
         // The v2 root cgroup has no memory.current: nothing to report there.
         let usage = open(files.usage)?;
         let (limit, peak, events) = (open(files.limit), open(files.peak), open(files.events));
-        Some(Located { from: from.to_string(), path, version, usage, limit, peak, events })
+        let (stat, failcnt, pressure) = (open("memory.stat"), open("memory.failcnt"), open("memory.pressure"));
+        Some(Located { from: from.to_string(), path, version, usage, limit, peak, events, stat, failcnt, pressure })
     }
 
     fn read(&self, buf: &mut Vec<u8>) -> Option<CgroupSample> {
@@ -62,6 +68,18 @@ impl Located {
         let limit_bytes = self.limit.as_ref().and_then(|f| read(f, &|t| parse_limit(self.version, t)));
         let peak_bytes = self.peak.as_ref().and_then(|f| read(f, &parse_u64));
         let oom_kills = self.events.as_ref().and_then(|f| read(f, &|t| parse_keyed(t, "oom_kill")));
+        let inactive = if self.version == 1 { "total_inactive_file" } else { "inactive_file" };
+        let inactive_file_bytes = self.stat.as_ref().and_then(|f| read(f, &|t| parse_keyed(t, inactive)));
+        let limit_hits = match self.version {
+            1 => self.failcnt.as_ref().and_then(|f| read(f, &parse_u64)),
+            _ => self.events.as_ref().and_then(|f| read(f, &|t| parse_keyed(t, "max"))),
+        };
+        let psi_some_avg10 = self.pressure.as_ref().and_then(|f| {
+            let n = read_whole(f, buf).ok()?;
+            psi_some_avg10(std::str::from_utf8(&buf[..n]).ok()?)
+        });
+        let pressure = (inactive_file_bytes.is_some() || limit_hits.is_some() || psi_some_avg10.is_some())
+            .then_some(CgroupPressure { inactive_file_bytes, limit_hits, psi_some_avg10 });
         Some(CgroupSample {
             path: self.path.clone(),
             version: self.version,
@@ -70,8 +88,15 @@ impl Located {
             peak_bytes,
             oom_kills,
             members: Vec::new(),
+            pressure,
         })
     }
+}
+
+/// `some avg10` of a PSI file ("some avg10=1.23 avg60=... total=...").
+pub fn psi_some_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace().find_map(|f| f.strip_prefix("avg10=")?.parse().ok())
 }
 
 /// Samples the memory cgroup of one process.
@@ -185,7 +210,9 @@ mod tests {
                 usage_bytes: 1 << 20,
                 limit_bytes: None,
                 peak_bytes: None,
-                oom_kills: Some(0), members: Vec::new()
+                oom_kills: Some(0),
+                members: Vec::new(),
+                pressure: Some(CgroupPressure { inactive_file_bytes: None, limit_hits: Some(0), psi_some_avg10: None }),
             }
         );
         // And with a peak and a limit, re-read through the same open files.
@@ -195,6 +222,19 @@ mod tests {
         std::fs::write(dir.path().join("memory.current"), "3145728\n").unwrap();
         let s = l.read(&mut Vec::new()).unwrap();
         assert_eq!((s.usage_bytes, s.limit_bytes, s.peak_bytes), (3 << 20, Some(4 << 20), Some(2 << 20)));
+    }
+
+    #[test]
+    fn v2_pressure_signs_are_read_from_stat_events_and_pressure() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |f: &str, t: &str| std::fs::write(dir.path().join(f), t).unwrap();
+        w("memory.current", "1048576\n");
+        w("memory.events", "low 0\nhigh 2\nmax 17\noom 1\noom_kill 1\n");
+        w("memory.stat", "anon 100\nfile 300\nactive_file 100\ninactive_file 200\n");
+        w("memory.pressure", "some avg10=12.50 avg60=3.00 avg300=0.60 total=123\nfull avg10=1.00 avg60=0.00 avg300=0.00 total=9\n");
+        let s = Located::open("/x", dir.path().display().to_string(), 2).unwrap().read(&mut Vec::new()).unwrap();
+        assert_eq!(s.pressure, Some(CgroupPressure { inactive_file_bytes: Some(200), limit_hits: Some(17), psi_some_avg10: Some(12.5) }));
+        assert_eq!(psi_some_avg10("full avg10=1.00\n"), None);
     }
 
     #[test]

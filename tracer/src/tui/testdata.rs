@@ -64,7 +64,7 @@ impl Rec {
                     limit_bytes: limit,
                     peak_bytes: Some(usage),
                     oom_kills: Some(0),
-                    members: Vec::new(),
+                    members: Vec::new(), pressure: None,
                 }),
                 gpus: gpu
                     .map(|used| {

@@ -108,6 +108,13 @@ pub struct TraceArgs {
     /// time; file mappings, failed calls and larger calls are still one line each
     #[arg(long, value_enum, default_value = "each", value_name = "HOW")]
     pub mappings: Mappings,
+
+    /// Write a `forecast` event when a memory limit (the memory cgroup's, the host's, a
+    /// GPU's) will be reached within this time at the rate memory grows now: headroom,
+    /// rate, time to the limit and the process growing fastest, at most one a second per
+    /// limit (0 disables). Needs samples (`--sample-interval`)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub warn_before: Duration,
 }
 
 /// `--mappings`.
@@ -294,6 +301,7 @@ fn record(
         restart_wait: args.follow_restarts.then_some(args.restart_wait),
         kill_on_exit: args.kill_on_exit,
         summarize_below: (args.mappings == Mappings::Summary).then_some(SUMMARY_BELOW_BYTES),
+        warn_before: Some(args.warn_before).filter(|d| !d.is_zero() && !args.sample_interval.is_zero()),
     };
     let pid = target.pid;
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
