@@ -160,6 +160,8 @@ pub struct App {
     /// The memory cgroup of the last sample: the memcg series follows one cgroup.
     memcg_path: Option<String>,
     pub gpu_now: Option<GpuNow>,
+    /// The last `forecast` and when it came.
+    pub forecast: Option<(u64, crate::event::Forecast)>,
     rss_members: [Option<i64>; 3],
     rss_from_events: bool,
     // What is shown.
@@ -199,6 +201,7 @@ impl App {
             memcg_now: None,
             memcg_path: None,
             gpu_now: None,
+            forecast: None,
             rss_members: [None; 3],
             rss_from_events: false,
             live: View::new(&limits),
@@ -236,6 +239,14 @@ impl App {
     pub fn elapsed(&self) -> f64 {
         let end = if self.finished.is_some() { self.last_ns } else { self.now_ns.max(self.last_ns) };
         self.x(end)
+    }
+
+    /// The time left to a memory limit by the last forecast, counted down to now, with
+    /// the forecast; None once it is older than its projection (or two seconds stale).
+    pub fn limit_in(&self) -> Option<(f64, &crate::event::Forecast)> {
+        let (at, f) = self.forecast.as_ref()?;
+        let since = self.last_ns.saturating_sub(*at) as f64 * 1e-9;
+        (since <= 2.0 && since < f.seconds_to_limit).then_some((f.seconds_to_limit - since, f))
     }
 
     pub fn events_per_sec(&self) -> f64 {
@@ -284,6 +295,7 @@ impl App {
     fn header_and_chart(&mut self, ev: &Event, x: f64) {
         use EventKind as K;
         match &ev.kind {
+            K::Forecast(f) => self.forecast = Some((ev.ts_ns, f.clone())),
             K::Exec { argv: Some(argv), argv_cut, .. } if self.is_target(ev.pid) && !argv.is_empty() => {
                 self.target_comm = ev.comm.clone();
                 let line = crate::event::argv_line(argv, *argv_cut);

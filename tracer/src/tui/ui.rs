@@ -143,6 +143,17 @@ fn header(frame: &mut Frame, area: Rect, app: &App) {
             _ => c.push(Span::raw(format!("{} (no limit)", bytes(usage)))),
         }
     }
+    if let Some((left, f)) = app.limit_in() {
+        c.push(sep());
+        let red = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+        let what = match f.limit.as_str() {
+            "memory_cgroup" => "memcg",
+            "gpu" => "gpu",
+            _ => "host",
+        };
+        c.push(Span::styled(format!("{what} limit in ~{left:.1}s"), red));
+        c.push(Span::styled(format!(" ({} free, +{}/s)", bytes(f.headroom_bytes), bytes(f.rate_bytes_per_s.max(0.0) as u64)), dim));
+    }
     if let Some(rss) = app.rss_now {
         c.push(sep());
         c.push(Span::styled("rss ", dim));
@@ -355,12 +366,48 @@ fn help_popup(frame: &mut Frame, area: Rect) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::testdata::{find, oom_app, render, screen, unexplained_verdict, Rec, SUMMARY};
+    use crate::tui::testdata::{find, oom_app, render, screen, unexplained_verdict, Rec, MIB, SUMMARY};
     use crate::tui::{App, Limits};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     fn press(app: &mut App, code: KeyCode) {
         app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+
+    #[test]
+    fn a_forecast_puts_the_time_to_the_limit_in_the_header_counted_down_then_gone() {
+        use crate::event::{EventKind, Forecast};
+        let mut r = Rec::new();
+        r.sample(100, 100 * MIB, 100 * MIB, Some(256 * MIB), None);
+        let f = Forecast {
+            limit: "memory_cgroup".into(),
+            limit_name: "memory cgroup /sys/fs/cgroup/svc".into(),
+            limit_bytes: 256 * MIB,
+            used_bytes: 200 * MIB,
+            headroom_bytes: 56 * MIB,
+            headroom_percent: 21.9,
+            rate_bytes_per_s: (20 * MIB) as f64,
+            seconds_to_limit: 2.8,
+            window_ms: 3000,
+            points: 30,
+            r_squared: 0.99,
+            confidence: "high".into(),
+            fastest_rate_bytes_per_s: Some((20 * MIB) as f64),
+        };
+        r.push(200, crate::tui::testdata::PID, EventKind::Forecast(f));
+        let mut app = App::new(Limits::default());
+        for e in &r.ev {
+            app.on_event(e);
+        }
+        let text = screen(&render(&app, 120, 40));
+        assert!(text.contains("memcg limit in ~2.8s (56.0M free, +20.0M/s)"), "{text}");
+        // A second later it counts down; once past its projection it is gone.
+        r.sample(1200, 100 * MIB, 220 * MIB, Some(256 * MIB), None);
+        app.on_event(r.ev.last().unwrap());
+        assert!(screen(&render(&app, 120, 40)).contains("memcg limit in ~1.8s"));
+        r.sample(3100, 100 * MIB, 100 * MIB, Some(256 * MIB), None);
+        app.on_event(r.ev.last().unwrap());
+        assert!(!screen(&render(&app, 120, 40)).contains("limit in"));
     }
 
     #[test]
