@@ -72,6 +72,43 @@ pub enum Command {
     Report(ReportArgs),
     /// Check this machine for tracing, and whether models fit (no privileges needed)
     Doctor(DoctorArgs),
+    /// Print a shell completion script (for packagers: bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell to print the completions of
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output (for packagers: `tracer man > tracer.1`)
+    Man,
+}
+
+/// The parser, with `--version` saying the commit and the probe set.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory as _;
+    // Built once per process; clap wants it for the life of the program.
+    let long: &'static str = Box::leak(long_version().into_boxed_str());
+    Cli::command().long_version(long)
+}
+
+/// `tracer --version`: the version, the commit it was built from, and the kernel hooks it
+/// attaches (by `--probes` group).
+pub fn long_version() -> String {
+    use crate::capture::probes::{ProbeGroup, PROBES};
+    let groups: Vec<String> = ProbeGroup::ALL
+        .iter()
+        .map(|g| {
+            let hooks: Vec<String> =
+                PROBES.iter().filter(|p| p.group == *g).flat_map(|p| p.programs.iter().map(|prog| prog.label())).collect();
+            let name = clap::ValueEnum::to_possible_value(g).map(|v| v.get_name().to_string()).unwrap_or_default();
+            format!("  {name}: {}", hooks.join(", "))
+        })
+        .collect();
+    format!(
+        "{}\ncommit {}\nprobes (classic tracepoints, no kprobes):\n{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("TRACER_GIT_COMMIT"),
+        groups.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -80,6 +117,20 @@ mod tests {
     use crate::commands::report::ReportFormat;
     use clap::CommandFactory;
     use std::{path::PathBuf, time::Duration};
+
+    #[test]
+    fn the_long_version_names_the_commit_and_every_tracepoint_by_group() {
+        let v = long_version();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        let commit = v.lines().nth(1).unwrap().strip_prefix("commit ").unwrap();
+        assert!(commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{v}");
+        for p in crate::capture::probes::PROBES {
+            for prog in p.programs {
+                assert!(v.contains(&prog.label()), "{} missing from\n{v}", prog.label());
+            }
+        }
+        assert!(v.contains("  tcp: ") && v.contains("  oom: "), "{v}");
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -1,7 +1,7 @@
 //! `tracer`: explains why a socket reset.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 
 use tracer::{
     cli::{Cli, Command},
@@ -11,7 +11,7 @@ use tracer::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&tracer::cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => code,
@@ -53,6 +53,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::bail!("`--pid` goes after `doctor`: `tracer doctor --pid {pid}`")
         }
         (Some(Command::Doctor(args)), None) => doctor::run(&args),
+        (Some(Command::Completions { shell }), _) => {
+            clap_complete::generate(shell, &mut tracer::cli::command(), "tracer", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(Command::Man), _) => {
+            clap_mangen::Man::new(tracer::cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         (None, Some(pid)) => trace::trace_pid(&cli.trace, pid),
         (None, None) if cli.cgroup.is_some() || cli.unit.is_some() => {
             let dir = match (&cli.cgroup, &cli.unit) {
