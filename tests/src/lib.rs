@@ -49,7 +49,7 @@ pub fn workload_bin() -> PathBuf {
 /// Stops a test that needs root with the command that gives it, instead of a confusing
 /// failure deeper in.
 pub fn require_root(what: &str) {
-    assert!(is_root(), "{what}: run the end-to-end tests as root (`sudo cargo xtask test`)");
+    assert!(is_root(), "{what}: run the end-to-end tests as root (`cargo xtask test` does, through sudo)");
 }
 
 /// The stress program's path as an argument.

@@ -7,7 +7,7 @@ use scenario::{Binaries, Models, Options, Outcome, Scenario, Sizes};
 use tracer_tests::{is_root, tracer_bin, workload_bin, TempDir};
 
 fn run(scenario: Scenario, models: &Path) -> (Outcome, TempDir) {
-    assert!(is_root(), "scenarios create memory cgroups and load eBPF: run them as root (`sudo cargo xtask test`)");
+    assert!(is_root(), "scenarios create memory cgroups and load eBPF: run them as root (`cargo xtask test` does, through sudo)");
     let out = TempDir::new(scenario.name());
     let options = Options {
         scenario,

@@ -1,7 +1,10 @@
 //! `cargo xtask setup | test`: the project's own commands.
 mod bench;
 mod build_gpu;
+mod dist;
 mod exec;
+mod foreign;
+mod privilege;
 mod kernels;
 mod run_workload;
 mod setup;
@@ -29,6 +32,9 @@ enum Command {
     /// Measure the tracer against strace and bpftrace, its loss, latency and cost, and the
     /// workload's model load; writes bench/results/ (root)
     Bench(bench::Options),
+    /// Build the release artifacts: target/dist/tracer-VERSION-x86_64-linux.tar.gz (one
+    /// binary for glibc 2.31+, man page, completions, licenses, INSTALL) and a .deb
+    Dist(dist::Options),
     /// Build workload with CUDA (nvcc from PyPI wheels, no GPU needed) and a release tracer
     /// into target/gpu-dist/, with the device check script
     BuildGpu(build_gpu::Options),
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         Command::RunWorkload(opts) => run_workload::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
         Command::BuildGpu(opts) => build_gpu::run(&opts),
+        Command::Dist(opts) => dist::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@ use scenario::{Binaries, Models, Options as ScenarioOptions, Scenario, Sizes};
 
 use crate::{
     exec::{command, exec, workspace_root},
-    setup,
+    privilege, setup,
 };
 
 #[derive(Args)]
@@ -34,6 +34,9 @@ pub struct Options {
     /// Memory limit of the cgroup the workload runs in (synthetic checkpoints are sized to it)
     #[arg(long, value_name = "MiB", default_value_t = Sizes::DEMO.limit >> 20)]
     limit_mib: u64,
+    /// (the privileged second run: the build is done)
+    #[arg(long, hide = true)]
+    built: bool,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -47,14 +50,24 @@ pub fn run(opts: &Options) -> Result<()> {
         let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         format!("unknown scenario {:?}: use one of {}", opts.scenario, names.join(", "))
     })?;
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("run-workload creates a memory cgroup and loads eBPF programs: run it as root (sudo -E cargo xtask run-workload)");
-    }
     let models = real_models(&opts.models)?;
-    setup::run(&setup::Options {})?;
     let root = workspace_root();
-    exec(command("cargo").current_dir(&root).args(["build", "--release", "-p", "tracer", "-p", "workload"]))?;
+    if !opts.built {
+        // Built as the user who typed the command, so that target/ stays theirs.
+        setup::run(&setup::Options {})?;
+        exec(command("cargo").current_dir(&root).args(["build", "--release", "-p", "tracer", "-p", "workload"]))?;
+        if !privilege::is_root() {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            return privilege::rerun_as_root("run-workload (a memory cgroup, eBPF programs)", &args);
+        }
+    }
+    let result = play(opts, scenario, models, &root);
+    privilege::give_back(&[&root.join("target/run-workload")]);
+    result
+}
+
+/// The privileged part: the scenario played, the verdicts printed.
+fn play(opts: &Options, scenario: Scenario, models: Option<Models>, root: &std::path::Path) -> Result<()> {
     let release = root.join("target/release");
     let base = root.join("target/run-workload");
     if !opts.keep {

@@ -29,17 +29,27 @@ fn debian_packages() -> Result<()> {
         println!("xtask: Debian packages present: {}", DEB_PACKAGES.join(" "));
         return Ok(());
     }
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
+    // As another user, apt-get runs through sudo: only this step needs root.
+    let root = crate::privilege::is_root();
+    let has_sudo = output(command("sh").args(["-c", "command -v sudo"])).is_some();
+    if !root && !has_sudo {
         bail!(
-            "missing Debian packages {}: install them with `sudo apt-get install -y {}` (or run `sudo cargo xtask setup`)",
+            "missing Debian packages {}: install them as root (`apt-get install -y {}`), or install sudo",
             missing.join(" "),
             missing.join(" ")
         );
     }
+    let apt = || {
+        let mut c = if root { command("apt-get") } else { command("sudo") };
+        if !root {
+            c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        }
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
     println!("xtask: installing {}", missing.join(" "));
-    exec(command("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
-    exec(command("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(apt().arg("update"))?;
+    exec(apt().args(["install", "-y", "--no-install-recommends"]).args(&missing))
         .map_err(|e| anyhow::anyhow!("{e:#}: LLVM 22 comes from Debian's bookworm-security (or newer) archive; check /etc/apt/sources.list*"))
 }
 

@@ -175,18 +175,18 @@ pub fn verdicts_of_report(json: &str) -> Result<Verdicts> {
 
 /// Called by `cargo xtask test` with the suite's result: runs the matrix when asked, and
 /// reports both failures when both fail.
-pub fn after_suite(opts: &Options, suite: Result<()>) -> Result<()> {
+pub fn after_suite(opts: &Options, suite: Result<()>, built: bool) -> Result<()> {
     if opts.no_kernels {
         return suite;
     }
     if !is_root() {
-        eprintln!("\nxtask: SKIPPED the kernel matrix: it loads eBPF programs and boots kernels as root (`sudo -E cargo xtask test`)\n");
+        eprintln!("\nxtask: SKIPPED the kernel matrix: it loads eBPF programs and boots kernels as root\n");
         return suite;
     }
     if let Err(e) = &suite {
         eprintln!("xtask: the suite failed ({e:#}); running the kernel matrix all the same");
     }
-    let matrix = run(opts);
+    let matrix = run(opts, built);
     match (suite, matrix) {
         (Ok(()), m) => m,
         (Err(s), Ok(())) => Err(s),
@@ -370,13 +370,22 @@ fn host_cgroups() -> &'static str {
 }
 
 /// The matrix: kernels, initramfs, host reference, each kernel, the table.
-pub fn run(opts: &Options) -> Result<()> {
+/// The binaries the matrix runs, built in release (as the user, before any sudo).
+pub fn build_bins() -> Result<()> {
+    exec(command("cargo").current_dir(workspace_root()).args([
+        "build", "--release", "-p", "tracer", "--bin", "tracer", "-p", "tracer-tests", "--bin", "tracer-stress",
+    ]))
+}
+
+/// The matrix; `built`: the binaries are built already (the privileged run of a user's
+/// `cargo xtask test`, which runs no cargo).
+pub fn run(opts: &Options, built: bool) -> Result<()> {
     let started = Instant::now();
     let cache = fetch::cache_dir(opts.kernel_cache.as_deref());
     if !is_root() {
         bail!(
             "the kernel matrix runs the scenarios on this host (eBPF programs, a memory cgroup) and caches kernels in {}: \
-             run it as root (`sudo -E cargo xtask test --kernels-only`)",
+             run it as root, or as yourself with sudo (`cargo xtask test --kernels-only`)",
             cache.display()
         );
     }
@@ -386,9 +395,9 @@ pub fn run(opts: &Options) -> Result<()> {
         return Ok(());
     }
     let root = workspace_root();
-    exec(command("cargo").current_dir(&root).args([
-        "build", "--release", "-p", "tracer", "--bin", "tracer", "-p", "tracer-tests", "--bin", "tracer-stress",
-    ]))?;
+    if !built {
+        build_bins()?;
+    }
     let release = root.join("target/release");
     let bins = host::Bins { tracer: release.join("tracer"), stress: release.join("tracer-stress") };
     let out = root.join("target/kernels");
