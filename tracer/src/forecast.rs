@@ -139,6 +139,16 @@ impl Forecaster {
                 }
                 self.warn(ev.ts_ns)
             }
+            // What grew before a kill says nothing of what comes after it.
+            EventKind::OomKill { .. } => {
+                for s in &mut self.series {
+                    s.points.clear();
+                }
+                for p in self.processes.values_mut() {
+                    p.points.clear();
+                }
+                None
+            }
             EventKind::Exit { .. } if ev.pid == ev.tid => {
                 self.processes.remove(&ev.pid);
                 None
@@ -380,6 +390,30 @@ mod tests {
         // Repeated while it grows, never more than once a second.
         assert!(got.windows(2).all(|w| w[1].0 - w[0].0 >= 1000), "{:?}", got.iter().map(|g| g.0).collect::<Vec<_>>());
         assert!(got.len() >= 9, "{} forecasts", got.len());
+    }
+
+    #[test]
+    fn an_oom_kill_ends_the_run_up_no_forecast_from_the_points_before_it() {
+        let mut f = Forecaster::new(PID, Duration::from_secs(10));
+        let mut events: Vec<Event> = (0..=30).map(|i| sample(i * 100, 16 * MIB + i * 8 * MIB, 256 * MIB)).collect();
+        let kill = EventKind::OomKill {
+            victim_pid: Some(PID),
+            victim_tid: PID,
+            victim_comm: "loader".into(),
+            is_target: true,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            pgtables_kb: None,
+            uid: None,
+            oom_score_adj: None,
+        };
+        events.push(ev(3050, kill));
+        // Still sampled (the cgroup outlives its process), a little higher each time.
+        events.extend((31..=34).map(|i| sample(i * 100, 250 * MIB + i * MIB, 256 * MIB)));
+        let got = forecasts(&mut f, events);
+        assert!(!got.is_empty() && got.iter().all(|(at, _)| *at < 3050), "{got:?}");
     }
 
     #[test]
