@@ -417,6 +417,13 @@ pub struct Forecast {
     pub confidence: String,
     /// The growth of the process named by the event, over the same window.
     pub fastest_rate_bytes_per_s: Option<f64>,
+    /// The kernel's own signs at the last sample, where it gives them: the share of the
+    /// last 10 s tasks waited for memory (PSI `some avg10`: the cgroup's on v2, the host's
+    /// otherwise) and the times a memory cgroup hit its limit so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi_some_avg10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_hits: Option<u64>,
 }
 
 /// The kernel's own signs of a memory cgroup near its limit.

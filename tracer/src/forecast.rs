@@ -61,6 +61,9 @@ struct Series {
     anchor_resident: u64,
     points: VecDeque<(u64, u64)>,
     last_warned_ns: Option<u64>,
+    /// The kernel's signs at the last sample (see Forecast).
+    psi_some_avg10: Option<f64>,
+    limit_hits: Option<u64>,
 }
 
 /// A traced process's resident memory.
@@ -109,6 +112,8 @@ impl Forecaster {
                             let reclaimable = cg.pressure.as_ref().and_then(|p| p.inactive_file_bytes).unwrap_or(0);
                             let used = cg.usage_bytes.saturating_sub(reclaimable.min(cg.usage_bytes));
                             self.anchor(ev.ts_ns, Limit::Cgroup, format!("memory cgroup {}", cg.path), limit, used, resident);
+                            let psi = cg.pressure.as_ref().and_then(|p| p.psi_some_avg10).or(system.psi_memory_some_avg10);
+                            self.signs(&Limit::Cgroup, psi, cg.pressure.as_ref().and_then(|p| p.limit_hits));
                         }
                         None => self.series.retain(|s| s.limit != Limit::Cgroup),
                     }
@@ -116,6 +121,7 @@ impl Forecaster {
                 if system.mem_total_bytes > 0 {
                     let used = system.mem_total_bytes.saturating_sub(system.mem_available_bytes);
                     self.anchor(ev.ts_ns, Limit::Host, "host memory (MemAvailable)".into(), system.mem_total_bytes, used, resident);
+                    self.signs(&Limit::Host, system.psi_memory_some_avg10, None);
                 }
                 for g in gpus {
                     let name = format!("GPU {} ({})", g.index, g.name);
@@ -185,6 +191,8 @@ impl Forecaster {
                     anchor_resident: resident,
                     points: VecDeque::new(),
                     last_warned_ns: None,
+                    psi_some_avg10: None,
+                    limit_hits: None,
                 });
                 self.series.len() - 1
             }
@@ -199,6 +207,13 @@ impl Forecaster {
         s.anchor_used = used;
         s.anchor_resident = resident;
         push(&mut s.points, ts_ns, used);
+    }
+
+    fn signs(&mut self, limit: &Limit, psi_some_avg10: Option<f64>, limit_hits: Option<u64>) {
+        if let Some(s) = self.series.iter_mut().find(|s| s.limit == *limit) {
+            s.psi_some_avg10 = psi_some_avg10;
+            s.limit_hits = limit_hits;
+        }
     }
 
     /// The forecast of the limit closest to being reached, when one is within warning.
@@ -253,6 +268,8 @@ impl Forecaster {
                 confidence: if p.points >= HIGH_POINTS && p.span_ns >= HIGH_SPAN_NS && p.r_squared >= HIGH_R2 { "high" } else { "low" }
                     .into(),
                 fastest_rate_bytes_per_s: fastest.map(|(_, _, r)| r),
+                psi_some_avg10: s.psi_some_avg10,
+                limit_hits: s.limit_hits,
             }),
         })
     }
@@ -348,11 +365,12 @@ mod tests {
                     peak_bytes: None,
                     oom_kills: Some(0),
                     members: Vec::new(),
-                    pressure: None,
+                    pressure: Some(crate::event::CgroupPressure { inactive_file_bytes: Some(0), limit_hits: Some(3), psi_some_avg10: None }),
                 }),
                 gpus: Vec::new(),
                 // No host series: these tests are about the cgroup.
-                system: SystemSample { mem_total_bytes: 0, mem_available_bytes: 0, psi_memory_some_avg10: None, psi_memory_full_avg10: None },
+                // The host's PSI stands in where the cgroup has none (v1).
+                system: SystemSample { mem_total_bytes: 0, mem_available_bytes: 0, psi_memory_some_avg10: Some(1.5), psi_memory_full_avg10: None },
             },
         )
     }
@@ -385,6 +403,7 @@ mod tests {
         assert!((first.rate_bytes_per_s / (20 * MIB) as f64 - 1.0).abs() < 0.01, "{first:?}");
         assert_eq!((first.limit.as_str(), first.confidence.as_str()), ("memory_cgroup", "high"), "{first:?}");
         assert_eq!(first.limit_name, "memory cgroup /sys/fs/cgroup/svc");
+        assert_eq!((first.psi_some_avg10, first.limit_hits), (Some(1.5), Some(3)), "the sample's pressure signs");
         assert_eq!(first.headroom_bytes, first.limit_bytes - first.used_bytes);
         assert!((first.fastest_rate_bytes_per_s.unwrap() / (20 * MIB) as f64 - 1.0).abs() < 0.01, "{first:?}");
         // Repeated while it grows, never more than once a second.

@@ -92,6 +92,9 @@ pub struct View {
     /// GPU memory: the traced processes' when NVML says, else the devices' used.
     pub gpu: Series,
     pub limit: Option<u64>,
+    /// The last memory-cgroup forecast as a line on the chart, (x, bytes) now to (x, the
+    /// limit) when it is reached at that rate; gone once stale or after an OOM kill.
+    pub projection: Option<[f64; 4]>,
     pub markers: Markers,
     pub verdicts: Vec<Verdict>,
     /// Seconds since the trace start at the right end of the time axis.
@@ -106,6 +109,7 @@ impl View {
             memcg: Series::new(l.points),
             gpu: Series::new(l.points),
             limit: None,
+            projection: None,
             markers: Markers::new(l.markers, 0.5),
             verdicts: Vec::new(),
             end_x: 0.0,
@@ -295,7 +299,12 @@ impl App {
     fn header_and_chart(&mut self, ev: &Event, x: f64) {
         use EventKind as K;
         match &ev.kind {
-            K::Forecast(f) => self.forecast = Some((ev.ts_ns, f.clone())),
+            K::Forecast(f) => {
+                self.forecast = Some((ev.ts_ns, f.clone()));
+                if f.limit == "memory_cgroup" {
+                    self.live.projection = Some([x, f.used_bytes as f64, x + f.seconds_to_limit, f.limit_bytes as f64]);
+                }
+            }
             K::Exec { argv: Some(argv), argv_cut, .. } if self.is_target(ev.pid) && !argv.is_empty() => {
                 self.target_comm = ev.comm.clone();
                 let line = crate::event::argv_line(argv, *argv_cut);
@@ -337,6 +346,7 @@ impl App {
                     self.oom_killed = true;
                 }
                 self.live.markers.push(x, MarkerKind::Oom);
+                self.live.projection = None;
             }
             K::TcpReset { attributed_by: Some(_), .. } => self.live.markers.push(x, MarkerKind::Rst),
             K::Restart { old_pid, new_pid, argv, .. } if self.is_target(*old_pid) => {
@@ -358,6 +368,9 @@ impl App {
                 }
             }
             K::Sample { processes, cgroup, gpus, .. } => {
+                if self.limit_in().is_none() {
+                    self.live.projection = None;
+                }
                 if let Some(p) = processes.iter().find(|p| self.is_target(p.pid)) {
                     if self.target_comm.is_empty() {
                         self.target_comm = p.comm.clone();

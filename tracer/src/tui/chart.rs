@@ -24,6 +24,8 @@ pub const RSS: Color = Color::Cyan;
 pub const MEMCG: Color = Color::Blue;
 pub const LIMIT: Color = Color::LightRed;
 pub const GPU: Color = Color::Green;
+/// The forecast's line from memory now to the limit.
+pub const PROJECTION: Color = Color::Yellow;
 
 /// Width of the y-axis labels.
 const GUTTER: u16 = 6;
@@ -59,6 +61,9 @@ fn legend(view: &View) -> TextLine<'static> {
     }
     if !view.gpu.is_empty() {
         item(GPU, "━", "gpu", last(&view.gpu));
+    }
+    if let Some(p) = &view.projection {
+        item(PROJECTION, "╱", "limit in", Some(duration(p[2] - p[0])));
     }
     TextLine::from(spans)
 }
@@ -117,7 +122,8 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
     let plot = Rect { x: area.x + GUTTER, y: area.y + 1, width: area.width - GUTTER, height: area.height - 2 };
     let xaxis = Rect { x: plot.x, y: plot.bottom(), width: plot.width, height: 1 };
 
-    let span = view.end_x.max(1.0);
+    // A forecast's projection runs past the newest event, to where it meets the limit.
+    let span = view.projection.map_or(view.end_x, |p| view.end_x.max(p[2])).max(1.0);
     let ymax = [view.rss.max_y(), view.memcg.max_y(), view.gpu.max_y(), view.limit.unwrap_or(0) as f64].into_iter().fold(0.0, f64::max);
     let empty = ymax <= 0.0;
     let ymax = if empty { 1.0 } else { ymax * 1.1 };
@@ -150,6 +156,9 @@ pub fn draw(frame: &mut Frame, area: Rect, view: &View) {
         ctx.layer();
         if let Some(l) = view.limit {
             ctx.draw(&Line { x1: 0.0, y1: l as f64, x2: span, y2: l as f64, color: LIMIT });
+        }
+        if let Some([x1, y1, x2, y2]) = view.projection {
+            ctx.draw(&Line { x1, y1, x2, y2, color: PROJECTION });
         }
         for (pts, color) in &lines {
             if let [only] = pts.as_slice() {

@@ -393,21 +393,33 @@ mod tests {
             r_squared: 0.99,
             confidence: "high".into(),
             fastest_rate_bytes_per_s: Some((20 * MIB) as f64),
+            psi_some_avg10: None,
+            limit_hits: None,
         };
         r.push(200, crate::tui::testdata::PID, EventKind::Forecast(f));
         let mut app = App::new(Limits::default());
         for e in &r.ev {
             app.on_event(e);
         }
-        let text = screen(&render(&app, 120, 40));
+        let buf = render(&app, 120, 40);
+        let text = screen(&buf);
         assert!(text.contains("memcg limit in ~2.8s (56.0M free, +20.0M/s)"), "{text}");
+        // On the chart: the projection's legend and its yellow line in the plot.
+        assert!(text.contains("limit in 2.8s"), "{text}");
+        let chart = crate::tui::ui::layout(buf.area).unwrap().chart;
+        let yellow = (chart.y + 1..chart.bottom() - 1)
+            .flat_map(|y| (chart.x + 6..chart.right()).map(move |x| (x, y)))
+            .filter(|&(x, y)| buf[(x, y)].fg == crate::tui::chart::PROJECTION && buf[(x, y)].symbol() != " ")
+            .count();
+        assert!(yellow >= 10, "the projection line is {yellow} cells:\n{text}");
         // A second later it counts down; once past its projection it is gone.
         r.sample(1200, 100 * MIB, 220 * MIB, Some(256 * MIB), None);
         app.on_event(r.ev.last().unwrap());
         assert!(screen(&render(&app, 120, 40)).contains("memcg limit in ~1.8s"));
         r.sample(3100, 100 * MIB, 100 * MIB, Some(256 * MIB), None);
         app.on_event(r.ev.last().unwrap());
-        assert!(!screen(&render(&app, 120, 40)).contains("limit in"));
+        let text = screen(&render(&app, 120, 40));
+        assert!(!text.contains("limit in"), "the header and the chart drop a stale forecast:\n{text}");
     }
 
     #[test]
