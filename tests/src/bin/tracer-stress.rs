@@ -39,6 +39,24 @@ fn main() {
     }
 }
 
+/// A fresh MiB with every page written: resident at once.
+fn touched_mib() -> Vec<u8> {
+    let mut chunk = vec![0u8; 1 << 20];
+    for i in (0..chunk.len()).step_by(4096) {
+        chunk[i] = 1;
+    }
+    chunk
+}
+
+/// `--cgroup DIR` at the start of `args`: moves this process into that cgroup.
+fn join_cgroup(args: &[String]) -> Result<()> {
+    if let (Some("--cgroup"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) {
+        std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {dir}"))?;
+    }
+    Ok(())
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -52,36 +70,22 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T>
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("alloc") => {
-            if let (Some("--cgroup"), Some(dir)) = (args.get(1).map(String::as_str), args.get(2)) {
-                std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
-                    .with_context(|| format!("joining cgroup {dir}"))?;
-            }
+            join_cgroup(&args[1..])?;
             let mut chunks: Vec<Vec<u8>> = Vec::new();
             loop {
-                let mut chunk = vec![0u8; 1 << 20];
-                for i in (0..chunk.len()).step_by(4096) {
-                    chunk[i] = 1;
-                }
-                chunks.push(chunk);
+                chunks.push(touched_mib());
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
         Some("grow") => {
             // A steady leak: MIB_PER_S, in 1 MiB steps, until the memory cgroup kills it.
             let rate: u64 = arg(args, 1, "MIB_PER_S")?;
-            if let (Some("--cgroup"), Some(dir)) = (args.get(2).map(String::as_str), args.get(3)) {
-                std::fs::write(format!("{dir}/cgroup.procs"), std::process::id().to_string())
-                    .with_context(|| format!("joining cgroup {dir}"))?;
-            }
+            join_cgroup(&args[2..])?;
             say("growing");
             let started = std::time::Instant::now();
             let mut chunks: Vec<Vec<u8>> = Vec::new();
             loop {
-                let mut chunk = vec![0u8; 1 << 20];
-                for i in (0..chunk.len()).step_by(4096) {
-                    chunk[i] = 1;
-                }
-                chunks.push(chunk);
+                chunks.push(touched_mib());
                 let due = Duration::from_secs_f64(chunks.len() as f64 / rate.max(1) as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
@@ -94,11 +98,7 @@ fn run(args: &[String]) -> Result<()> {
             say("spiking");
             let mut chunks: Vec<Vec<u8>> = Vec::new();
             for _ in 0..mib {
-                let mut chunk = vec![0u8; 1 << 20];
-                for i in (0..chunk.len()).step_by(4096) {
-                    chunk[i] = 1;
-                }
-                chunks.push(chunk);
+                chunks.push(touched_mib());
                 std::thread::sleep(Duration::from_micros(250_000 / mib.max(1) as u64));
             }
             drop(chunks);
