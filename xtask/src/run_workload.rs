@@ -62,7 +62,8 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
     let result = play(opts, scenario, models, &root);
-    privilege::give_back(&[&root.join("target/run-workload")]);
+    // All of target/: typed as `sudo cargo xtask run-workload`, the build above ran as root too.
+    privilege::give_back(&[&root.join("target")]);
     result
 }
 
