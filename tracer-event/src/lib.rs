@@ -522,7 +522,8 @@ mod tests {
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());
-        assert_eq!(KIND_NAMES.len(), 20);
+        assert_eq!(KIND_NAMES.len(), 21);
+        assert!(BOOKKEEPING_KINDS.contains(&"forecast"), "a forecast is the tracer's, not a tracepoint's");
         assert!(KIND_NAMES.contains(&"tcp_reset") && KIND_NAMES.contains(&"signal_deliver"), "{KIND_NAMES:?}");
         for k in BOOKKEEPING_KINDS {
             assert!(KIND_NAMES.contains(k), "{k}");
