@@ -73,8 +73,9 @@ fn a_spike_that_fits_and_the_flat_stretch_after_it_get_no_confident_warning() {
     for (_, f) in &all {
         assert_eq!(f.confidence, "low", "a spike of a quarter of a second is no steady growth: {f:?}");
     }
-    // The spike's top, and the first sample after it with the 60 MiB given back: from
-    // there on the process is flat.
+    // The spike's top as sampled, and the first sample after it with most of it given
+    // back: from there on the process is flat. Samples every 100 ms catch a 0.25 s spike
+    // part way up (48.7 MiB of the 60 in one run), so the bounds leave room.
     let rss: Vec<(u64, u64)> = trace
         .events
         .iter()
@@ -85,9 +86,9 @@ fn a_spike_that_fits_and_the_flat_stretch_after_it_get_no_confident_warning() {
         .collect();
     let top = rss.iter().map(|r| r.1).max().unwrap_or_else(|| panic!("no samples\n{}", trace.dump()));
     let top_at = rss.iter().find(|r| r.1 == top).map(|r| r.0).unwrap_or(0);
-    let flat_from = rss.iter().find(|r| r.0 > top_at && r.1 + (30 << 20) < top).map(|r| r.0);
+    let flat_from = rss.iter().find(|r| r.0 > top_at && r.1 + (20 << 20) < top).map(|r| r.0);
     let flat_from = flat_from.unwrap_or_else(|| panic!("the spike never came down in the samples: {rss:?}"));
-    assert!(top > 50 << 20, "the spike did not happen: top {top}");
+    assert!(top > 25 << 20, "the spike did not happen: top {top}");
     assert!(all.iter().all(|(at, _)| *at < flat_from), "a forecast once it was flat: {all:?}");
     assert!(trace.verdicts.iter().all(|v| v.cause != Cause::OomKilled), "{}", trace.dump());
     assert_eq!(trace.status, Some(0), "{}", trace.stderr);
