@@ -4,6 +4,11 @@
 //! of eBPF or of how events are captured.
 use serde::{Deserialize, Serialize};
 
+/// Whether an `rss` member counts swap (MM_SWAPENTS) rather than resident memory.
+pub fn is_swap_member(member: &str) -> bool {
+    member.contains("SWAP")
+}
+
 /// An exec's arguments as one line, as /proc's cmdline is shown: `…` where the kernel
 /// cut them.
 pub fn argv_line(argv: &[String], cut: bool) -> String {

@@ -80,7 +80,7 @@ struct Process {
 
 impl Process {
     fn members_sum(&self) -> u64 {
-        self.members.iter().filter(|(m, _)| m.as_str() != "MM_SWAPENTS").map(|(_, b)| b).sum()
+        self.members.iter().filter(|(m, _)| !crate::event::is_swap_member(m)).map(|(_, b)| b).sum()
     }
 
     fn resident(&self) -> u64 {

@@ -27,7 +27,7 @@ pub struct CgroupMemory {
 impl CgroupMemory {
     /// Room under the limit, the page cache it can drop counted as room.
     pub fn free(&self) -> u64 {
-        self.limit.saturating_sub(self.usage.saturating_sub(self.reclaimable))
+        host::memcg::room(self.limit, self.usage, self.reclaimable)
     }
 }
 

@@ -74,7 +74,7 @@ pub fn build(opts: &Options) -> Result<Artifacts> {
         bail!("{} needs glibc {:?}, newer than {GLIBC:?}: the zigbuild target was not honoured", binary.display(), needs);
     }
 
-    let name = format!("tracer-{version}-x86_64-linux");
+    let name = release_name();
     let stage = out.join(&name);
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("completions")).with_context(|| format!("creating {}", stage.display()))?;
@@ -94,6 +94,11 @@ pub fn build(opts: &Options) -> Result<Artifacts> {
     exec(Command::new("tar").arg("-C").arg(&out).args(["--owner=0", "--group=0", "-czf"]).arg(&tarball).arg(&name))?;
     let deb = debian_package(&stage, &out, version)?;
     Ok(Artifacts { tarball, deb })
+}
+
+/// tracer-VERSION-x86_64-linux: the tarball's folder, and its name without `.tar.gz`.
+pub fn release_name() -> String {
+    format!("tracer-{}-x86_64-linux", env!("CARGO_PKG_VERSION"))
 }
 
 /// `zig` for cargo-zigbuild: the PyPI `ziglang` wheel in a venv kept between runs, behind a

@@ -25,6 +25,15 @@ pub fn cargo_bin() -> PathBuf {
         .join("bin")
 }
 
+/// `tool` on PATH, or in the system's bin folders (which a user's PATH may lack).
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
 pub fn command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.env("PATH", build_path());

@@ -5,13 +5,13 @@
 //! user built. What the privileged part writes under `target/` is handed back to the user
 //! at the end (also after `sudo cargo xtask ...` typed by hand), so `target/` stays theirs.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::exec::build_path;
+use crate::exec::{build_path, on_path};
 
 /// Hidden flag of the second, privileged run: the build is done.
 pub const BUILT_FLAG: &str = "--built";
@@ -19,10 +19,6 @@ pub const BUILT_FLAG: &str = "--built";
 pub fn is_root() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// The command that runs this xtask again as root with `args`: `sudo env PATH=... HOME=...

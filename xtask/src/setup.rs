@@ -31,7 +31,7 @@ fn debian_packages() -> Result<()> {
     }
     // As another user, apt-get runs through sudo: only this step needs root.
     let root = crate::privilege::is_root();
-    let has_sudo = output(command("sh").args(["-c", "command -v sudo"])).is_some();
+    let has_sudo = crate::exec::on_path("sudo").is_some();
     if !root && !has_sudo {
         bail!(
             "missing Debian packages {}: install them as root (`apt-get install -y {}`), or install sudo",

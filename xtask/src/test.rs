@@ -161,7 +161,7 @@ fn run_built_tests(root: &Path, filter: Option<&str>, env: &[(&str, PathBuf)]) -
 /// tarball run on a foreign host.
 fn release_check(built: bool) -> Result<()> {
     let tarball = if built {
-        workspace_root().join(format!("target/dist/tracer-{}-x86_64-linux.tar.gz", env!("CARGO_PKG_VERSION")))
+        workspace_root().join("target/dist").join(format!("{}.tar.gz", crate::dist::release_name()))
     } else {
         crate::dist::build(&crate::dist::Options { out: "target/dist".into(), check: false })?.tarball
     };

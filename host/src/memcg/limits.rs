@@ -26,8 +26,14 @@ impl Level {
     /// Bytes left under its limit, counting reclaimable page cache as room; None without
     /// a limit.
     pub fn free(&self) -> Option<u64> {
-        self.limit.map(|l| l.saturating_sub(self.usage.saturating_sub(self.reclaimable)))
+        self.limit.map(|l| room(l, self.usage, self.reclaimable))
     }
+}
+
+/// Bytes left under `limit` with `usage` charged, of which `reclaimable` is page cache the
+/// kernel drops before it OOM-kills.
+pub fn room(limit: u64, usage: u64, reclaimable: u64) -> u64 {
+    limit.saturating_sub(usage.saturating_sub(reclaimable))
 }
 
 /// Inactive file bytes in the text of a memory.stat.

@@ -453,7 +453,7 @@ impl<'e> MemoryScan<'e> {
     fn rss(&mut self, ev: &Event, member: &str, bytes: &i64) {
         let (members, peak) = self.from_rss.entry(ev.pid).or_default();
         members.insert(member.to_string(), (*bytes).max(0) as u64);
-        let resident: u64 = members.iter().filter(|(m, _)| !is_swap(m)).map(|(_, b)| b).sum();
+        let resident: u64 = members.iter().filter(|(m, _)| !crate::event::is_swap_member(m)).map(|(_, b)| b).sum();
         match peak {
             Some(p) if resident <= p.peak_rss_bytes => {}
             Some(p) => {
@@ -520,10 +520,6 @@ fn memory(events: &[Event]) -> Memory {
         .collect();
     mem.file_mappings = files;
     mem
-}
-
-fn is_swap(member: &str) -> bool {
-    member.contains("SWAP")
 }
 
 fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {

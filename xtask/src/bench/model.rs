@@ -132,7 +132,7 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
     // against the floor.
     let mut traced = Vec::new();
     let mut python_versions = None;
-    let dd = super::tools::on_path("dd");
+    let dd = crate::exec::on_path("dd");
     for cache_state in ["cold", "warm"] {
         let (mut bare, mut under, mut py, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if cache_state == "warm" {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::exec::{command, exec, output};
+use crate::exec::{on_path, command, exec, output};
 
 const VENV_PACKAGES: &[&str] = &["safetensors", "numpy"];
 
@@ -62,13 +62,6 @@ pub fn ensure(root: &Path) -> Result<Tools> {
     Ok(tools)
 }
 
-pub fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
 
 /// The venv's python, when it imports safetensors.numpy.
 fn python_with_safetensors(root: &Path) -> Option<PathBuf> {

@@ -179,7 +179,7 @@ pub fn after_suite(opts: &Options, suite: Result<()>, built: bool) -> Result<()>
     if opts.no_kernels {
         return suite;
     }
-    if !is_root() {
+    if !crate::privilege::is_root() {
         eprintln!("\nxtask: SKIPPED the kernel matrix: it loads eBPF programs and boots kernels as root\n");
         return suite;
     }
@@ -194,10 +194,6 @@ pub fn after_suite(opts: &Options, suite: Result<()>, built: bool) -> Result<()>
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: plain syscall.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// QEMU, busybox and the packaging tools; installed from the system's own sources when
 /// missing (we are root by then).
@@ -382,7 +378,7 @@ pub fn build_bins() -> Result<()> {
 pub fn run(opts: &Options, built: bool) -> Result<()> {
     let started = Instant::now();
     let cache = fetch::cache_dir(opts.kernel_cache.as_deref());
-    if !is_root() {
+    if !crate::privilege::is_root() {
         bail!(
             "the kernel matrix runs the scenarios on this host (eBPF programs, a memory cgroup) and caches kernels in {}: \
              run it as root, or as yourself with sudo (`cargo xtask test --kernels-only`)",
