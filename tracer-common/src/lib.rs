@@ -154,6 +154,10 @@ pub struct KernelConfig {
     /// fields in host order.
     pub send_rst_ports_in_sockaddr: u32,
     pub recv_rst_ports_in_sockaddr: u32,
+    /// Non-zero (`tracer watch`): the rare events of every process on the host are
+    /// reported, not only the traced ones': fatal signals, ends by a signal (and every
+    /// reset, with `filter_resets` 0). Memory detail stays with traced processes.
+    pub host_wide: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
@@ -260,6 +264,7 @@ impl KernelConfig {
             filter_resets: 0,
             send_rst_ports_in_sockaddr: 0,
             recv_rst_ports_in_sockaddr: 0,
+            host_wide: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
         }

@@ -64,6 +64,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_traced_tgid(tgid) {
+        if config_u32(&CONFIG.host_wide) != 0 {
+            host_wide_exit(&ctx, pid_tgid);
+        }
         return 0;
     }
     let tid = pid_tgid as u32;
@@ -91,4 +94,34 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     emit_raw(&ctx, Probe::ProcessExit, extra);
     0
+}
+
+/// `tracer watch`: an untraced process ended by a signal (its last thread, or its leader
+/// where the kernel does not say which is last). Exits with a status are not reported:
+/// a host runs thousands of short commands that end well. Without BTF the exit code
+/// cannot be read here, and nothing is reported.
+#[inline(always)]
+fn host_wide_exit(ctx: &TracePointContext, pid_tgid: u64) {
+    let off = config_u32(&CONFIG.task_exit_code_offset);
+    if off == u32::MAX {
+        return;
+    }
+    let last = match config_offset(field::EXIT_GROUP_DEAD) {
+        Some(o) => unsafe { ctx.read_at::<u8>(o) }.unwrap_or(0) != 0,
+        None => (pid_tgid >> 32) as u32 == pid_tgid as u32,
+    };
+    if !last {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Ok(code) = (unsafe { bpf_probe_read_kernel(task.add(off as usize) as *const i32) }) else {
+        return;
+    };
+    if code & 0x7f == 0 {
+        return;
+    }
+    let mut extra = [0u64; 2];
+    extra[aux::EXIT_CODE] = code as u32 as u64;
+    extra[aux::EXIT_CODE_KNOWN] = 1;
+    emit_raw(ctx, Probe::ProcessExit, extra);
 }

@@ -1,10 +1,11 @@
-//! signal:signal_generate (any sender, receiver traced) and signal:signal_deliver (in a
+//! signal:signal_generate (any sender; receiver traced, a traced client's server, or with
+//! `host_wide` any receiver of a fatal signal) and signal:signal_deliver (in a
 //! traced process).
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{aux, field, Probe};
 
 use crate::{
-    maps::{config_offset, is_traced_tgid, PEERS, TIDS},
+    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, PEERS, TIDS},
     record::emit_small,
 };
 
@@ -22,6 +23,11 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         // A signal to a whole process names its leader, whose id is the peer's.
         extra[aux::TARGET_TGID] = receiver as u64;
         extra[aux::SIGNAL_PEER] = 1;
+    } else if config_u32(&CONFIG.host_wide) != 0 && is_fatal(&ctx) {
+        // `tracer watch`: every process's fatal signals, with their sender. A signal to
+        // a whole process names its leader; one to a thread is filed under the thread's
+        // id, which user space resolves while the process lives.
+        extra[aux::TARGET_TGID] = receiver as u64;
     } else {
         return 0;
     }

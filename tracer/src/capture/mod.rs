@@ -30,7 +30,7 @@ use crate::event::{Event, EventKind};
 pub enum CaptureError {
     #[error(
         "loading eBPF programs needs root, or the CAP_BPF and CAP_PERFMON capabilities: \
-         run it with sudo, or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_resource+ep $(command -v tracer)`"
+         run it with sudo, or grant them with `sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_sys_resource+ep $(command -v tracer)`"
     )]
     NotPrivileged,
     #[error("process {0} exited while tracer was attaching; nothing left to trace (use `tracer run -- CMD` to trace a short-lived program from its start)")]
@@ -81,6 +81,9 @@ pub struct CaptureOptions {
     /// `--cgroup`: tasks moved into this cgroup (or below) are traced from that moment
     /// (see [`Capture::take_joined`]).
     pub scope: Option<crate::process::scope::Hierarchy>,
+    /// `tracer watch`: the rare events of every process on the host (fatal signals, ends
+    /// by a signal, OOM kills, every reset), not only the traced processes'.
+    pub host_wide: bool,
 }
 
 /// How far a record's time may trail its place in the ring buffer. The ring is read in
@@ -152,6 +155,8 @@ pub struct Capture {
     /// process was added.
     pub attached_at_ns: u64,
     pub rss_threshold_bytes: u64,
+    /// [`CaptureOptions::host_wide`]: resets nobody traced owns are events too.
+    host_wide: bool,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -175,6 +180,10 @@ impl Capture {
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
         config.follow_restarts = opts.follow_restarts as u32;
+        if opts.host_wide {
+            config.host_wide = 1;
+            config.filter_resets = 0;
+        }
         // The session drains the ring on every tick; a wake-up only when it fills up.
         config.wake_at_bytes = u64::from(opts.ring_buffer_bytes / 8);
         if let Some(h) = &opts.scope {
@@ -272,6 +281,7 @@ impl Capture {
             missing,
             attached_at_ns,
             rss_threshold_bytes: opts.rss_threshold_bytes,
+            host_wide: opts.host_wide,
         })
     }
 
@@ -399,7 +409,9 @@ impl Capture {
         }
         // Resets nobody traced owns are counted, not written: on a busy host they would be
         // most of the trace.
+        let host_wide = self.host_wide;
         out.retain(|ev| match &ev.kind {
+            EventKind::TcpReset { attributed_by: None, .. } if host_wide => true,
             EventKind::TcpReset { attributed_by: None, reason, direction, .. } => {
                 let key = match (direction, reason) {
                     (crate::event::Direction::Received, _) => "received".to_string(),

@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// The same capabilities the tracer's own "not privileged" error asks for.
-pub const SETCAP: &str = "sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_resource+ep $(command -v tracer)";
+pub const SETCAP: &str = "sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_sys_resource+ep $(command -v tracer)";
 
 /// Below this the ring buffer (16 MiB by default) and the maps may not fit the limit on
 /// kernels that still charge them to RLIMIT_MEMLOCK.

@@ -167,6 +167,7 @@ fn capture_options(args: &TraceArgs) -> CaptureOptions {
         ring_buffer_bytes: args.ring_buffer as u32,
         follow_restarts: args.follow_restarts,
         scope: None,
+        host_wide: false,
     }
 }
 
