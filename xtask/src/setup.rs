@@ -1,12 +1,17 @@
 //! The eBPF build chain, installed only where missing: Debian's LLVM 22 development
 //! packages, the nightly toolchain with rust-src (for `-Z build-std=core`), and
-//! bpf-linker built against LLVM 22.
+//! bpf-linker built against LLVM 22; and Debian's Prometheus, which some tests run.
 use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::exec::{cargo_bin, command, exec, output};
 
 const DEB_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+/// Not needed to build, only to test: `scenario::prometheus` runs Debian's Prometheus
+/// against `tracer watch --metrics`, so that the exposition is checked by the real
+/// parser (the tests skip, loudly, without it). On a host run by systemd the package
+/// also enables its own prometheus.service on :9090, which the tests do not use.
+const TEST_PACKAGES: &[&str] = &["prometheus"];
 
 #[derive(Args)]
 pub struct Options {}
@@ -15,7 +20,7 @@ pub fn run(_: &Options) -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
-    println!("xtask: setup complete (LLVM 22, nightly rust-src, bpf-linker)");
+    println!("xtask: setup complete (LLVM 22, nightly rust-src, bpf-linker, prometheus for the tests)");
     Ok(())
 }
 
@@ -24,9 +29,10 @@ fn deb_installed(pkg: &str) -> bool {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEB_PACKAGES.iter().copied().filter(|p| !deb_installed(p)).collect();
+    let wanted: Vec<&str> = DEB_PACKAGES.iter().chain(TEST_PACKAGES).copied().collect();
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !deb_installed(p)).collect();
     if missing.is_empty() {
-        println!("xtask: Debian packages present: {}", DEB_PACKAGES.join(" "));
+        println!("xtask: Debian packages present: {}", wanted.join(" "));
         return Ok(());
     }
     // As another user, apt-get runs through sudo: only this step needs root.

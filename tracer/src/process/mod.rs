@@ -1,5 +1,6 @@
 //! What /proc says about a process, read where every layer can use it: does it exist,
 //! its command line, threads, descendants and TCP sockets. Nothing here knows eBPF.
+pub mod identity;
 pub mod scope;
 pub mod spawn;
 pub mod target;
