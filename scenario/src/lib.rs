@@ -7,8 +7,11 @@
 mod crash_loop;
 pub mod http;
 pub mod memcg;
+pub mod otlp_receiver;
 pub mod process;
+pub mod prometheus;
 pub mod run;
+pub mod watch;
 
 pub use memcg::Memcg;
 pub use process::ChildGuard;
@@ -22,11 +25,12 @@ pub enum Scenario {
     Killed,
     Crash,
     CrashLoop,
+    Watch,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::OomDuringLoad, Scenario::Fixed, Scenario::Killed, Scenario::Crash, Scenario::CrashLoop];
+    pub const ALL: [Scenario; 6] =
+        [Scenario::OomDuringLoad, Scenario::Fixed, Scenario::Killed, Scenario::Crash, Scenario::CrashLoop, Scenario::Watch];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +39,7 @@ impl Scenario {
             Scenario::Killed => "killed",
             Scenario::Crash => "crash",
             Scenario::CrashLoop => "crash-loop",
+            Scenario::Watch => "watch",
         }
     }
 
@@ -55,6 +60,9 @@ impl Scenario {
             Scenario::Crash => "the server faults (SIGSEGV) when Aya starts loading: the verdict says crash with the signal",
             Scenario::CrashLoop => {
                 "the server under a supervisor loop, OOM-killed on each eager load and started again 3 times: one crash_loop verdict naming the supervisor"
+            }
+            Scenario::Watch => {
+                "`tracer watch` as a host agent with the server's cgroup in scope: the eager load's OOM kill becomes an incident folder, a Prometheus counter (a real server scrapes the agent) and OTLP log records"
             }
         }
     }

@@ -96,6 +96,8 @@ pub struct Outcome {
     /// `/models` as the service answered it last (None when it was already gone).
     pub models: Option<Value>,
     pub interrupted: bool,
+    /// The `watch` scenario: what the agent's outputs held.
+    pub agent: Option<crate::watch::AgentOutcome>,
 }
 
 impl Outcome {
@@ -192,6 +194,32 @@ impl Outcome {
                     return Err(format!("the deaths were not grouped: {:?}", self.causes()));
                 }
             }
+            Scenario::Watch => {
+                let v = self.verdict("oom_killed")?;
+                let Some(agent) = &self.agent else { return Err("the agent's outputs were not read".into()) };
+                if v["service"]["cgroup"] != agent.cgroup.as_str() {
+                    return Err(format!("the verdict does not name the cgroup {}: {}", agent.cgroup, v["service"]));
+                }
+                let Some(incident) = &agent.incident else { return Err("no incident folder with the OOM verdict".into()) };
+                for f in ["events.jsonl", "report.md", "trace.perfetto.json", "verdict.json"] {
+                    if !incident.join(f).is_file() {
+                        return Err(format!("the incident {} has no {f}", incident.display()));
+                    }
+                }
+                match &agent.prometheus {
+                    None => return Err("Prometheus is not installed: `cargo xtask setup` installs Debian's prometheus".into()),
+                    Some((query, answer)) if answer.len() != 1 || !answer[0].ends_with("= \"1\"") => {
+                        return Err(format!("Prometheus answered {query} with {answer:?}, not one series at 1"))
+                    }
+                    _ => {}
+                }
+                if !agent.otlp.iter().any(|(_, body, cause)| cause.as_deref() == Some("oom_killed") && body == v["summary"].as_str().unwrap_or("?")) {
+                    return Err(format!("no OTLP record of the OOM verdict among {:?}", agent.otlp));
+                }
+                if !agent.otlp.iter().any(|(_, body, _)| body.starts_with("OOM killer chose")) {
+                    return Err("no OTLP record of the OOM kill itself".into());
+                }
+            }
             Scenario::Crash => {
                 let v = self.verdict("crashed")?;
                 if !v["summary"].as_str().unwrap_or_default().contains("SIGSEGV") {
@@ -218,8 +246,10 @@ pub(crate) fn say(opts: &Options, line: &str) {
 
 /// Runs the scenario; the cgroup and every process are gone when this returns.
 pub fn run(opts: &Options) -> Result<Outcome> {
-    if opts.scenario == Scenario::CrashLoop {
-        return crate::crash_loop::run(opts);
+    match opts.scenario {
+        Scenario::CrashLoop => return crate::crash_loop::run(opts),
+        Scenario::Watch => return crate::watch::run(opts),
+        _ => {}
     }
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -276,8 +306,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let mut killer_pid = None;
     let mut models = None;
     match opts.scenario {
-        // The crash loop has its own run (crash_loop::run).
-        Scenario::OomDuringLoad | Scenario::Crash | Scenario::CrashLoop => {
+        // The crash loop and the agent have their own runs.
+        Scenario::OomDuringLoad | Scenario::Crash | Scenario::CrashLoop | Scenario::Watch => {
             wait_gone(server_pid, Duration::from_secs(300));
         }
         Scenario::Fixed => {
@@ -401,6 +431,7 @@ pub(crate) fn finish(opts: &Options, f: Finished) -> Result<Outcome> {
         oom_kills,
         models,
         interrupted,
+        agent: None,
     })
 }
 

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    commands::{report::ReportArgs, trace::TraceArgs},
+    commands::{report::ReportArgs, trace::TraceArgs, watch::WatchArgs},
     doctor::DoctorArgs,
 };
 
@@ -25,6 +25,8 @@ use crate::{
         `--jsonl -`, standard output or input not a terminal, or tracer not in the terminal's \
         foreground (under `timeout`, or with `&`): plain lines on standard error, the trace on \
         standard output unless `--jsonl FILE`.\n\n\
+        `tracer watch` is the always-on agent for a host: every process, verdicts as they happen, \
+        Prometheus metrics, OTLP logs and incident folders (see `tracer watch --help`).\n\n\
         Examples:\n  sudo tracer -p 4711\n  sudo tracer -p 4711 -d 5m -o trace.jsonl\n  sudo tracer --unit model-server --follow-children\n  \
         sudo tracer run -o - -- python3 server.py\n  \
         tracer report trace.jsonl --format markdown --perfetto trace.perfetto.json\n\n\
@@ -70,6 +72,9 @@ pub enum Command {
     },
     /// Explain a recorded trace: the root-cause report (no privileges needed)
     Report(ReportArgs),
+    /// Watch the whole host, always on: verdicts as things happen, to Prometheus,
+    /// OpenTelemetry, JSON lines and incident folders
+    Watch(WatchArgs),
     /// Check this machine for tracing, and whether models fit (no privileges needed)
     Doctor(DoctorArgs),
     /// Print a shell completion script (for packagers: bash, zsh, fish, elvish, powershell)

@@ -5,7 +5,7 @@ use clap::FromArgMatches as _;
 
 use tracer::{
     cli::{Cli, Command},
-    commands::{report, trace},
+    commands::{report, trace, watch},
     doctor,
     tui::logs::LogWriter,
 };
@@ -53,6 +53,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             anyhow::bail!("`--pid` goes after `doctor`: `tracer doctor --pid {pid}`")
         }
         (Some(Command::Doctor(args)), None) => doctor::run(&args),
+        (Some(Command::Watch(_)), Some(_)) => {
+            anyhow::bail!("`--pid` and `watch` exclude each other: `tracer watch` watches every process (name services with --cgroup, --unit or --match)")
+        }
+        (Some(Command::Watch(args)), None) => watch::run(&args),
         (Some(Command::Completions { shell }), _) => {
             clap_complete::generate(shell, &mut tracer::cli::command(), "tracer", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

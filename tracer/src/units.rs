@@ -88,6 +88,23 @@ pub fn time_of_day(ts_ns: u64) -> String {
     format!("{:02}:{:02}:{:02}.{:03}", day / 3600, (day / 60) % 60, day % 60, ms)
 }
 
+/// UTC date and time of a wall-clock timestamp for file names: `20261206T172501Z`.
+pub fn utc_stamp(ts_ns: u64) -> String {
+    let secs = ts_ns / 1_000_000_000;
+    let (days, day) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", day / 3600, (day / 60) % 60, day % 60)
+}
+
 /// A duration: `450 ms`, `12.3 s`, `4.0 min`.
 pub fn duration(ns: u64) -> String {
     let ms = ns / 1_000_000;
@@ -102,6 +119,16 @@ pub fn duration(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn utc_stamps_match_known_dates() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        // date -u -d @1796578501 +%Y%m%dT%H%M%SZ
+        assert_eq!(utc_stamp(1_796_578_501_000_000_000), "20261206T173501Z");
+        // 2024-02-29 12:00:00 UTC, a leap day.
+        assert_eq!(utc_stamp(1_709_208_000_123_000_000), "20240229T120000Z");
+    }
+
     use super::*;
 
     #[test]

@@ -15,7 +15,8 @@ use crate::{
 
 #[derive(Args)]
 pub struct Options {
-    /// Scenario to run: oom-during-load (the bug), fixed, killed, crash; see --list
+    /// Scenario to run: oom-during-load (the bug), fixed, killed, crash, crash-loop, watch
+    /// (the host agent); see --list
     #[arg(long, default_value = "oom-during-load")]
     scenario: String,
     /// List the scenarios with one line each
@@ -120,6 +121,26 @@ fn play(opts: &Options, scenario: Scenario, models: Option<Models>, root: &std::
             (Some("READY"), _, Some(s)) => println!("model {}: READY{size}, loaded in {s:.1} s", m["name"].as_str().unwrap_or("?")),
             (Some(state), Some(reason), _) => println!("model {}: {state}{size}: {reason}", m["name"].as_str().unwrap_or("?")),
             (state, _, _) => println!("model {}: {}{size}", m["name"].as_str().unwrap_or("?"), state.unwrap_or("?")),
+        }
+    }
+    if let Some(agent) = &outcome.agent {
+        match &agent.incident {
+            Some(dir) => println!("incident folder: {}", dir.display()),
+            None => println!("incident folder: none written"),
+        }
+        match &agent.prometheus {
+            Some((query, answer)) => {
+                println!("prometheus: {query}");
+                for line in answer {
+                    println!("  {line}");
+                }
+            }
+            None => println!("prometheus: not installed, no query (`cargo xtask setup` installs it)"),
+        }
+        println!("otlp: {} records received", agent.otlp.len());
+        for (severity, body, cause) in &agent.otlp {
+            let cause = cause.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+            println!("  {severity}{cause} {body}");
         }
     }
     println!("output: {}", outcome.out_dir.display());

@@ -1,0 +1,392 @@
+//! `tracer watch --metrics ADDR`: the agent's counters and gauges in the Prometheus text
+//! format, served at /metrics. Labels name services (the container identity of a cgroup),
+//! signals, reasons and causes: never a pid, so a host that runs for months keeps a
+//! bounded set of series.
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{atomic::AtomicI64, Arc, Mutex},
+};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::process::identity::Identity;
+
+/// Distinct services a counter keeps its own series for; the rest are counted under
+/// `service="other"`. A node runs dozens of pods at a time; thousands over its life.
+pub const MAX_SERVICES: usize = 1000;
+
+/// The labels every per-service series carries, from [`Identity`]; empty strings where
+/// the cgroup does not say.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+    pub cgroup: String,
+    pub runtime: String,
+    pub pod_uid: String,
+    pub container_id: String,
+}
+
+impl ServiceLabels {
+    fn of(identity: Option<&Identity>) -> ServiceLabels {
+        match identity {
+            Some(i) => ServiceLabels {
+                service: i.service(),
+                cgroup: i.cgroup.clone(),
+                runtime: i.runtime.as_str().to_string(),
+                pod_uid: i.pod_uid.clone().unwrap_or_default(),
+                container_id: i.container_id.clone().unwrap_or_default(),
+            },
+            None => ServiceLabels::unknown(),
+        }
+    }
+
+    fn unknown() -> ServiceLabels {
+        ServiceLabels {
+            service: "unknown".into(),
+            cgroup: String::new(),
+            runtime: String::new(),
+            pod_uid: String::new(),
+            container_id: String::new(),
+        }
+    }
+
+    fn other() -> ServiceLabels {
+        ServiceLabels { service: "other".into(), ..ServiceLabels::unknown() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    #[prometheus(flatten)]
+    service: ServiceLabels,
+    signal: String,
+    /// `kernel` (the OOM killer, a fault), `self`, or `process` (another process).
+    sender_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExitLabels {
+    #[prometheus(flatten)]
+    service: ServiceLabels,
+    signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResetLabels {
+    #[prometheus(flatten)]
+    service: ServiceLabels,
+    reason: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    #[prometheus(flatten)]
+    service: ServiceLabels,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    probe: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    output: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    oom_kills: Family<ServiceLabels, Counter>,
+    fatal_signals: Family<SignalLabels, Counter>,
+    exits_by_signal: Family<ExitLabels, Counter>,
+    tcp_resets: Family<ResetLabels, Counter>,
+    verdicts: Family<CauseLabels, Counter>,
+    incidents: Family<ServiceLabels, Counter>,
+    events_lost: Family<ProbeLabels, Counter>,
+    dropped: Family<OutputLabels, Counter>,
+    memcg_usage: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
+    memcg_limit: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
+    memcg_oom_events: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
+    /// The services with series of their own (see [`MAX_SERVICES`]).
+    services: Mutex<HashSet<ServiceLabels>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tracer");
+        let m = Metrics {
+            oom_kills: Family::default(),
+            fatal_signals: Family::default(),
+            exits_by_signal: Family::default(),
+            tcp_resets: Family::default(),
+            verdicts: Family::default(),
+            incidents: Family::default(),
+            events_lost: Family::default(),
+            dropped: Family::default(),
+            memcg_usage: Family::default(),
+            memcg_limit: Family::default(),
+            memcg_oom_events: Family::default(),
+            services: Mutex::new(HashSet::new()),
+            registry: Registry::default(),
+        };
+        registry.register("oom_kills", "Processes the kernel's OOM killer chose, by the victim's service", m.oom_kills.clone());
+        registry.register(
+            "fatal_signals",
+            "Signals that end a process sent to one (SIGKILL, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGABRT), by receiver's service and sender kind",
+            m.fatal_signals.clone(),
+        );
+        registry.register("exits_by_signal", "Processes that ended by a signal, by service and signal", m.exits_by_signal.clone());
+        registry.register(
+            "tcp_resets",
+            "TCP resets sent or received, by the owning process's service, the kernel's reason and direction",
+            m.tcp_resets.clone(),
+        );
+        registry.register("verdicts", "Verdicts: why something died or reset, by cause and service", m.verdicts.clone());
+        registry.register("incidents", "Incident folders written, by service", m.incidents.clone());
+        registry.register("events_lost", "Kernel records lost (ring buffer full), by probe", m.events_lost.clone());
+        registry.register(
+            "output_dropped",
+            "Records an output dropped (OTLP queue full or collector down: the oldest go first)",
+            m.dropped.clone(),
+        );
+        registry.register("memcg_usage_bytes", "Memory cgroup usage of a scoped service", m.memcg_usage.clone());
+        registry.register("memcg_limit_bytes", "Memory cgroup limit of a scoped service (absent when unlimited)", m.memcg_limit.clone());
+        registry.register(
+            "memcg_oom_kills",
+            "The memory cgroup's own count of OOM kills (memory.events oom_kill, v1 oom_control), of a scoped service",
+            m.memcg_oom_events.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The labels of a service, or `other` once [`MAX_SERVICES`] have series.
+    fn service(&self, identity: Option<&Identity>) -> ServiceLabels {
+        let labels = ServiceLabels::of(identity);
+        let mut known = match self.services.lock() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if known.contains(&labels) {
+            return labels;
+        }
+        if known.len() >= MAX_SERVICES {
+            return ServiceLabels::other();
+        }
+        known.insert(labels.clone());
+        labels
+    }
+
+    pub fn oom_kill(&self, victim: Option<&Identity>) {
+        self.oom_kills.get_or_create(&self.service(victim)).inc();
+    }
+
+    pub fn fatal_signal(&self, receiver: Option<&Identity>, signal: &str, sender_kind: &str) {
+        let l = SignalLabels { service: self.service(receiver), signal: signal.into(), sender_kind: sender_kind.into() };
+        self.fatal_signals.get_or_create(&l).inc();
+    }
+
+    pub fn exit_by_signal(&self, of: Option<&Identity>, signal: &str) {
+        self.exits_by_signal.get_or_create(&ExitLabels { service: self.service(of), signal: signal.into() }).inc();
+    }
+
+    pub fn tcp_reset(&self, owner: Option<&Identity>, reason: &str, direction: &str) {
+        let l = ResetLabels { service: self.service(owner), reason: reason.into(), direction: direction.into() };
+        self.tcp_resets.get_or_create(&l).inc();
+    }
+
+    pub fn verdict(&self, about: Option<&Identity>, cause: &str) {
+        self.verdicts.get_or_create(&CauseLabels { service: self.service(about), cause: cause.into() }).inc();
+    }
+
+    pub fn incident(&self, about: Option<&Identity>) {
+        self.incidents.get_or_create(&self.service(about)).inc();
+    }
+
+    pub fn lost(&self, probe: &str, count: u64) {
+        self.events_lost.get_or_create(&ProbeLabels { probe: probe.into() }).inc_by(count);
+    }
+
+    pub fn set_dropped(&self, output: &str, dropped: u64) {
+        let c = self.dropped.get_or_create(&OutputLabels { output: output.into() });
+        let now = c.get();
+        if dropped > now {
+            c.inc_by(dropped - now);
+        }
+    }
+
+    pub fn memcg(&self, of: Option<&Identity>, usage: u64, limit: Option<u64>, oom_kills: Option<u64>) {
+        let l = self.service(of);
+        self.memcg_usage.get_or_create(&l).set(clamp(usage));
+        match limit {
+            Some(limit) => {
+                self.memcg_limit.get_or_create(&l).set(clamp(limit));
+            }
+            None => {
+                self.memcg_limit.remove(&l);
+            }
+        }
+        if let Some(n) = oom_kills {
+            self.memcg_oom_events.get_or_create(&l).set(clamp(n));
+        }
+    }
+
+    /// A service's cgroup went away: its gauges go with it (its counters stay).
+    pub fn forget_memcg(&self, of: Option<&Identity>) {
+        let l = ServiceLabels::of(of);
+        self.memcg_usage.remove(&l);
+        self.memcg_limit.remove(&l);
+        self.memcg_oom_events.remove(&l);
+    }
+
+    /// The exposition, as /metrics serves it.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `--metrics` as typed: a port alone binds loopback (the metrics name processes and
+/// pods: they are not for the whole network unless the user says so).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>().map_err(|e| {
+        format!("--metrics {s:?} is not a port or an address ({e}): give e.g. 9464, 127.0.0.1:9464, or 0.0.0.0:9464 for every interface")
+    })
+}
+
+/// Binds now (so that a port in use is an error at start, not a log line later).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot serve metrics on {addr}: {e} (another exporter on the port? give another with --metrics)")
+    })
+}
+
+/// Serves GET /metrics (anything else: 404) until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use http_body_util::Full;
+    use hyper::{body::Bytes, service::service_fn, Response, StatusCode};
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("metrics: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"tracer watch serves /metrics\n")))
+                    };
+                    response
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!("metrics: connection: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::identity;
+
+    #[test]
+    fn counters_carry_the_service_labels_and_no_pid() {
+        let m = Metrics::new();
+        let id = identity::parse("/kubepods/burstable/pod8b5e9d0e-1c4a-4b8e-9d7e-0a1b2c3d4e5f/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        m.oom_kill(Some(&id));
+        m.oom_kill(Some(&id));
+        m.fatal_signal(None, "SIGKILL", "kernel");
+        m.tcp_reset(Some(&id), "NOT_SPECIFIED", "sent");
+        m.verdict(Some(&id), "oom_killed");
+        let text = m.render();
+        let oom = text.lines().find(|l| l.starts_with("tracer_oom_kills_total{")).expect("oom series");
+        assert!(oom.contains("pod_uid=\"8b5e9d0e-1c4a-4b8e-9d7e-0a1b2c3d4e5f\""), "{oom}");
+        assert!(oom.ends_with(" 2"), "{oom}");
+        assert!(text.contains("tracer_fatal_signals_total{service=\"unknown\""), "{text}");
+        assert!(text.contains("sender_kind=\"kernel\""), "{text}");
+        assert!(text.contains("tracer_verdicts_total{") && text.contains("cause=\"oom_killed\""), "{text}");
+        assert!(!text.contains("pid=\""), "a pid label would grow without bound: {text}");
+    }
+
+    #[test]
+    fn services_past_the_bound_share_one_series() {
+        let m = Metrics::new();
+        for i in 0..MAX_SERVICES + 5 {
+            let id = identity::parse(&format!("/system.slice/svc-{i}.service"));
+            m.oom_kill(Some(&id));
+        }
+        let text = m.render();
+        let series = text.lines().filter(|l| l.starts_with("tracer_oom_kills_total{")).count();
+        assert_eq!(series, MAX_SERVICES + 1, "one series per service up to the bound, then `other`");
+        let other = text.lines().find(|l| l.starts_with("tracer_oom_kills_total{service=\"other\"")).expect("other");
+        assert!(other.ends_with(" 5"), "{other}");
+    }
+
+    #[test]
+    fn totals_set_from_cumulative_counts_never_go_back() {
+        let m = Metrics::new();
+        m.lost("rss_stat", 10);
+        m.lost("rss_stat", 2);
+        m.set_dropped("otlp", 10);
+        m.set_dropped("otlp", 4);
+        let text = m.render();
+        assert!(text.contains("tracer_events_lost_total{probe=\"rss_stat\"} 12"), "{text}");
+        assert!(text.contains("tracer_output_dropped_total{output=\"otlp\"} 10"), "{text}");
+    }
+
+    #[test]
+    fn gauges_follow_the_cgroup_and_go_with_it() {
+        let m = Metrics::new();
+        let id = identity::parse("/tracer-test-1");
+        m.memcg(Some(&id), 100 << 20, Some(256 << 20), Some(1));
+        let text = m.render();
+        assert!(text.contains(&format!("tracer_memcg_limit_bytes{{service=\"/tracer-test-1\",cgroup=\"/tracer-test-1\",runtime=\"plain\",pod_uid=\"\",container_id=\"\"}} {}", 256u64 << 20)), "{text}");
+        m.memcg(Some(&id), 100 << 20, None, None);
+        assert!(!m.render().contains("tracer_memcg_limit_bytes{"), "an unlimited cgroup has no limit series");
+        m.forget_memcg(Some(&id));
+        assert!(!m.render().contains("tracer_memcg_usage_bytes{"));
+    }
+
+    #[test]
+    fn a_port_alone_binds_loopback() {
+        assert_eq!(parse_listen("9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(parse_listen("0.0.0.0:9000").unwrap(), "0.0.0.0:9000".parse().unwrap());
+        assert!(parse_listen("everywhere").unwrap_err().contains("0.0.0.0:9464"));
+    }
+}

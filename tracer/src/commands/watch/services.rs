@@ -1,0 +1,180 @@
+//! The services in scope of `tracer watch` (`--cgroup`, `--unit`, `--match`): their
+//! processes get full detail (memory calls, RSS, samples of their memory cgroup), found
+//! by listing the cgroup or /proc every few seconds, and by the kernel as they fork or
+//! move in. Everything else on the host is watched for rare events only.
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    capture::Capture,
+    event::Event,
+    process::{self, identity::Identity},
+    sample::Sampler,
+};
+
+/// What a service is made of.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    /// A cgroup folder and its subtree (`--cgroup`, `--unit`).
+    Cgroup(PathBuf),
+    /// Processes whose name (comm) is this (`--match`); a trailing `*` matches a prefix.
+    Comm(String),
+}
+
+impl Selector {
+    fn matches_comm(pattern: &str, comm: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => comm.starts_with(prefix),
+            None => comm == pattern,
+        }
+    }
+
+    /// The live processes of the service now.
+    fn members(&self) -> Vec<u32> {
+        match self {
+            Selector::Cgroup(dir) => process::scope::members(dir),
+            Selector::Comm(pattern) => {
+                let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+                let mut out: Vec<u32> = rd
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                    .filter(|&pid| Self::matches_comm(pattern, &process::comm(pid)))
+                    .collect();
+                out.sort_unstable();
+                out
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::Cgroup(dir) => dir.display().to_string(),
+            Selector::Comm(p) => format!("processes named {p}"),
+        }
+    }
+}
+
+pub struct Service {
+    pub selector: Selector,
+    /// Who the service is (from its cgroup, or its first process's).
+    pub identity: Option<Arc<Identity>>,
+    known: HashSet<u32>,
+    sampler: Option<Sampler>,
+    sample_every: Option<Duration>,
+}
+
+/// The identity of a cgroup folder: its path in its hierarchy, and its inode (the
+/// cgroup id on v2).
+pub fn identity_of_dir(dir: &std::path::Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt as _;
+    let h = process::scope::hierarchy_of(dir)?;
+    let mut id = process::identity::parse(&h.path);
+    id.cgroup_id = std::fs::metadata(dir).ok().map(|m| m.ino());
+    Some(id)
+}
+
+impl Service {
+    pub fn new(selector: Selector, sample_every: Option<Duration>) -> Service {
+        let identity = match &selector {
+            Selector::Cgroup(dir) => identity_of_dir(dir).map(Arc::new),
+            Selector::Comm(_) => None,
+        };
+        Service { selector, identity, known: HashSet::new(), sampler: None, sample_every }
+    }
+
+    /// Lists the service's processes and traces the new ones; returns them. The first
+    /// process found anchors the sampler (its memory cgroup); a cgroup that is gone keeps
+    /// its identity (its verdicts still name it).
+    pub fn refresh(&mut self, capture: &mut Capture) -> Vec<u32> {
+        let members = self.selector.members();
+        let mut new = Vec::new();
+        for &pid in &members {
+            if self.known.contains(&pid) {
+                continue;
+            }
+            if let Err(e) = capture.add_process(pid) {
+                tracing::debug!("pid {pid} of {}: {e}", self.selector.describe());
+                continue;
+            }
+            self.adopt(pid);
+            new.push(pid);
+        }
+        // Gone processes are forgotten, so a reused pid is taken in again.
+        let live: HashSet<u32> = members.into_iter().collect();
+        self.known.retain(|p| live.contains(p) || process::process_exists(*p));
+        new
+    }
+
+    /// A process of the service, traced already (found by a listing, or taken in by the
+    /// kernel as it moved into the cgroup).
+    pub fn adopt(&mut self, pid: u32) {
+        if !self.known.insert(pid) {
+            return;
+        }
+        if self.identity.is_none() {
+            self.identity = process::identity::of_pid(pid).map(Arc::new);
+        }
+        match self.sampler.as_mut() {
+            Some(s) => s.add(pid),
+            None => {
+                self.sampler = self.sample_every.and_then(|every| match Sampler::new(pid, true, every) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!("no samples of {}: {e}", self.selector.describe());
+                        None
+                    }
+                })
+            }
+        }
+    }
+
+    /// Whether the kernel's scope check is this service's (the first cgroup given).
+    pub fn is_cgroup(&self) -> bool {
+        matches!(self.selector, Selector::Cgroup(_))
+    }
+
+    /// The sampler follows forks and exits of the service's processes.
+    pub fn observe(&mut self, events: &[Event]) {
+        if let Some(s) = self.sampler.as_mut() {
+            s.observe(events);
+        }
+    }
+
+    /// A sample when one is due.
+    pub fn poll(&mut self, now: Instant) -> Option<Event> {
+        let s = self.sampler.as_mut()?;
+        if s.pids().is_empty() {
+            return None;
+        }
+        s.poll(now)
+    }
+
+    pub fn processes(&self) -> usize {
+        self.known.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_matches_whole_or_by_its_prefix() {
+        assert!(Selector::matches_comm("gunicorn", "gunicorn"));
+        assert!(!Selector::matches_comm("gunicorn", "gunicorn: worker"));
+        assert!(Selector::matches_comm("python*", "python3.11"));
+        assert!(!Selector::matches_comm("python*", "ipython"));
+    }
+
+    #[test]
+    fn a_comm_selector_finds_this_test_process() {
+        let me = std::process::id();
+        let comm = process::comm(me);
+        assert!(!comm.is_empty());
+        assert!(Selector::Comm(comm).members().contains(&me));
+    }
+}
