@@ -3,6 +3,7 @@
 //! the tracer loses in bursts and costs itself; and how fast the workload loads a model
 //! beside Python safetensors. Prints a markdown table and writes it, with the JSON, to
 //! `bench/results/`.
+mod agent;
 mod latency;
 mod steady;
 mod loss;
@@ -45,8 +46,9 @@ pub struct Options {
     /// Use target/release as it is instead of building it first
     #[arg(long)]
     no_build: bool,
-    /// Also leave the tracer attached this long (e.g. 30m) at a steady 10k events/s and
-    /// report its memory after the first minute against the end [default: off]
+    /// Also leave the tracer attached this long (e.g. 30m) at a steady 10k events/s, and
+    /// `tracer watch` on the host with processes and cgroups churning, and report their
+    /// memory after the first minute against the end [default: off]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     soak: Option<std::time::Duration>,
 }
@@ -63,6 +65,8 @@ pub enum Case {
     Model,
     /// 5: the tracer left attached at a steady rate: CPU, memory, trace bytes per event
     Steady,
+    /// 6: `tracer watch` left on the host: idle CPU and memory, processes and cgroups churning
+    Agent,
 }
 
 /// The sizes of one run.
@@ -76,6 +80,7 @@ pub struct Plan {
     pub model: model::Plan,
     /// Seconds of each steady run (plain and compressed trace).
     pub steady_s: u64,
+    pub agent: agent::Plan,
     pub soak: Option<std::time::Duration>,
 }
 
@@ -89,6 +94,7 @@ impl Plan {
             latency_pace_us: 1000,
             model: model::Plan { preset: "full".into(), runs: 5 },
             steady_s: 60,
+            agent: agent::Plan { idle_s: 60, processes: 3000, cgroups: 300 },
             soak: None,
         }
     }
@@ -102,6 +108,7 @@ impl Plan {
             latency_pace_us: 1000,
             model: model::Plan { preset: "full".into(), runs: 3 },
             steady_s: 15,
+            agent: agent::Plan { idle_s: 20, processes: 1000, cgroups: 100 },
             soak: None,
         }
     }
@@ -117,6 +124,7 @@ impl Plan {
             latency_pace_us: 1000,
             model: model::Plan { preset: "small".into(), runs: 1 },
             steady_s: 2,
+            agent: agent::Plan { idle_s: 2, processes: 20, cgroups: 2 },
             soak: None,
         }
     }
@@ -141,7 +149,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut plan = if opts.quick { Plan::quick() } else { Plan::full() };
     plan.soak = opts.soak;
     let cases = if opts.only.is_empty() {
-        vec![Case::Overhead, Case::Loss, Case::Latency, Case::Steady, Case::Model]
+        vec![Case::Overhead, Case::Loss, Case::Latency, Case::Steady, Case::Agent, Case::Model]
     } else {
         opts.only.clone()
     };
@@ -177,6 +185,7 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
         loss: None,
         latency: None,
         steady: None,
+        agent: None,
         model: None,
         skipped: Vec::new(),
         bpftrace_script: stress::BPFTRACE_SCRIPT.trim().into(),
@@ -194,6 +203,9 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
     }
     if cases.contains(&Case::Steady) {
         results.steady = Some(steady::run(plan.steady_s, bins, &scratch.0)?);
+    }
+    if cases.contains(&Case::Agent) {
+        results.agent = Some(agent::run(&plan.agent, plan.soak, bins, &scratch.0)?);
     }
     if cases.contains(&Case::Model) {
         let m = model::run(&plan.model, bins, tools.python.as_deref(), cache, &scratch.0)?;

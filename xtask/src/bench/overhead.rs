@@ -65,7 +65,7 @@ pub struct Overhead {
 }
 
 pub fn run(plan: &Plan, bins: &Bins, tools: &Tools, scratch: &Path) -> Result<Overhead> {
-    let mut order: Vec<Tool> = vec![Tool::Bare, Tool::Tracer];
+    let mut order: Vec<Tool> = vec![Tool::Bare, Tool::Tracer, Tool::Watch];
     let mut skipped = Vec::new();
     for (tool, present) in [(Tool::Strace, tools.strace.is_some()), (Tool::Bpftrace, tools.bpftrace.is_some())] {
         if present {

@@ -27,6 +27,7 @@ pub struct Results {
     pub loss: Option<Loss>,
     pub latency: Option<Latency>,
     pub steady: Option<Steady>,
+    pub agent: Option<super::agent::Agent>,
     pub model: Option<ModelLoad>,
     /// Cases or tools left out, with why.
     pub skipped: Vec<String>,
@@ -109,6 +110,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(st) = &r.steady {
         steady(&mut s, st);
     }
+    if let Some(a) = &r.agent {
+        agent(&mut s, a);
+    }
     if let Some(ml) = &r.model {
         model(&mut s, ml);
     }
@@ -147,6 +151,8 @@ fn goals(s: &mut String, r: &Results) {
     rows.push(le("signals case, target wall", 1.50, phase("signals"), "×"));
     rows.push(le("rst case, target wall", 1.20, phase("rst"), "×"));
     rows.push(le("all cases together, target wall", 1.30, tracer.and_then(|t| t.total_wall_ratio), "×"));
+    let watch = r.overhead.as_ref().and_then(|o| o.tools.iter().find(|t| t.tool == Tool::Watch));
+    rows.push(le("all cases in an unscoped process, wall under `tracer watch` / bare", 1.05, watch.and_then(|t| t.total_wall_ratio), "×"));
     let burst = r.loss.as_ref().and_then(|l| l.rows.iter().find(|row| row.generated == 1_000_000 && row.ring_buffer == "16MiB"));
     rows.push(le(
         "10^6 mmap burst: bare calls/s over traced calls/s",
@@ -183,6 +189,31 @@ fn goals(s: &mut String, r: &Results) {
             ))
         }),
         met: soak.and_then(|s| s.growth_after_1min()).map(|g| g <= super::steady::FLAT_TOLERANCE),
+    });
+    let agent = r.agent.as_ref();
+    rows.push(le("`tracer watch` CPU on an idle host, /metrics scraped every second", 1.0, agent.map(|a| a.idle_cpu_pct), "% of a core"));
+    rows.push(le("`tracer watch` RSS on an idle host", 64.0, agent.map(|a| a.idle_rss_max_bytes as f64 / (1u64 << 20) as f64), " MiB"));
+    rows.push(le(
+        "`tracer watch` RSS after processes and cgroups came and went by the thousand",
+        64.0,
+        agent.map(|a| a.rss_after_churn_bytes as f64 / (1u64 << 20) as f64),
+        " MiB",
+    ));
+    let agent_soak = agent.and_then(|a| a.soak.as_ref());
+    rows.push(Goal {
+        what: "`tracer watch` memory over a soak with churn, after the first minute",
+        goal: format!("flat (≤ +{:.0}%)", super::steady::FLAT_TOLERANCE * 100.0),
+        figure: agent_soak.and_then(|s| {
+            Some(format!(
+                "{} at 1 min, {} max after, over {:.0} min ({} processes, {} cgroups)",
+                mib(s.rss_at_1min_bytes? as f64),
+                mib(s.rss_max_after_1min_bytes? as f64),
+                s.seconds / 60.0,
+                s.processes,
+                s.cgroups
+            ))
+        }),
+        met: agent_soak.and_then(|s| s.growth_after_1min()).map(|g| g <= super::steady::FLAT_TOLERANCE),
     });
     let background = r.model.as_ref().and_then(|m| m.variants.iter().find(|v| v.name.contains("--load background")));
     rows.push(le("model load peak RSS / checkpoint (background, f32)", 1.10, background.and_then(|v| v.peak_rss_over_checkpoint), "×"));
@@ -339,6 +370,34 @@ fn cost_row(s: &mut String, t: &ToolSummary) {
         opt(t.tool_lines_median, |n| count(n as u64)),
         lost
     );
+}
+
+fn agent(s: &mut String, a: &super::agent::Agent) {
+    let _ = writeln!(s, "## 6. `tracer watch` left on the host (`tracer watch --no-incidents --metrics PORT --jsonl DIR`)\n");
+    let _ = writeln!(s, "| phase | seconds | agent CPU | agent RSS |\n|---|---:|---:|---:|");
+    let _ = writeln!(s, "| idle, /metrics scraped every second | {:.0} | {:.2}% of a core | {} (max) |", a.idle_s, a.idle_cpu_pct, mib(a.idle_rss_max_bytes as f64));
+    let _ = writeln!(
+        s,
+        "| churn: {} processes killed by SIGKILL, {} of them in a memory cgroup made and removed for it | {:.0} | {:.1}% of a core | {} (after) |",
+        a.churn_processes,
+        a.churn_cgroups,
+        a.churn_s,
+        a.churn_cpu_pct,
+        mib(a.rss_after_churn_bytes as f64)
+    );
+    if let Some(k) = &a.soak {
+        let _ = writeln!(
+            s,
+            "| soak: a process killed every 100 ms, a cgroup every second ({} and {}) | {:.0} | {:.2}% of a core | {} at 1 min, {} max after |",
+            k.processes,
+            k.cgroups,
+            k.seconds,
+            k.cpu_pct,
+            opt(k.rss_at_1min_bytes.map(|b| b as f64), mib),
+            opt(k.rss_max_after_1min_bytes.map(|b| b as f64), mib)
+        );
+    }
+    let _ = writeln!(s, "\nThe agent wrote {} lines and reported {} of the churn's SIGKILLs.\n", count(a.lines), count(a.kills_reported));
 }
 
 fn cost_and_latency(s: &mut String, r: &Results) {

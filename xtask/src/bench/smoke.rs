@@ -48,13 +48,13 @@ fn bench_every_case_at_its_smallest_produces_figures() {
     }
     let cache = std::env::temp_dir().join(format!("xtask-bench-smoke-{}", std::process::id()));
     let plan = Plan::smoke();
-    let cases = [Case::Overhead, Case::Loss, Case::Latency, Case::Model];
+    let cases = [Case::Overhead, Case::Loss, Case::Latency, Case::Agent, Case::Model];
     let results = run_cases(&plan, &cases, &bins, &tools, &cache);
     let _ = std::fs::remove_dir_all(&cache);
     let results = results.expect("the benchmark at its smallest");
 
     let o = results.overhead.as_ref().expect("case 1");
-    let expected_tools = 4 - usize::from(tools.strace.is_none()) - usize::from(tools.bpftrace.is_none());
+    let expected_tools = 5 - usize::from(tools.strace.is_none()) - usize::from(tools.bpftrace.is_none());
     assert_eq!(o.tools.len(), expected_tools, "{:?}", o.skipped);
     for t in &o.tools {
         let name = t.tool.name();
@@ -89,6 +89,13 @@ fn bench_every_case_at_its_smallest_produces_figures() {
     finite(lat.p50_ms, "latency p50");
     finite(lat.p99_ms, "latency p99");
 
+    let a = results.agent.as_ref().expect("case 6");
+    assert!(a.idle_rss_max_bytes > 0 && a.rss_after_churn_bytes > 0, "{a:?}");
+    finite(Some(a.idle_cpu_pct), "agent idle cpu");
+    assert_eq!(a.kills_reported, a.churn_processes, "the agent missed a SIGKILL of the churn: {a:?}");
+    let watch = o.tools.iter().find(|t| t.tool.name() == "tracer watch").expect("tracer watch row");
+    assert!(watch.lost_max.is_some(), "tracer watch did not say what it lost");
+
     let m = results.model.as_ref().expect("case 4");
     assert!(m.checkpoint_bytes > 0);
     assert_eq!(m.variants.len(), 2 + usize::from(tools.python.is_some()), "{:?}", m.skipped);
@@ -109,7 +116,7 @@ fn bench_every_case_at_its_smallest_produces_figures() {
         serde_json::from_str(&std::fs::read_to_string(out.join("latest.json")).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&out);
     eprintln!("{md}");
-    for heading in ["## 1.", "## 2.", "## 3.", "## 4."] {
+    for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 6."] {
         assert!(md.contains(heading), "{heading} missing:\n{md}");
     }
     assert_eq!(json["mode"], "smoke");

@@ -142,7 +142,7 @@ fn one(length: Duration, bins: &Bins, trace: &Path) -> Result<SteadyRun> {
 }
 
 /// User + system CPU seconds of a process (its threads included), from /proc.
-fn cpu_s(pid: u32) -> Option<f64> {
+pub(super) fn cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -70,6 +70,8 @@ pub struct Bins {
 pub enum Tool {
     Bare,
     Tracer,
+    /// `tracer watch` with no scope: the target is one unscoped process on the host.
+    Watch,
     Strace,
     Bpftrace,
 }
@@ -79,6 +81,7 @@ impl Tool {
         match self {
             Tool::Bare => "bare",
             Tool::Tracer => "tracer",
+            Tool::Watch => "tracer watch",
             Tool::Strace => "strace",
             Tool::Bpftrace => "bpftrace",
         }
@@ -89,6 +92,7 @@ impl Tool {
         match self {
             Tool::Bare => "(no tool)".into(),
             Tool::Tracer => "tracer --pid PID --grace 100ms --jsonl FILE (all probes: default)".into(),
+            Tool::Watch => "tracer watch --no-incidents --jsonl DIR (host-wide; the target is in no scope)".into(),
             Tool::Strace => format!("strace -f -e {STRACE_SET} -o FILE -p PID"),
             Tool::Bpftrace => "bpftrace -e SCRIPT PID > pipe (script in the JSON results)".into(),
         }
@@ -194,6 +198,11 @@ pub fn run(tool: Tool, bins: &Bins, tools: &Tools, phases: &[String], dir: &Path
             cmd.args(["--pid", &pid, "--grace", "100ms", "--jsonl"]).arg(&out_file).stdout(Stdio::null());
             Some(attach(cmd, "tracer", |err, _| err.wait_for("tracer: tracing pid", ATTACH_TIMEOUT).map(drop))?)
         }
+        Tool::Watch => {
+            let mut cmd = Command::new(&bins.tracer);
+            cmd.args(["watch", "--no-incidents", "--jsonl"]).arg(&out_file).stdout(Stdio::null());
+            Some(attach(cmd, "tracer watch", |err, _| err.wait_for("Ctrl-C stops", ATTACH_TIMEOUT).map(drop))?)
+        }
         Tool::Strace => {
             let mut cmd = Command::new(tools.strace.as_ref().context("strace is not installed")?);
             cmd.args(["-f", "-e", STRACE_SET, "-o"]).arg(&out_file).args(["-p", &pid]).stdout(Stdio::null());
@@ -219,8 +228,11 @@ pub fn run(tool: Tool, bins: &Bins, tools: &Tools, phases: &[String], dir: &Path
     let cost = match attached {
         None => None,
         Some((mut proc, err)) => {
-            if tool == Tool::Bpftrace {
-                proc.signal(libc::SIGINT);
+            match tool {
+                Tool::Bpftrace => proc.signal(libc::SIGINT),
+                // The agent never ends on its own: stopped as systemd stops it.
+                Tool::Watch => proc.signal(libc::SIGTERM),
+                _ => {}
             }
             let done = proc.wait_success(EXIT_TIMEOUT, &err)?;
             let (lines, lost) = match (tool, counted) {
@@ -230,6 +242,11 @@ pub fn run(tool: Tool, bins: &Bins, tools: &Tools, phases: &[String], dir: &Path
                     (lines, Some(lost + lost_on_stderr))
                 }
                 (Tool::Tracer, _) => (count_lines(&out_file)?, Some(trace_end_lost(&out_file)?)),
+                (Tool::Watch, _) => {
+                    let lines = count_lines(&out_file.join("tracer-watch.jsonl"))?;
+                    let _ = std::fs::remove_dir_all(&out_file);
+                    (lines, watch_lost(&err.text()))
+                }
                 _ => (count_lines(&out_file)?, None),
             };
             let _ = std::fs::remove_file(&out_file);
@@ -268,6 +285,12 @@ fn count_stream(pipe: impl Read, mark: &str, ready: mpsc::Sender<()>) -> (u64, u
         line.clear();
     }
     (n, lost)
+}
+
+/// N of the agent's last line, `tracer watch: stopped after …: E events, V verdicts, N lost`.
+fn watch_lost(stderr: &str) -> Option<u64> {
+    let line = stderr.lines().rev().find(|l| l.starts_with("tracer watch: stopped after"))?;
+    line.rsplit(", ").next()?.strip_suffix(" lost")?.parse().ok()
 }
 
 /// N of bpftrace's `Lost N events`.
@@ -316,5 +339,8 @@ mod tests {
         let p = parse_phase("phase mem ops=100 wall_ns=2000000000 cpu_ns=1000000000").unwrap();
         assert_eq!((p.name.as_str(), p.ops, p.wall_s, p.cpu_s), ("mem", 100, 2.0, 1.0));
         assert!(parse_phase("phase mem ops=x").is_err());
+        let err = "tracer watch: metrics at x\ntracer watch: stopped after 3.1 s: 1200 events, 0 verdicts, 17 lost\n";
+        assert_eq!(watch_lost(err), Some(17));
+        assert_eq!(watch_lost("tracer watch: killed"), None);
     }
 }
