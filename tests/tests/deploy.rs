@@ -216,36 +216,48 @@ fn the_agent_runs_as_nobody_with_exactly_the_units_capabilities() {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut agent = tracer_tests::ChildGuard(
-        Command::new("prlimit")
-            .args(["--memlock=65536", "--"])
-            .arg(&setpriv)
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"])
-            .arg(format!("--inh-caps=-all,{caps}"))
-            .arg(format!("--ambient-caps=-all,{caps}"))
-            .arg(format!("--bounding-set=-all,{caps}"))
-            .arg(&bin)
-            .args(["watch", "--no-incidents", "--settle", "500ms", "--duration", "8s", "--jsonl"])
-            .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("setpriv"),
-    );
-    // Started once its JSON lines file is there (it is created after the programs load).
+    // A kernel that no longer charges BPF maps to RLIMIT_MEMLOCK (5.11+) runs with a small
+    // one, as the unit's user would without LimitMEMLOCK.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let memlock_charged = (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) < (5, 11);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(if memlock_charged { "--memlock=unlimited" } else { "--memlock=65536" }).arg("--").arg(&setpriv);
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg(&bin)
+        .args(["watch", "--no-incidents", "--settle", "500ms", "--duration", "10s", "--jsonl"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut agent = tracer_tests::ChildGuard(cmd.spawn().expect("setpriv"));
+    let pipe = agent.0.stderr.take().expect("stderr");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut pipe = pipe;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // Attached once it says so (the programs are loaded and attached before that line).
     let jsonl = out.join("tracer-watch.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !jsonl.exists() {
+    while !stderr.lock().unwrap().contains("Ctrl-C stops") {
         if let Ok(Some(status)) = agent.0.try_wait() {
-            let mut err = String::new();
-            use std::io::Read as _;
-            let _ = agent.0.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("tracer watch as nobody with {caps} ended ({status}) before it started:\n{err}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            panic!("tracer watch as nobody with {caps} ended ({status}) before it started:\n{}", stderr.lock().unwrap());
         }
-        assert!(std::time::Instant::now() < deadline, "tracer watch as nobody did not start");
+        assert!(std::time::Instant::now() < deadline, "tracer watch as nobody did not start:\n{}", stderr.lock().unwrap());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let mut sleeper = tracer_tests::ChildGuard(Command::new("sleep").arg("60").spawn().unwrap());
     let pid = sleeper.pid();
     std::thread::sleep(std::time::Duration::from_millis(300));

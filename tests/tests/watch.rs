@@ -66,6 +66,27 @@ impl Agent {
     }
 }
 
+/// A cgroup below another, removed on drop (before its parent's guard removes the parent).
+struct Child(PathBuf);
+
+impl Child {
+    fn new(dir: &Path) -> Child {
+        std::fs::create_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Child(dir.to_path_buf())
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     l.local_addr().expect("addr").port()
@@ -102,6 +123,9 @@ fn an_oom_kill_in_a_watched_cgroup_reaches_the_incident_folder_prometheus_and_ot
     }
     let cg = Memcg::new("watch-oom", 64 << 20).expect("memory cgroup");
     let cgroup = cg.path.display().to_string();
+    // The victim runs in a cgroup below the scope, as a pod below `kubepods.slice`: its
+    // events and verdict name its own cgroup; the scope's gauges name the scope.
+    let pod = Child::new(&cg.path.join("pod-a"));
     let tmp = TempDir::new("watch");
     let incident_dir = tmp.0.join("incidents");
     let receiver = OtlpReceiver::start().expect("OTLP receiver");
@@ -128,7 +152,8 @@ fn an_oom_kill_in_a_watched_cgroup_reaches_the_incident_folder_prometheus_and_ot
     };
 
     // The victim joins the cgroup itself: the agent has never listed it.
-    let mut victim = ChildGuard(Command::new(stress()).args(["alloc", "--cgroup", &cgroup]).stdout(Stdio::null()).spawn().expect("stress"));
+    let pod_dir = pod.0.display().to_string();
+    let mut victim = ChildGuard(Command::new(stress()).args(["alloc", "--cgroup", &pod_dir]).stdout(Stdio::null()).spawn().expect("stress"));
     let status = victim.wait_timeout(Duration::from_secs(30)).expect("the allocator was not OOM-killed");
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status:?}");
     let victim_pid = victim.pid();
@@ -140,10 +165,11 @@ fn an_oom_kill_in_a_watched_cgroup_reaches_the_incident_folder_prometheus_and_ot
     let verdict: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("verdict.json")).unwrap()).unwrap();
     assert_eq!(verdict["cause"], "oom_killed", "{verdict:#}");
     assert_eq!(verdict["pid"], victim_pid, "{verdict:#}");
-    let cgroup_in_hierarchy = format!("/{}", cg.path.file_name().unwrap().to_str().unwrap());
+    let scope_in_hierarchy = format!("/{}", cg.path.file_name().unwrap().to_str().unwrap());
+    let cgroup_in_hierarchy = format!("{scope_in_hierarchy}/pod-a");
     assert_eq!(verdict["service"]["cgroup"], cgroup_in_hierarchy.as_str(), "{verdict:#}");
     // The cgroup id is the folder's inode.
-    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cg.path).unwrap());
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&pod.0).unwrap());
     assert_eq!(verdict["service"]["cgroup_id"], ino, "{verdict:#}");
     let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
     assert!(report.contains("OOM") && report.contains(&victim_pid.to_string()), "{report}");
@@ -176,7 +202,9 @@ fn an_oom_kill_in_a_watched_cgroup_reaches_the_incident_folder_prometheus_and_ot
         assert_eq!(result[0]["value"][1], "1", "{result:?}");
         let verdicts = prom.query(&format!("tracer_verdicts_total{{cause=\"oom_killed\",cgroup=\"{cgroup_in_hierarchy}\"}}")).unwrap();
         assert_eq!(verdicts.len(), 1, "{verdicts:?}");
-        let usage = prom.query(&format!("tracer_memcg_limit_bytes{{cgroup=\"{cgroup_in_hierarchy}\"}}")).unwrap();
+        // The scope's own memory cgroup, read directly, whether or not the victim lived
+        // long enough to be sampled.
+        let usage = prom.query(&format!("tracer_memcg_limit_bytes{{cgroup=\"{scope_in_hierarchy}\"}}")).unwrap();
         assert_eq!(usage.first().map(|u| u["value"][1].clone()), Some(serde_json::Value::from((64u64 << 20).to_string())), "{usage:?}");
     }
 
@@ -211,8 +239,9 @@ fn a_process_outside_every_scope_killed_by_a_signal_is_explained_with_its_servic
     ]);
     let mut sleeper = ChildGuard(Command::new("sleep").arg("300").spawn().expect("sleep"));
     let pid = sleeper.pid();
-    // Long enough for the agent's 2 s listing to know its cgroup before it dies.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Long enough for the agent's 2 s listing to know its cgroup before it dies (twice
+    // over: a loaded machine may delay a listing).
+    std::thread::sleep(Duration::from_millis(4500));
     let own_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     sleeper.signal(libc::SIGTERM);
     sleeper.wait_timeout(Duration::from_secs(5)).expect("sleep ended");

@@ -155,8 +155,9 @@ pub struct KernelConfig {
     pub send_rst_ports_in_sockaddr: u32,
     pub recv_rst_ports_in_sockaddr: u32,
     /// Non-zero (`tracer watch`): the rare events of every process on the host are
-    /// reported, not only the traced ones': fatal signals, ends by a signal (and every
-    /// reset, with `filter_resets` 0). Memory detail stays with traced processes.
+    /// reported, not only the traced ones': fatal signals and ends by a signal (OOM kills
+    /// always are; resets of untraced sockets are counted, as `filter_resets` says).
+    /// Memory detail stays with traced processes.
     pub host_wide: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],

@@ -387,6 +387,9 @@ impl Decoder {
         }
         if group_dead {
             self.fatal_signal.remove(&h.tgid);
+            // Left behind, one entry per SIGKILL ever seen would grow for as long as the
+            // tracer runs (host-wide, every SIGKILL on the machine).
+            self.sigkill_code.remove(&h.tgid);
         }
         self.base(
             h,

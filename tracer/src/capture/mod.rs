@@ -82,8 +82,13 @@ pub struct CaptureOptions {
     /// (see [`Capture::take_joined`]).
     pub scope: Option<crate::process::scope::Hierarchy>,
     /// `tracer watch`: the rare events of every process on the host (fatal signals, ends
-    /// by a signal, OOM kills, every reset), not only the traced processes'.
+    /// by a signal, OOM kills), not only the traced processes'. Resets nobody traced owns
+    /// stay counted in the kernel, per reason ([`Capture::other_resets`]).
     pub host_wide: bool,
+    /// Tracepoints left unattached even though their group is on (by name, e.g.
+    /// `signal_deliver`): the agent without a scope has no traced process whose
+    /// deliveries matter, and each costs every process on the host.
+    pub without: Vec<&'static str>,
 }
 
 /// How far a record's time may trail its place in the ring buffer. The ring is read in
@@ -155,8 +160,6 @@ pub struct Capture {
     /// process was added.
     pub attached_at_ns: u64,
     pub rss_threshold_bytes: u64,
-    /// [`CaptureOptions::host_wide`]: resets nobody traced owns are events too.
-    host_wide: bool,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -180,10 +183,7 @@ impl Capture {
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
         config.follow_restarts = opts.follow_restarts as u32;
-        if opts.host_wide {
-            config.host_wide = 1;
-            config.filter_resets = 0;
-        }
+        config.host_wide = opts.host_wide as u32;
         // The session drains the ring on every tick; a wake-up only when it fills up.
         config.wake_at_bytes = u64::from(opts.ring_buffer_bytes / 8);
         if let Some(h) = &opts.scope {
@@ -225,7 +225,7 @@ impl Capture {
         let mut attached = Vec::new();
         let mut missing = Vec::new();
         for (program, group) in probes::programs() {
-            if group != ProbeGroup::Process && !opts.probes.contains(&group) {
+            if group != ProbeGroup::Process && !opts.probes.contains(&group) || opts.without.contains(&program.tracepoint) {
                 continue;
             }
             let label = program.label();
@@ -281,7 +281,6 @@ impl Capture {
             missing,
             attached_at_ns,
             rss_threshold_bytes: opts.rss_threshold_bytes,
-            host_wide: opts.host_wide,
         })
     }
 
@@ -409,9 +408,7 @@ impl Capture {
         }
         // Resets nobody traced owns are counted, not written: on a busy host they would be
         // most of the trace.
-        let host_wide = self.host_wide;
         out.retain(|ev| match &ev.kind {
-            EventKind::TcpReset { attributed_by: None, .. } if host_wide => true,
             EventKind::TcpReset { attributed_by: None, reason, direction, .. } => {
                 let key = match (direction, reason) {
                     (crate::event::Direction::Received, _) => "received".to_string(),
@@ -531,6 +528,14 @@ impl Capture {
             *out.entry(key).or_insert(0) += n;
         }
         out
+    }
+
+    /// Takes a thread group that ended out of the in-kernel filter, so that the map keeps
+    /// room for the processes to come and a reused pid is not traced by mistake (the
+    /// agent, which runs for days; a trace ends first). Its ports stay: resets after its
+    /// death are still its own.
+    pub fn forget_process(&mut self, pid: u32) {
+        let _ = self.tgids.remove(&pid);
     }
 
     /// Traced tasks that moved to another cgroup since the last call (once each).

@@ -168,6 +168,7 @@ fn capture_options(args: &TraceArgs) -> CaptureOptions {
         follow_restarts: args.follow_restarts,
         scope: None,
         host_wide: false,
+        without: Vec::new(),
     }
 }
 

@@ -13,7 +13,8 @@ use crate::{
 /// Whether an event is one of the rare ones that can end in a verdict.
 pub fn is_trigger(ev: &Event) -> bool {
     match &ev.kind {
-        EventKind::OomKill { .. } | EventKind::TcpReset { .. } => true,
+        // A reset nobody traced owns explains nothing about a service.
+        EventKind::OomKill { .. } | EventKind::TcpReset { attributed_by: Some(_), .. } => true,
         EventKind::Exit { signal: Some(_), group_dead: true, .. } => true,
         EventKind::Signal { signal, .. } => tracer_common::ends_from_outside(*signal),
         _ => false,

@@ -16,14 +16,6 @@ use crate::{
     process::identity::Identity,
 };
 
-/// An event of the window with the service of the process it is about, resolved when it
-/// came in (the process may be gone since).
-#[derive(Clone, Debug)]
-pub struct Watched {
-    pub event: Event,
-    pub service: Option<Arc<Identity>>,
-}
-
 #[derive(Clone, Debug)]
 pub struct IncidentOptions {
     pub dir: PathBuf,
@@ -56,15 +48,25 @@ impl Incidents {
         &self.opts.dir
     }
 
-    /// Writes the folder of one verdict from the window (events in time order) and
-    /// prunes old folders. Returns the folder.
-    pub fn write(&self, verdict: &Verdict, who: Option<&Identity>, window: &[Watched], now_ns: u64) -> std::io::Result<PathBuf> {
+    /// Writes the folder of one verdict from the window (events in time order, each with
+    /// the service it is about, resolved when it came in: the process may be gone since)
+    /// and prunes old folders. Returns the folder.
+    pub fn write(
+        &self,
+        verdict: &Verdict,
+        who: Option<&Identity>,
+        window: &[Event],
+        services: &[Option<Arc<Identity>>],
+        now_ns: u64,
+    ) -> std::io::Result<PathBuf> {
         let dir = self.unique_dir(verdict);
         std::fs::create_dir_all(&dir)?;
         let from = verdict.first_ns.saturating_sub(self.opts.before_ns);
-        let slice: Vec<&Watched> = window.iter().filter(|w| w.event.ts_ns >= from).collect();
+        let skip = window.partition_point(|e| e.ts_ns < from);
+        let slice = &window[skip..];
+        let slice_services = services.get(skip..).unwrap_or(&[]);
         let start = Event {
-            ts_ns: slice.first().map_or(from, |w| w.event.ts_ns.min(from.max(1))),
+            ts_ns: slice.first().map_or(from, |e| e.ts_ns.min(from.max(1))),
             pid: verdict.pid.unwrap_or(0),
             tid: verdict.pid.unwrap_or(0),
             comm: verdict.comm.clone().unwrap_or_default(),
@@ -79,7 +81,7 @@ impl Incidents {
             },
         };
         let end = Event {
-            ts_ns: now_ns.max(slice.last().map_or(0, |w| w.event.ts_ns)),
+            ts_ns: now_ns.max(slice.last().map_or(0, |e| e.ts_ns)),
             pid: verdict.pid.unwrap_or(0),
             tid: verdict.pid.unwrap_or(0),
             comm: String::new(),
@@ -87,14 +89,15 @@ impl Incidents {
         };
         let mut events: Vec<Event> = Vec::with_capacity(slice.len() + 2);
         events.push(start.clone());
-        events.extend(slice.iter().map(|w| w.event.clone()));
+        events.extend(slice.iter().cloned());
         events.push(end.clone());
 
         let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("events.jsonl"))?);
         serde_json::to_writer(&mut out, &Line { event: &start, service: who })?;
         out.write_all(b"\n")?;
-        for w in &slice {
-            serde_json::to_writer(&mut out, &Line { event: &w.event, service: w.service.as_deref() })?;
+        for (k, e) in slice.iter().enumerate() {
+            let service = slice_services.get(k).and_then(|s| s.as_deref());
+            serde_json::to_writer(&mut out, &Line { event: e, service })?;
             out.write_all(b"\n")?;
         }
         serde_json::to_writer(&mut out, &end)?;
@@ -206,9 +209,9 @@ mod tests {
         }
     }
 
-    fn exit(ts_ns: u64, pid: u32) -> Watched {
-        Watched {
-            event: Event {
+    fn exit(ts_ns: u64, pid: u32) -> (Event, Option<Arc<Identity>>) {
+        (
+            Event {
                 ts_ns,
                 pid,
                 tid: pid,
@@ -222,8 +225,12 @@ mod tests {
                     source: "task_exit_code".into(),
                 },
             },
-            service: Some(Arc::new(crate::process::identity::parse("/system.slice/srv.service"))),
-        }
+            Some(Arc::new(crate::process::identity::parse("/system.slice/srv.service"))),
+        )
+    }
+
+    fn split(w: Vec<(Event, Option<Arc<Identity>>)>) -> (Vec<Event>, Vec<Option<Arc<Identity>>>) {
+        w.into_iter().unzip()
     }
 
     #[test]
@@ -234,8 +241,8 @@ mod tests {
         let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 2, max_bytes: 1 << 30, before_ns: 10_000_000_000 })
             .unwrap();
         let base = 1_796_578_501_000_000_000u64;
-        let window = vec![exit(base - 20_000_000_000, 40), exit(base, 41)];
-        let dir = inc.write(&verdict(base, 41), None, &window, base + 1).unwrap();
+        let (window, services) = split(vec![exit(base - 20_000_000_000, 40), exit(base, 41)]);
+        let dir = inc.write(&verdict(base, 41), None, &window, &services, base + 1).unwrap();
         assert_eq!(dir.file_name().unwrap().to_str().unwrap(), "20261206T173501Z-killed_by_signal-srv_worker_1-41");
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("events.jsonl"))
             .unwrap()
@@ -256,8 +263,8 @@ mod tests {
         assert_eq!(v["cause"], "killed_by_signal");
         assert_eq!(v["kind"], "verdict");
 
-        let second = inc.write(&verdict(base + 60_000_000_000, 42), None, &window, base + 2).unwrap();
-        let third = inc.write(&verdict(base + 120_000_000_000, 43), None, &window, base + 3).unwrap();
+        let second = inc.write(&verdict(base + 60_000_000_000, 42), None, &window, &services, base + 2).unwrap();
+        let third = inc.write(&verdict(base + 120_000_000_000, 43), None, &window, &services, base + 3).unwrap();
         assert!(!dir.exists(), "the oldest incident goes past max_count");
         assert!(second.exists() && third.exists());
         assert!(tmp.path().join("notes").exists());
@@ -268,8 +275,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 100, max_bytes: 1, before_ns: 0 }).unwrap();
         let base = 1_796_578_501_000_000_000u64;
-        let a = inc.write(&verdict(base, 1), None, &[exit(base, 1)], base).unwrap();
-        let b = inc.write(&verdict(base + 1_000_000_000, 2), None, &[exit(base, 1)], base).unwrap();
+        let (window, services) = split(vec![exit(base, 1)]);
+        let a = inc.write(&verdict(base, 1), None, &window, &services, base).unwrap();
+        let b = inc.write(&verdict(base + 1_000_000_000, 2), None, &window, &services, base).unwrap();
         assert!(!a.exists());
         assert!(b.exists(), "the folder just written stays even over the bound");
     }

@@ -203,8 +203,12 @@ impl Metrics {
     }
 
     pub fn tcp_reset(&self, owner: Option<&Identity>, reason: &str, direction: &str) {
+        self.tcp_resets_by(owner, reason, direction, 1);
+    }
+
+    pub fn tcp_resets_by(&self, owner: Option<&Identity>, reason: &str, direction: &str, n: u64) {
         let l = ResetLabels { service: self.service(owner), reason: reason.into(), direction: direction.into() };
-        self.tcp_resets.get_or_create(&l).inc();
+        self.tcp_resets.get_or_create(&l).inc_by(n);
     }
 
     pub fn verdict(&self, about: Option<&Identity>, cause: &str) {
@@ -282,10 +286,17 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     })
 }
 
+/// Connections served at once: a scraper needs one; more are refused (closed) so that a
+/// listener open to the network cannot be made to hold file descriptors without bound.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection that has not sent its request headers in this long is closed.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves GET /metrics (anything else: 404) until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     use http_body_util::Full;
     use hyper::{body::Bytes, service::service_fn, Response, StatusCode};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -295,8 +306,13 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("metrics: {MAX_CONNECTIONS} connections open, closing a new one");
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 async move {
@@ -313,7 +329,9 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            if let Err(e) = http.serve_connection(io, service).await {
                 tracing::debug!("metrics: connection: {e}");
             }
         });

@@ -26,7 +26,7 @@ use tokio::io::unix::AsyncFd;
 
 use self::{
     detector::Detector,
-    incidents::{IncidentOptions, Incidents, Watched},
+    incidents::{IncidentOptions, Incidents},
     metrics::Metrics,
     services::{Selector, Service},
 };
@@ -132,9 +132,9 @@ pub struct WatchArgs {
     pub rss_threshold: u64,
 }
 
-/// Events the agent keeps in memory at most, whatever --window says: a storm of resets
-/// must not grow it without bound.
-const MAX_WINDOW_EVENTS: usize = 200_000;
+/// Events the agent keeps in memory at most, whatever --window says: a storm of memory
+/// calls in a scoped service must not grow it without bound (about 300 bytes each).
+const MAX_WINDOW_EVENTS: usize = 100_000;
 /// How often the services are listed and the pid → service cache is brought up to date.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// How long a process that ended keeps its service in the cache.
@@ -190,6 +190,9 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
         follow_restarts: false,
         scope,
         host_wide: true,
+        // Deliveries matter for traced processes only (an end's cause comes from its exit
+        // code): without a scope, none is traced, and a signal storm anywhere would pay.
+        without: if selectors.is_empty() { vec!["signal_deliver"] } else { Vec::new() },
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(agent(capture, args, selectors, incidents, jsonl))
@@ -259,7 +262,9 @@ struct Agent {
     /// Processes of the services, by pid: index into `services`, and since when the
     /// process is gone (kept [`KEEP_GONE`] for the events that follow its end).
     members: HashMap<u32, (usize, Option<Instant>)>,
-    window: VecDeque<Watched>,
+    /// The recent events in time order, and next to each the service it is about.
+    window: VecDeque<Event>,
+    window_services: VecDeque<Option<Arc<Identity>>>,
     window_ns: u64,
     /// Samples wait here until capture has released every kernel event before them, so
     /// that the outputs are in time order.
@@ -267,20 +272,24 @@ struct Agent {
     detector: Detector,
     events: u64,
     verdicts: u64,
+    /// The kernel's counts of resets no traced process owns, as last added to the metrics.
+    other_resets: std::collections::BTreeMap<String, u64>,
 }
 
 impl Agent {
     fn identity(&mut self, pid: Option<u32>) -> Option<Arc<Identity>> {
         let pid = pid?;
-        // A service's process has the service's identity, even when it died before any
-        // listing saw it (the kernel took it in as it moved into the cgroup).
-        if let Some(id) = self.members.get(&pid).and_then(|(k, _)| self.services[*k].identity.clone()) {
-            return Some(id);
-        }
         if let Some(known) = self.shared.get(&pid) {
             return known.clone();
         }
-        let found = self.identities.get(pid).map(Arc::new);
+        // Its own cgroup first (a pod below a scoped slice is that pod); a service's
+        // process that died before any listing saw it (the kernel took it in as it moved
+        // into the cgroup) has the service's.
+        let found = self
+            .identities
+            .get(pid)
+            .map(Arc::new)
+            .or_else(|| self.members.get(&pid).and_then(|(k, gone)| gone.is_none().then(|| self.services[*k].identity.clone()).flatten()));
         self.shared.insert(pid, found.clone());
         found
     }
@@ -302,15 +311,28 @@ impl Agent {
         }
         self.detector.observe(&ev, now_ns);
         self.events += 1;
-        self.window.push_back(Watched { event: ev, service: who });
+        self.window.push_back(ev);
+        self.window_services.push_back(who);
     }
 
-    /// Lists the services; traces and files their new processes.
+    /// Lists the services; traces and files their new processes; reads their cgroups.
     fn refresh_services(&mut self, capture: &mut Capture) {
+        let mut new = Vec::new();
         for (k, s) in self.services.iter_mut().enumerate() {
             for pid in s.refresh(capture) {
                 self.members.insert(pid, (k, None));
+                new.push(pid);
             }
+            match s.gauges() {
+                Some(g) => self.metrics.memcg(s.identity.as_deref(), g.usage, g.limit, g.oom_kills),
+                None if s.removed() => self.metrics.forget_memcg(s.identity.as_deref()),
+                None => {}
+            }
+        }
+        // Their own cgroups, read while they live (a short-lived one may die before its
+        // first event is handled).
+        for pid in new {
+            self.identity(Some(pid));
         }
         let now = Instant::now();
         self.members.retain(|pid, (_, gone)| {
@@ -336,6 +358,7 @@ impl Agent {
             };
             self.services[k].adopt(pid);
             self.members.insert(pid, (k, None));
+            self.identity(Some(pid));
         }
     }
 
@@ -356,24 +379,31 @@ impl Agent {
 
     fn trim(&mut self, now_ns: u64) {
         let from = now_ns.saturating_sub(self.window_ns);
-        while self.window.front().is_some_and(|w| w.event.ts_ns < from) || self.window.len() > MAX_WINDOW_EVENTS {
+        while self.window.front().is_some_and(|e| e.ts_ns < from) || self.window.len() > MAX_WINDOW_EVENTS {
             self.window.pop_front();
+            self.window_services.pop_front();
         }
         self.detector.expire(from);
     }
 
     /// Diagnoses the window; reports the verdicts not reported before.
     fn diagnose(&mut self, now_ns: u64) {
-        let events: Vec<Event> = self.window.iter().map(|w| w.event.clone()).collect();
-        let verdicts = self.detector.fresh(diagnose::diagnose(&events));
-        let window: Vec<Watched> = self.window.iter().cloned().collect();
+        // One contiguous slice, no copy: diagnosis and incidents read it in place.
+        self.window.make_contiguous();
+        self.window_services.make_contiguous();
+        let verdicts = self.detector.fresh(diagnose::diagnose(self.window.as_slices().0));
         for v in verdicts {
             self.verdicts += 1;
+            let (events, services) = (self.window.as_slices().0, self.window_services.as_slices().0);
             let who = v
                 .pid
-                .and_then(|pid| window.iter().rev().find(|w| records::subject_pid(&w.event) == Some(pid)).and_then(|w| w.service.clone()))
+                .and_then(|pid| {
+                    let k = events.iter().rposition(|e| records::subject_pid(e) == Some(pid))?;
+                    services.get(k).cloned().flatten()
+                })
                 .or_else(|| self.identity(v.pid));
-            let folder = self.incidents.as_ref().and_then(|inc| match inc.write(&v, who.as_deref(), &window, now_ns) {
+            let (events, services) = (self.window.as_slices().0, self.window_services.as_slices().0);
+            let folder = self.incidents.as_ref().and_then(|inc| match inc.write(&v, who.as_deref(), events, services, now_ns) {
                 Ok(dir) => {
                     self.metrics.incident(who.as_deref());
                     Some(dir)
@@ -450,11 +480,13 @@ async fn agent(
         services,
         members: HashMap::new(),
         window: VecDeque::new(),
+        window_services: VecDeque::new(),
         samples: VecDeque::new(),
         window_ns: args.window.as_nanos() as u64,
         detector: Detector::new(args.settle),
         events: 0,
         verdicts: 0,
+        other_resets: std::collections::BTreeMap::new(),
     };
     agent.refresh_services(&mut capture);
     let scope = if agent.services.is_empty() {
@@ -497,8 +529,7 @@ async fn agent(
                 release(&mut capture, &mut agent);
                 let now = Instant::now();
                 let now_ns = wall_now_ns();
-                let due: Vec<(Event, Option<Arc<Identity>>)> =
-                    agent.services.iter_mut().filter_map(|s| s.poll(now).map(|e| (e, s.identity.clone()))).collect();
+                let due: Vec<(Event, Option<Arc<Identity>>)> = agent.services.iter_mut().filter_map(|s| s.poll(now)).collect();
                 agent.samples.extend(due);
                 if agent.detector.due(now_ns) {
                     agent.diagnose(now_ns);
@@ -510,6 +541,7 @@ async fn agent(
                     agent.identities.expire(KEEP_GONE);
                     agent.shared.clear();
                     agent.refresh_services(&mut capture);
+                    records::count_other_resets(&agent.metrics, &capture.other_resets(), &mut agent.other_resets);
                     if let Some(otlp) = &agent.otlp {
                         agent.metrics.set_dropped("otlp", otlp.stats().dropped);
                     }
@@ -566,6 +598,13 @@ async fn agent(
 /// Hands what capture has finished to the agent.
 fn release(capture: &mut Capture, agent: &mut Agent) {
     let released = capture.poll(wall_now_ns());
+    // The agent samples services by their cgroup: a traced task's move needs no sample now.
+    let _ = capture.take_moved();
+    for e in &released.events {
+        if matches!(e.kind, crate::event::EventKind::Exit { group_dead: true, .. }) {
+            capture.forget_process(e.pid);
+        }
+    }
     for s in agent.services.iter_mut() {
         s.observe(&released.events);
     }

@@ -55,6 +55,24 @@ pub fn count(metrics: &Metrics, ev: &Event, who: Option<&Identity>) {
     }
 }
 
+/// The resets no traced process owns, counted in the kernel per reason: `(key, total)` as
+/// [`crate::capture::Capture::other_resets`] gives them, turned into the metric's
+/// reason and direction. `last` holds the totals already counted.
+pub fn count_other_resets(metrics: &Metrics, totals: &std::collections::BTreeMap<String, u64>, last: &mut std::collections::BTreeMap<String, u64>) {
+    for (key, &total) in totals {
+        let before = last.insert(key.clone(), total).unwrap_or(0);
+        if total <= before {
+            continue;
+        }
+        let (reason, direction) = match key.as_str() {
+            "received" => ("unknown", "received"),
+            "no reason" => ("unknown", "sent"),
+            r => (r, "sent"),
+        };
+        metrics.tcp_resets_by(None, reason, direction, total - before);
+    }
+}
+
 fn direction_name(d: &crate::event::Direction) -> &'static str {
     match d {
         crate::event::Direction::Sent => "sent",
@@ -238,6 +256,20 @@ mod tests {
         let m = Metrics::new();
         count(&m, &ev, None);
         assert!(m.render().contains("reason=\"NO_SOCKET\",direction=\"sent\"} 1"), "{}", m.render());
+    }
+
+    #[test]
+    fn resets_counted_in_the_kernel_add_their_increase_once() {
+        let m = Metrics::new();
+        let mut last = std::collections::BTreeMap::new();
+        let mut totals: std::collections::BTreeMap<String, u64> =
+            [("NOT_SPECIFIED".to_string(), 3), ("received".to_string(), 2)].into_iter().collect();
+        count_other_resets(&m, &totals, &mut last);
+        totals.insert("NOT_SPECIFIED".into(), 5);
+        count_other_resets(&m, &totals, &mut last);
+        let text = m.render();
+        assert!(text.contains("reason=\"NOT_SPECIFIED\",direction=\"sent\"} 5"), "{text}");
+        assert!(text.contains("reason=\"unknown\",direction=\"received\"} 2"), "{text}");
     }
 
     #[test]

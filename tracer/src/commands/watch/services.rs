@@ -65,6 +65,18 @@ pub struct Service {
     known: HashSet<u32>,
     sampler: Option<Sampler>,
     sample_every: Option<Duration>,
+    /// The identity of the memory cgroup the last sample read (a pod below a scoped
+    /// slice is labelled as that pod), by its folder.
+    sampled: Option<(String, Option<Arc<Identity>>)>,
+    /// The cgroup version of a `--cgroup`/`--unit` folder (1 under the v1 memory mount).
+    version: u8,
+}
+
+/// What the memory cgroup of a `--cgroup`/`--unit` folder holds now.
+pub struct CgroupGauges {
+    pub usage: u64,
+    pub limit: Option<u64>,
+    pub oom_kills: Option<u64>,
 }
 
 /// The identity of a cgroup folder: its path in its hierarchy, and its inode (the
@@ -83,7 +95,28 @@ impl Service {
             Selector::Cgroup(dir) => identity_of_dir(dir).map(Arc::new),
             Selector::Comm(_) => None,
         };
-        Service { selector, identity, known: HashSet::new(), sampler: None, sample_every }
+        let version = match &selector {
+            Selector::Cgroup(dir) if host::memcg::read_mounts().of_version(1).is_some_and(|m| dir.starts_with(&m.mountpoint)) => 1,
+            _ => 2,
+        };
+        Service { selector, identity, known: HashSet::new(), sampler: None, sample_every, sampled: None, version }
+    }
+
+    /// The service's own memory cgroup, read directly (for `--cgroup`/`--unit`): there
+    /// whether or not a process of it lived long enough to be sampled. None when the
+    /// folder is no memory cgroup (or gone).
+    pub fn gauges(&self) -> Option<CgroupGauges> {
+        let Selector::Cgroup(dir) = &self.selector else { return None };
+        let version = self.version;
+        let level = host::memcg::read_level(dir, version)?;
+        let files = host::memcg::control_files(version);
+        let oom_kills = std::fs::read_to_string(dir.join(files.events)).ok().and_then(|t| host::memcg::parse_keyed(&t, "oom_kill"));
+        Some(CgroupGauges { usage: level.usage, limit: level.limit, oom_kills })
+    }
+
+    /// Whether the service's cgroup folder is gone (never for `--match`).
+    pub fn removed(&self) -> bool {
+        matches!(&self.selector, Selector::Cgroup(dir) if !dir.is_dir())
     }
 
     /// Lists the service's processes and traces the new ones; returns them. The first
@@ -144,13 +177,23 @@ impl Service {
         }
     }
 
-    /// A sample when one is due.
-    pub fn poll(&mut self, now: Instant) -> Option<Event> {
+    /// A sample when one is due, with the identity of the memory cgroup it read.
+    pub fn poll(&mut self, now: Instant) -> Option<(Event, Option<Arc<Identity>>)> {
         let s = self.sampler.as_mut()?;
         if s.pids().is_empty() {
             return None;
         }
-        s.poll(now)
+        let sample = s.poll(now)?;
+        let path = match &sample.kind {
+            crate::event::EventKind::Sample { cgroup: Some(cg), .. } => cg.path.clone(),
+            _ => return Some((sample, self.identity.clone())),
+        };
+        if self.sampled.as_ref().is_none_or(|(p, _)| *p != path) {
+            let id = identity_of_dir(std::path::Path::new(&path)).map(Arc::new);
+            self.sampled = Some((path, id));
+        }
+        let who = self.sampled.as_ref().and_then(|(_, id)| id.clone()).or_else(|| self.identity.clone());
+        Some((sample, who))
     }
 
     pub fn processes(&self) -> usize {
