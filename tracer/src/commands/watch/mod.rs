@@ -274,7 +274,13 @@ struct Agent {
     verdicts: u64,
     /// The kernel's counts of resets no traced process owns, as last added to the metrics.
     other_resets: std::collections::BTreeMap<String, u64>,
+    /// OOM victims seen lately, with when: the kernel marks a victim again each time the
+    /// OOM killer runs while it is still exiting, and that is one kill, not several.
+    victims: HashMap<u32, u64>,
 }
+
+/// How long a victim marked again counts as the same kill.
+const SAME_KILL_NS: u64 = 30_000_000_000;
 
 impl Agent {
     fn identity(&mut self, pid: Option<u32>) -> Option<Arc<Identity>> {
@@ -300,10 +306,20 @@ impl Agent {
             Some(s) => Some(s),
             None => self.identity(records::subject_pid(&ev)),
         };
-        records::count(&self.metrics, &ev, who.as_deref());
-        if let Some(otlp) = &self.otlp {
-            if let Some(rec) = records::event_record(&ev, who.as_deref()) {
-                otlp.send(rec);
+        let marked_again = match &ev.kind {
+            crate::event::EventKind::OomKill { victim_pid: Some(v), .. } => {
+                let again = self.victims.get(v).is_some_and(|&t| ev.ts_ns.saturating_sub(t) < SAME_KILL_NS);
+                self.victims.insert(*v, ev.ts_ns);
+                again
+            }
+            _ => false,
+        };
+        if !marked_again {
+            records::count(&self.metrics, &ev, who.as_deref());
+            if let Some(otlp) = &self.otlp {
+                if let Some(rec) = records::event_record(&ev, who.as_deref()) {
+                    otlp.send(rec);
+                }
             }
         }
         if let Some(out) = self.jsonl.as_mut() {
@@ -384,6 +400,7 @@ impl Agent {
             self.window_services.pop_front();
         }
         self.detector.expire(from);
+        self.victims.retain(|_, t| now_ns.saturating_sub(*t) < 2 * SAME_KILL_NS);
     }
 
     /// Diagnoses the window; reports the verdicts not reported before.
@@ -487,6 +504,7 @@ async fn agent(
         events: 0,
         verdicts: 0,
         other_resets: std::collections::BTreeMap::new(),
+        victims: HashMap::new(),
     };
     agent.refresh_services(&mut capture);
     let scope = if agent.services.is_empty() {
