@@ -159,8 +159,16 @@ fn an_oom_kill_in_a_watched_cgroup_reaches_the_incident_folder_prometheus_and_ot
     let victim_pid = victim.pid();
 
     // The incident folder.
-    let folder = wait_until(Duration::from_secs(20), "an incident folder", || {
-        incidents(&incident_dir).into_iter().find(|d| d.join("verdict.json").is_file() && d.join("report.md").is_file())
+    // Other verdicts may come from anywhere on the host (the agent watches every process):
+    // this one is the folder of the victim's OOM kill.
+    let folder = wait_until(Duration::from_secs(20), "the OOM kill's incident folder", || {
+        incidents(&incident_dir).into_iter().find(|d| {
+            d.join("report.md").is_file()
+                && std::fs::read(d.join("verdict.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|v| v["cause"] == "oom_killed" && v["pid"] == victim_pid)
+        })
     });
     let verdict: serde_json::Value = serde_json::from_slice(&std::fs::read(folder.join("verdict.json")).unwrap()).unwrap();
     assert_eq!(verdict["cause"], "oom_killed", "{verdict:#}");
@@ -293,4 +301,89 @@ fn scrape(addr: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
+}
+
+/// A cgroup made for the test at a path of the given shape, under the memory hierarchy
+/// (v1 here) or the unified one; removed with the slice it needed, on drop.
+struct Shaped {
+    dir: PathBuf,
+    made_slice: Option<PathBuf>,
+}
+
+impl Shaped {
+    fn new(slice: &str, name: &str) -> Shaped {
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let root = if v1.join("memory.limit_in_bytes").exists() { v1.to_path_buf() } else { PathBuf::from("/sys/fs/cgroup") };
+        let slice_dir = root.join(slice);
+        let made_slice = (!slice_dir.exists()).then(|| {
+            std::fs::create_dir(&slice_dir).unwrap_or_else(|e| panic!("{}: {e}", slice_dir.display()));
+            slice_dir.clone()
+        });
+        let dir = slice_dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Shaped { dir, made_slice }
+    }
+
+    /// `sleep 300` moved into the cgroup before it execs.
+    fn sleeper(&self) -> ChildGuard {
+        let dir = self.dir.display().to_string();
+        ChildGuard(
+            Command::new("/bin/sh")
+                .args(["-c", r#"echo $$ > "$0/cgroup.procs" && exec sleep 300"#, &dir])
+                .spawn()
+                .expect("sh"),
+        )
+    }
+}
+
+impl Drop for Shaped {
+    fn drop(&mut self) {
+        for d in std::iter::once(&self.dir).chain(self.made_slice.as_ref()) {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_and_docker_shaped_cgroups_name_their_unit_and_container() {
+    require_root("tracer watch loads eBPF programs and the test makes cgroups");
+    let me = std::process::id();
+    let unit = format!("tracer-e2e-{me}.service");
+    // A container id as Docker's systemd driver writes it: 64 hex digits.
+    let id = format!("{:064x}", u128::from(me) << 64 | 0xfeed);
+    let service = Shaped::new("system.slice", &unit);
+    let container = Shaped::new("system.slice", &format!("docker-{id}.scope"));
+    let tmp = TempDir::new("watch-shapes");
+    let agent = Agent::start(&["--jsonl", &tmp.0.display().to_string(), "--no-incidents", "--settle", "500ms"]);
+    let mut a = service.sleeper();
+    let mut b = container.sleeper();
+    // The agent's listing (every 2 s) reads their cgroups while they live.
+    std::thread::sleep(Duration::from_millis(4500));
+    let (pa, pb) = (a.pid(), b.pid());
+    a.signal(libc::SIGKILL);
+    b.signal(libc::SIGKILL);
+    a.wait_timeout(Duration::from_secs(5)).expect("a ended");
+    b.wait_timeout(Duration::from_secs(5)).expect("b ended");
+    let path = tmp.0.join("tracer-watch.jsonl");
+    let exit_of = |pid: u32| {
+        wait_until(Duration::from_secs(15), "the exit line", || {
+            lines(&path).into_iter().find(|e| e["kind"] == "exit" && e["pid"] == pid)
+        })
+    };
+    let ea = exit_of(pa);
+    assert_eq!(ea["service"]["runtime"], "systemd", "{ea:#}");
+    assert_eq!(ea["service"]["unit"], unit.as_str(), "{ea:#}");
+    assert_eq!(ea["service"]["cgroup"], format!("/system.slice/{unit}").as_str(), "{ea:#}");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&service.dir).unwrap());
+    assert_eq!(ea["service"]["cgroup_id"], ino, "{ea:#}");
+    let eb = exit_of(pb);
+    assert_eq!(eb["service"]["runtime"], "docker", "{eb:#}");
+    assert_eq!(eb["service"]["container_id"], id.as_str(), "{eb:#}");
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -187,6 +187,14 @@ fn debian_package(stage: &Path, out: &Path, version: &str) -> Result<PathBuf> {
     place(&stage.join("completions/tracer.bash"), "usr/share/bash-completion/completions/tracer", 0o644)?;
     place(&stage.join("completions/_tracer"), "usr/share/zsh/vendor-completions/_tracer", 0o644)?;
     place(&stage.join("completions/tracer.fish"), "usr/share/fish/vendor_completions.d/tracer.fish", 0o644)?;
+    // The agent's unit runs /usr/bin/tracer, where this package puts it; installed, not
+    // enabled (`systemctl enable --now tracer-watch` is the user's choice).
+    if stage.join("deploy/tracer-watch.service").is_file() {
+        place(&stage.join("deploy/tracer-watch.service"), "lib/systemd/system/tracer-watch.service", 0o644)?;
+    }
+    if stage.join("deploy/daemonset.yaml").is_file() {
+        place(&stage.join("deploy/daemonset.yaml"), "usr/share/doc/tracer/daemonset.yaml", 0o644)?;
+    }
     let copyright = format!(
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: tracer\n\nFiles: *\nLicense: MIT or Apache-2.0\n\n{}",
         std::fs::read_to_string(stage.join("LICENSE-MIT"))?
@@ -225,6 +233,10 @@ fn install_text(version: &str) -> String {
          driver is installed (libnvidia-ml.so is loaded at run time; without it, no GPU rows).\n\n\
          Trace: `sudo tracer --pid PID`, or `sudo tracer run -- COMMAND`; `tracer report\n\
          TRACE.jsonl` explains a recorded trace. `tracer --help` and `man tracer` say the rest.\n\n\
+         Always on: `tracer watch` is the host agent (Prometheus /metrics, OTLP logs, incident\n\
+         folders). deploy/tracer-watch.service runs it under systemd with four capabilities\n\
+         instead of root (copy it to /etc/systemd/system/; the .deb installs it, not enabled);\n\
+         deploy/daemonset.yaml runs it on every node of a Kubernetes cluster.\n\n\
          License: MIT or Apache-2.0 (LICENSE-MIT, LICENSE-APACHE). The kernel programs\n\
          embedded in the binary declare the GPL to the kernel, as programs calling its\n\
          GPL-only helpers must.\n",

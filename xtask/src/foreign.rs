@@ -49,6 +49,25 @@ pub fn check(tarball: &Path) -> Result<bool> {
             bail!("`tracer report` in the Debian 11 root does not name the OOM kill:\n{report}");
         }
         println!("xtask: foreign host: traced a memory-cgroup OOM kill in the Debian 11 root and reported it");
+        // The agent, from the same file: the cgroup in scope, the same OOM kill, a verdict
+        // and its incident folder.
+        let script = format!(
+            "{tracer} watch --cgroup {cg} --incident-dir /tmp/incidents --settle 500ms --duration 8s 2>/tmp/watch.err &\n\
+             sleep 2\n\
+             sh -c '{grow}'\n\
+             wait\n\
+             cat /tmp/watch.err\n\
+             ls /tmp/incidents\n",
+            cg = memcg.inside,
+            grow = grow.replace('\'', "'\\''"),
+        );
+        let _ = std::fs::remove_dir_all(root.join("tmp/incidents"));
+        std::fs::write(root.join("tmp/watch.sh"), script)?;
+        let watched = chroot(&root, &["sh", "/tmp/watch.sh"])?;
+        if !watched.contains("oom_killed") || !watched.lines().any(|l| l.contains("-oom_killed-")) {
+            bail!("`tracer watch` in the Debian 11 root did not report the OOM kill with an incident:\n{watched}");
+        }
+        println!("xtask: foreign host: `tracer watch` saw the same kill and wrote its incident folder");
         Ok(())
     })();
     drop(memcg);

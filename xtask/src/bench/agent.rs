@@ -101,13 +101,28 @@ fn scrape(port: u16) {
 struct Churn {
     base: Option<std::path::PathBuf>,
     n: u64,
+    /// The processes it killed: the agent's report is checked against these (other
+    /// processes on the host are killed too, by whoever).
+    killed: std::collections::HashSet<u32>,
+    /// Cgroups it could not remove (a killed task not reaped in time), said at the end.
+    leaked: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        for d in &self.leaked {
+            if std::fs::remove_dir(d).is_err() && d.exists() {
+                eprintln!("xtask: bench agent: cannot remove the churn's cgroup {}", d.display());
+            }
+        }
+    }
 }
 
 impl Churn {
     fn new() -> Churn {
         let v1 = Path::new("/sys/fs/cgroup/memory");
         let base = if v1.join("memory.limit_in_bytes").exists() { v1 } else { Path::new("/sys/fs/cgroup") };
-        Churn { base: Some(base.to_path_buf()), n: 0 }
+        Churn { base: Some(base.to_path_buf()), n: 0, killed: Default::default(), leaked: Vec::new() }
     }
 
     /// One process started and killed by SIGKILL, in a fresh cgroup when `in_cgroup`.
@@ -121,15 +136,20 @@ impl Churn {
         if let Some(d) = &dir {
             let _ = std::fs::write(d.join("cgroup.procs"), child.id().to_string());
         }
+        self.killed.insert(child.id());
         let _ = child.kill();
         let _ = child.wait();
-        if let Some(d) = &dir {
+        if let Some(d) = dir {
             // The killed task leaves the cgroup as it is reaped; rmdir may race it.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() {
-                    break;
+            let removed = (0..500).any(|_| {
+                let ok = std::fs::remove_dir(&d).is_ok() || !d.exists();
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                ok
+            });
+            if !removed {
+                self.leaked.push(d);
             }
         }
         Ok(())
@@ -178,7 +198,13 @@ pub fn run(plan: &Plan, soak: Option<Duration>, bins: &Bins, dir: &Path) -> Resu
     agent.proc.wait_success(Duration::from_secs(60), &agent.err)?;
     let text = std::fs::read_to_string(jsonl.join("tracer-watch.jsonl")).unwrap_or_default();
     let lines = text.lines().count() as u64;
-    let kills_reported = text.lines().filter(|l| l.contains("\"kind\":\"signal\"") && l.contains("\"signal_name\":\"SIGKILL\"")).count() as u64;
+    // The churn's own kills, by pid: the host's other processes die too.
+    let kills_reported = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "signal" && e["signal_name"] == "SIGKILL")
+        .filter(|e| e["target_pid"].as_u64().is_some_and(|p| churn.killed.contains(&(p as u32))))
+        .count() as u64;
     let _ = std::fs::remove_dir_all(&jsonl);
     Ok(Agent {
         idle_s,
