@@ -480,6 +480,23 @@ pub enum Direction {
     Received,
 }
 
+/// The UTC calendar date and time of a wall-clock timestamp (`ts_ns`): year, month, day,
+/// hour, minute, second (Howard Hinnant's days-to-civil; no date crate for this).
+pub fn utc_date_time(ts_ns: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = ts_ns / 1_000_000_000;
+    let (days, day) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m as u32, d as u32, (day / 3600) as u32, (day / 60 % 60) as u32, (day % 60) as u32)
+}
+
 impl Event {
     /// The snake_case `kind` tag of this event.
     pub fn kind_name(&self) -> &'static str {

@@ -90,19 +90,8 @@ pub fn time_of_day(ts_ns: u64) -> String {
 
 /// UTC date and time of a wall-clock timestamp for file names: `20261206T172501Z`.
 pub fn utc_stamp(ts_ns: u64) -> String {
-    let secs = ts_ns / 1_000_000_000;
-    let (days, day) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", day / 3600, (day / 60) % 60, day % 60)
+    let (y, m, d, hh, mm, ss) = tracer_event::utc_date_time(ts_ns);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// A duration: `450 ms`, `12.3 s`, `4.0 min`.

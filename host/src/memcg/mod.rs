@@ -19,5 +19,5 @@ pub use self::{
     control::{control_files, parse_keyed, parse_limit, parse_u64, parse_v1_limit, parse_v2_max, ControlFiles},
     limits::{levels, read_level, room, tightest, tightest_of_pid, Level},
     membership::{cgroup_dir, locate, locate_pid, memory_cgroup, Location},
-    mounts::{has_memory_controller, parse_mountinfo, read_mounts, Mount, Mounts},
+    mounts::{has_memory_controller, parse_mountinfo, read_mounts, unescape, Mount, Mounts},
 };

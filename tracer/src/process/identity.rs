@@ -282,30 +282,9 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             "cgroup" if r[2].split(',').any(|o| o == "memory") => Hierarchy::Memory,
             _ => continue,
         };
-        out.push(CgroupMount { hierarchy, root: unescape(f[3]), point: PathBuf::from(unescape(f[4])) });
+        out.push(CgroupMount { hierarchy, root: host::memcg::unescape(f[3]), point: PathBuf::from(host::memcg::unescape(f[4])) });
     }
     out
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let Some(d) = octal.map(|d| d.iter().fold(0u16, |n, c| n * 8 + u16::from(c - b'0'))).filter(|&n| n <= 255) {
-            out.push(d as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The folder of cgroup `path` under one of the mounts of its hierarchy, where it exists.
