@@ -46,9 +46,10 @@ pub struct Options {
     /// Use target/release as it is instead of building it first
     #[arg(long)]
     no_build: bool,
-    /// Also leave the tracer attached this long (e.g. 30m) at a steady 10k events/s, and
-    /// `tracer watch` on the host with processes and cgroups churning, and report their
-    /// memory after the first minute against the end [default: off]
+    /// Also leave the tracer attached this long (e.g. 30m) at a steady 10k events/s (with
+    /// the steady case), and `tracer watch` on the host with processes and cgroups
+    /// churning (with the agent case), and report their memory after the first minute
+    /// against the end [default: off]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     soak: Option<std::time::Duration>,
 }
@@ -212,7 +213,8 @@ pub fn run_cases(plan: &Plan, cases: &[Case], bins: &Bins, tools: &Tools, cache:
         skipped.extend(m.skipped.iter().map(|s| format!("case 4: {s}")));
         results.model = Some(m);
     }
-    if let Some(length) = plan.soak {
+    // `--only agent --soak 30m` soaks the agent alone (its own soak, in case 6).
+    if let Some(length) = plan.soak.filter(|_| cases.contains(&Case::Steady)) {
         let soak = steady::soak(length, bins, &scratch.0)?;
         results.steady.get_or_insert_with(|| steady::Steady { pace_us: steady::PACE_US, runs: Vec::new(), soak: None }).soak = Some(soak);
     }
