@@ -51,6 +51,9 @@ pub struct Soak {
     pub cpu_pct: f64,
     pub rss_at_1min_bytes: Option<u64>,
     pub rss_max_after_1min_bytes: Option<u64>,
+    /// (seconds since the soak began, agent RSS in bytes), every second: whether growth
+    /// stops once the agent's bounded caches are full shows here, not in two figures.
+    pub rss: Vec<(f64, u64)>,
 }
 
 impl Soak {
@@ -255,5 +258,6 @@ fn soak_for(length: Duration, agent: &mut Running) -> Result<Soak> {
         cpu_pct: (cpu - cpu0) / seconds.max(1e-9) * 100.0,
         rss_at_1min_bytes: rss.iter().find(|(t, _)| *t >= 60.0).or(rss.first()).map(|&(_, r)| r),
         rss_max_after_1min_bytes: rss.iter().filter(|(t, _)| *t >= 60.0).map(|&(_, r)| r).max(),
+        rss,
     })
 }

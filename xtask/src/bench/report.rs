@@ -397,6 +397,15 @@ fn agent(s: &mut String, a: &super::agent::Agent) {
             opt(k.rss_max_after_1min_bytes.map(|b| b as f64), mib)
         );
     }
+    if let Some(k) = a.soak.as_ref().filter(|k| !k.rss.is_empty()) {
+        // The curve at five-minute marks: growth that stops is bounded caches filling up.
+        let marks: Vec<String> = (0..)
+            .map(|m| m as f64 * 300.0)
+            .take_while(|t| *t <= k.seconds)
+            .filter_map(|t| k.rss.iter().find(|(at, _)| *at >= t).map(|&(at, r)| format!("{:.0} min {}", at / 60.0, mib(r as f64))))
+            .collect();
+        let _ = writeln!(s, "\nSoak RSS every five minutes: {}.", marks.join(", "));
+    }
     let _ = writeln!(s, "\nThe agent wrote {} lines and reported {} of the churn's SIGKILLs.\n", count(a.lines), count(a.kills_reported));
 }
 
