@@ -88,8 +88,7 @@ impl Drop for Child {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("addr").port()
+    scenario::http::free_port().expect("a free port")
 }
 
 /// JSON lines of a file (empty when it is not there yet).

@@ -73,7 +73,7 @@ struct Running {
 }
 
 fn start(bins: &Bins, jsonl: &Path) -> Result<Running> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).context("a free port")?;
+    let port = scenario::http::free_port().context("a free port")?;
     let mut proc = Proc::spawn(
         Command::new(&bins.tracer)
             .args(["watch", "--no-incidents", "--metrics", &port.to_string(), "--jsonl"])

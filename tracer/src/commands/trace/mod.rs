@@ -151,7 +151,7 @@ fn parse_max_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-fn parse_ring_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_ring_size(s: &str) -> Result<u64, String> {
     let n = parse_bytes(s)?;
     if !n.is_power_of_two() || !(4096..=(1 << 30)).contains(&n) {
         return Err(format!("ring buffer size {s:?} must be a power of two between 4KiB and 1GiB"));

@@ -124,7 +124,7 @@ pub struct WatchArgs {
     pub duration: Option<Duration>,
 
     /// Size of the kernel ring buffer (a power of two)
-    #[arg(long, default_value = "4MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    #[arg(long, default_value = "4MiB", value_parser = super::trace::parse_ring_size, value_name = "BYTES")]
     pub ring_buffer: u64,
 
     /// For the services in scope: an rss event when a memory counter moved by this much
@@ -142,9 +142,6 @@ const KEEP_GONE: Duration = Duration::from_secs(600);
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
-    if !args.ring_buffer.is_power_of_two() || !(4096..=(1 << 30)).contains(&args.ring_buffer) {
-        anyhow::bail!("--ring-buffer {} must be a power of two between 4KiB and 1GiB", args.ring_buffer);
-    }
     process::target::require_host_pids()?;
     let mut selectors: Vec<Selector> = Vec::new();
     for c in &args.cgroup {
@@ -256,8 +253,6 @@ struct Agent {
     jsonl: Option<JsonlOut>,
     incidents: Option<Incidents>,
     identities: IdentityCache,
-    /// Identities handed out since the last refresh, shared by the events of a process.
-    shared: HashMap<u32, Option<Arc<Identity>>>,
     services: Vec<Service>,
     /// Processes of the services, by pid: index into `services`, and since when the
     /// process is gone (kept [`KEEP_GONE`] for the events that follow its end).
@@ -285,19 +280,12 @@ const SAME_KILL_NS: u64 = 30_000_000_000;
 impl Agent {
     fn identity(&mut self, pid: Option<u32>) -> Option<Arc<Identity>> {
         let pid = pid?;
-        if let Some(known) = self.shared.get(&pid) {
-            return known.clone();
-        }
         // Its own cgroup first (a pod below a scoped slice is that pod); a service's
         // process that died before any listing saw it (the kernel took it in as it moved
         // into the cgroup) has the service's.
-        let found = self
-            .identities
+        self.identities
             .get(pid)
-            .map(Arc::new)
-            .or_else(|| self.members.get(&pid).and_then(|(k, gone)| gone.is_none().then(|| self.services[*k].identity.clone()).flatten()));
-        self.shared.insert(pid, found.clone());
-        found
+            .or_else(|| self.members.get(&pid).and_then(|(k, gone)| gone.is_none().then(|| self.services[*k].identity.clone()).flatten()))
     }
 
     /// One event through every output, into the window.
@@ -493,7 +481,6 @@ async fn agent(
         jsonl,
         incidents,
         identities,
-        shared: HashMap::new(),
         services,
         members: HashMap::new(),
         window: VecDeque::new(),
@@ -557,7 +544,6 @@ async fn agent(
                     refreshed = now;
                     agent.identities.refresh();
                     agent.identities.expire(KEEP_GONE);
-                    agent.shared.clear();
                     agent.refresh_services(&mut capture);
                     records::count_other_resets(&agent.metrics, &capture.other_resets(), &mut agent.other_resets);
                     if let Some(otlp) = &agent.otlp {

@@ -47,7 +47,7 @@ pub fn count(metrics: &Metrics, ev: &Event, who: Option<&Identity>) {
         }
         EventKind::TcpReset { direction, reason, .. } => {
             let reason = reason.as_deref().filter(|r| !r.is_empty()).unwrap_or("unknown");
-            metrics.tcp_reset(who, reason, direction_name(direction))
+            metrics.tcp_reset(who, reason, &crate::export::report::label(direction))
         }
         EventKind::Lost { probe, count, .. } => metrics.lost(probe, *count),
         EventKind::Sample { cgroup: Some(cg), .. } => metrics.memcg(who, cg.usage_bytes, cg.limit_bytes, cg.oom_kills),
@@ -70,13 +70,6 @@ pub fn count_other_resets(metrics: &Metrics, totals: &std::collections::BTreeMap
             r => (r, "sent"),
         };
         metrics.tcp_resets_by(None, reason, direction, total - before);
-    }
-}
-
-fn direction_name(d: &crate::event::Direction) -> &'static str {
-    match d {
-        crate::event::Direction::Sent => "sent",
-        crate::event::Direction::Received => "received",
     }
 }
 
