@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     http,
-    run::{checkpoints, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, wait_tracer, Finished, Options, Outcome},
-    ChildGuard, Memcg,
+    run::{prepare, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, wait_tracer, Finished, Options, Outcome},
+    ChildGuard,
 };
 
 /// How many times the supervisor starts the workload.
@@ -37,10 +37,7 @@ fn state(pid: u32) -> Option<char> {
 
 pub(crate) fn run(opts: &Options) -> Result<Outcome> {
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let super::run::Checkpoints { nllb, aya, .. } = checkpoints(opts)?;
-    let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
-    say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
+    let (super::run::Checkpoints { nllb, aya, .. }, cg) = prepare(opts)?;
     let port = http::free_port().context("no free port on 127.0.0.1")?;
 
     let mut supervisor = Command::new("/bin/sh");

@@ -257,10 +257,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         _ => {}
     }
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let Checkpoints { nllb, aya, aya_small } = checkpoints(opts)?;
-    let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
-    say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
+    let (Checkpoints { nllb, aya, aya_small }, cg) = prepare(opts)?;
 
     let port = http::free_port().context("no free port on 127.0.0.1")?;
     let trace = out.join("trace.jsonl");
@@ -496,6 +493,17 @@ pub(crate) fn stop_probe(probe: &mut ChildGuard) {
 
 /// The name the fixed scenario serves the smaller Aya under.
 pub const AYA_SMALL: &str = "aya-small";
+
+/// What every scenario starts with: its output folder, the checkpoints, and the memory
+/// cgroup with the limit (said).
+pub(crate) fn prepare(opts: &Options) -> Result<(Checkpoints, Memcg)> {
+    let out = &opts.out_dir;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let checkpoints = checkpoints(opts)?;
+    let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
+    say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
+    Ok((checkpoints, cg))
+}
 
 /// The model folders: the user's, or synthetic ones sized for the limit (cached).
 pub(crate) fn checkpoints(opts: &Options) -> Result<Checkpoints> {

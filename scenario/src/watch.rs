@@ -17,8 +17,8 @@ use crate::{
     http,
     otlp_receiver::OtlpReceiver,
     prometheus::PrometheusServer,
-    run::{checkpoints, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, Finished, Options, Outcome},
-    ChildGuard, Memcg,
+    run::{prepare, finish, model_arg, pause, say, start_probe, stop_probe, stopping, wait_gone, Finished, Options, Outcome},
+    ChildGuard,
 };
 
 /// What the agent's outputs held at the end.
@@ -60,10 +60,7 @@ fn oom_incident(dir: &Path) -> Option<PathBuf> {
 
 pub(crate) fn run(opts: &Options) -> Result<Outcome> {
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let super::run::Checkpoints { nllb, aya, .. } = checkpoints(opts)?;
-    let cg = Memcg::new(opts.scenario.name(), opts.sizes.limit).context("cannot create a memory cgroup (run as root)")?;
-    say(opts, &format!("memory cgroup {} with a limit of {} MiB", cg.path.display(), opts.sizes.limit >> 20));
+    let (super::run::Checkpoints { nllb, aya, .. }, cg) = prepare(opts)?;
     let cgroup = format!("/{}", cg.path.file_name().and_then(|n| n.to_str()).unwrap_or_default());
 
     let receiver = OtlpReceiver::start().context("cannot start the OTLP receiver")?;
