@@ -17,6 +17,7 @@
 //! have no qos part) or `pod<uid>` below `kubepods/<qos>` (cgroupfs).
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -331,7 +332,8 @@ fn start_time(pid: u32) -> Option<u64> {
 
 struct Entry {
     start: u64,
-    identity: Identity,
+    /// Shared by every process of one cgroup, and by each event that names it.
+    identity: Arc<Identity>,
     /// The last refresh that found the process alive (or when `get` read it).
     seen: Instant,
 }
@@ -364,7 +366,7 @@ impl IdentityCache {
         let Ok(dir) = std::fs::read_dir("/proc") else { return };
         let mut mounts: Option<Vec<CgroupMount>> = None;
         // Per refresh only: a restarted service gets a new cgroup (new id) at the same path.
-        let mut by_text: HashMap<String, Option<Identity>> = HashMap::new();
+        let mut by_text: HashMap<String, Option<Arc<Identity>>> = HashMap::new();
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             let Some(start) = start_time(pid) else { continue };
@@ -382,7 +384,7 @@ impl IdentityCache {
             }
             let identity = by_text
                 .entry(text)
-                .or_insert_with_key(|text| identity_in(text, mounts.get_or_insert_with(read_mounts)))
+                .or_insert_with_key(|text| identity_in(text, mounts.get_or_insert_with(read_mounts)).map(Arc::new))
                 .clone();
             if let Some(identity) = identity {
                 self.entries.insert(pid, Entry { start, identity, seen: now });
@@ -391,12 +393,12 @@ impl IdentityCache {
     }
 
     /// Cached, else read now (and cached).
-    pub fn get(&mut self, pid: u32) -> Option<Identity> {
+    pub fn get(&mut self, pid: u32) -> Option<Arc<Identity>> {
         if let Some(e) = self.entries.get(&pid) {
             return Some(e.identity.clone());
         }
         let start = start_time(pid)?;
-        let identity = of_pid(pid)?;
+        let identity = Arc::new(of_pid(pid)?);
         self.entries.insert(pid, Entry { start, identity: identity.clone(), seen: Instant::now() });
         Some(identity)
     }
@@ -700,7 +702,7 @@ mod tests {
         let alive = cache.get(pid).expect("the child, alive");
         // A child starts in its parent's cgroup.
         let me = of_pid(std::process::id()).unwrap();
-        assert_eq!(alive, me);
+        assert_eq!(*alive, me);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(of_pid(pid).is_none(), "pid {pid} reaped");
@@ -724,7 +726,7 @@ mod tests {
         let got = cache.get(child.id());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(got, of_pid(std::process::id()));
+        assert_eq!(got.as_deref(), of_pid(std::process::id()).as_ref());
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.get(u32::MAX), None);
     }

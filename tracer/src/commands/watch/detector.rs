@@ -117,26 +117,28 @@ mod tests {
         }
     }
 
-    fn event(kind: EventKind) -> Event {
-        Event { ts_ns: 1, pid: 7, tid: 7, comm: "x".into(), kind }
-    }
-
-    #[test]
-    fn a_trigger_schedules_one_diagnosis_after_the_settle_time() {
-        let mut d = Detector::new(Duration::from_secs(2));
-        let kill = event(EventKind::Signal {
+    /// `signal` sent by pid 7 to the server, pid 9.
+    fn signal(signal: i32, name: &str) -> Event {
+        let kind = EventKind::Signal {
             target_pid: 9,
             target_tid: 9,
             target_comm: "srv".into(),
-            signal: 9,
-            signal_name: "SIGKILL".into(),
+            signal,
+            signal_name: name.into(),
             si_code: 0,
             si_code_name: "SI_USER".into(),
             result: "delivered".into(),
             group: true,
             peer: false,
             sender_parents: None,
-        });
+        };
+        Event { ts_ns: 1, pid: 7, tid: 7, comm: "x".into(), kind }
+    }
+
+    #[test]
+    fn a_trigger_schedules_one_diagnosis_after_the_settle_time() {
+        let mut d = Detector::new(Duration::from_secs(2));
+        let kill = signal(9, "SIGKILL");
         assert!(is_trigger(&kill));
         d.observe(&kill, 1_000);
         // A second trigger does not move the diagnosis later.
@@ -148,19 +150,7 @@ mod tests {
 
     #[test]
     fn a_signal_a_server_handles_is_no_trigger() {
-        let usr1 = event(EventKind::Signal {
-            target_pid: 9,
-            target_tid: 9,
-            target_comm: "srv".into(),
-            signal: 10,
-            signal_name: "SIGUSR1".into(),
-            si_code: 0,
-            si_code_name: "SI_USER".into(),
-            result: "delivered".into(),
-            group: true,
-            peer: false,
-            sender_parents: None,
-        });
+        let usr1 = signal(10, "SIGUSR1");
         assert!(!is_trigger(&usr1));
     }
 
