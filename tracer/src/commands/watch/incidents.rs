@@ -23,6 +23,8 @@ pub struct IncidentOptions {
     pub max_bytes: u64,
     /// How far before the first event of a verdict its folder's events begin.
     pub before_ns: u64,
+    /// When the agent began watching: a folder's trace never claims to start before it.
+    pub since_ns: u64,
 }
 
 pub struct Incidents {
@@ -42,6 +44,11 @@ impl Incidents {
         })?;
         let _ = std::fs::remove_file(&probe);
         Ok(Incidents { opts })
+    }
+
+    /// When the agent's probes were attached: nothing before it was watched.
+    pub fn watching_since(&mut self, ns: u64) {
+        self.opts.since_ns = ns;
     }
 
     pub fn dir(&self) -> &Path {
@@ -65,8 +72,11 @@ impl Incidents {
         let skip = window.partition_point(|e| e.ts_ns < from);
         let slice = &window[skip..];
         let slice_services = services.get(skip..).unwrap_or(&[]);
+        // What was watched: from `before_ns` ahead of the verdict, or the agent's start if
+        // later; never after the first event kept.
+        let watched_from = from.max(self.opts.since_ns);
         let start = Event {
-            ts_ns: slice.first().map_or(from, |e| e.ts_ns.min(from.max(1))),
+            ts_ns: slice.first().map_or(watched_from, |e| e.ts_ns.min(watched_from)),
             pid: verdict.pid.unwrap_or(0),
             tid: verdict.pid.unwrap_or(0),
             comm: verdict.comm.clone().unwrap_or_default(),
@@ -238,9 +248,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // A folder the agent did not write is never touched.
         std::fs::create_dir(tmp.path().join("notes")).unwrap();
-        let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 2, max_bytes: 1 << 30, before_ns: 10_000_000_000 })
-            .unwrap();
         let base = 1_796_578_501_000_000_000u64;
+        let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 2, max_bytes: 1 << 30, before_ns: 10_000_000_000, since_ns: base - 5_000_000_000 })
+            .unwrap();
         let (window, services) = split(vec![exit(base - 20_000_000_000, 40), exit(base, 41)]);
         let dir = inc.write(&verdict(base, 41), None, &window, &services, base + 1).unwrap();
         assert_eq!(dir.file_name().unwrap().to_str().unwrap(), "20261206T173501Z-killed_by_signal-srv_worker_1-41");
@@ -253,6 +263,9 @@ mod tests {
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert_eq!(lines[0]["kind"], "trace_start");
         assert_eq!(lines[0]["target_pid"], 41);
+        // The agent started 5 s before the verdict: the folder's trace starts there, not
+        // at the 10 s it would otherwise cover.
+        assert_eq!(lines[0]["ts_ns"], base - 5_000_000_000);
         assert_eq!(lines[1]["pid"], 41);
         assert_eq!(lines[1]["service"]["unit"], "srv.service");
         assert_eq!(lines[2]["kind"], "trace_end");
@@ -273,7 +286,7 @@ mod tests {
     #[test]
     fn the_byte_bound_removes_old_folders_but_never_the_new_one() {
         let tmp = tempfile::tempdir().unwrap();
-        let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 100, max_bytes: 1, before_ns: 0 }).unwrap();
+        let inc = Incidents::open(IncidentOptions { dir: tmp.path().into(), max_count: 100, max_bytes: 1, before_ns: 0, since_ns: 0 }).unwrap();
         let base = 1_796_578_501_000_000_000u64;
         let (window, services) = split(vec![exit(base, 1)]);
         let a = inc.write(&verdict(base, 1), None, &window, &services, base).unwrap();
@@ -284,7 +297,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_folder_is_refused_at_start_with_the_option_to_change() {
-        let e = Incidents::open(IncidentOptions { dir: "/proc/no/such".into(), max_count: 1, max_bytes: 1, before_ns: 0 }).err().unwrap();
+        let e = Incidents::open(IncidentOptions { dir: "/proc/no/such".into(), max_count: 1, max_bytes: 1, before_ns: 0, since_ns: 0 }).err().unwrap();
         assert!(e.to_string().contains("--incident-dir"), "{e}");
     }
 }

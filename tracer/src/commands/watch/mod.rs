@@ -164,6 +164,8 @@ pub fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             max_count: args.max_incidents.max(1),
             max_bytes: args.max_incident_bytes,
             before_ns: args.window.as_nanos() as u64,
+            // Set to the probes' attach time once they are attached.
+            since_ns: 0,
         })?)
     };
     let jsonl = match &args.jsonl {
@@ -446,9 +448,12 @@ async fn agent(
     mut capture: Capture,
     args: &WatchArgs,
     selectors: Vec<Selector>,
-    incidents: Option<Incidents>,
+    mut incidents: Option<Incidents>,
     jsonl: Option<JsonlOut>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(i) = incidents.as_mut() {
+        i.watching_since(capture.attached_at_ns);
+    }
     let metrics = Arc::new(Metrics::new());
     let server = match args.metrics {
         Some(addr) => {
