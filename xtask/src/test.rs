@@ -47,6 +47,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let root = workspace_root();
     let release_wanted = !opts.no_dist && opts.filter.is_none();
     if !opts.built {
+        warn_if_disk_is_short(&root);
         setup::run(&setup::Options {})?;
         if !privilege::is_root() {
             build_for_sudo(opts, &root, release_wanted)?;
@@ -57,6 +58,39 @@ pub fn run(opts: &Options) -> Result<()> {
     let result = privileged(opts, &root, release_wanted);
     privilege::give_back(&[&root.join("target")]);
     result
+}
+
+/// What a clean clone's build and suite took on disk (debug and release builds, the
+/// release tarball, the matrix's binaries), with room to spare.
+const DISK_NEEDED_GIB: u64 = 16;
+
+/// A build that runs out of disk fails deep inside rustc with "No space left on device";
+/// say so up front, with the fix, and go on (it may still fit).
+fn warn_if_disk_is_short(root: &Path) {
+    let Some(free) = free_bytes(root) else { return };
+    let gib = free / (1 << 30);
+    if gib < DISK_NEEDED_GIB {
+        eprintln!(
+            "xtask: warning: only {gib} GiB free on the disk of {}; a clean build and the suite \
+             need about {DISK_NEEDED_GIB} GiB. Free some (an old target/ is often tens of GiB: \
+             `cargo clean`), or point CARGO_TARGET_DIR at a bigger disk.",
+            root.display()
+        );
+    }
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: c is a valid NUL-terminated path and st a buffer of the right type.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled st.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// As the user: everything the privileged run needs.
@@ -183,5 +217,18 @@ not json"#;
         let b = test_binaries(messages);
         assert_eq!(b.len(), 1);
         assert_eq!((b[0].executable.to_str(), b[0].package_dir.to_str()), (Some("/w/target/debug/deps/tracer-1"), Some("/w/tracer")));
+    }
+
+    #[test]
+    fn free_bytes_agrees_with_df() {
+        let root = workspace_root();
+        let out = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(&root).output().expect("df runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let df: u64 = text.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df prints a number");
+        let ours = free_bytes(&root).expect("statvfs works on the workspace");
+        // Other writers move the number between the two reads; 256 MiB is far below the
+        // warning's granularity.
+        assert!(ours.abs_diff(df) < 256 << 20, "statvfs {ours} vs df {df}");
+        assert_eq!(free_bytes(Path::new("/no/such/dir")), None);
     }
 }
