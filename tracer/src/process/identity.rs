@@ -305,6 +305,44 @@ fn cgroup_dir(mounts: &[CgroupMount], hierarchy: Hierarchy, path: &str) -> Optio
     })
 }
 
+/// Tells whether cgroups are gone, from the mounts read once.
+pub struct CgroupLookup {
+    mounts: Vec<CgroupMount>,
+}
+
+impl CgroupLookup {
+    pub fn new() -> CgroupLookup {
+        CgroupLookup { mounts: read_mounts() }
+    }
+
+    /// Whether the cgroup at `path` (as /proc/PID/cgroup gives it) is gone: some cgroup
+    /// mount would show it, and none does. False when no mount could (it cannot be told).
+    pub fn gone(&self, path: &str) -> bool {
+        let mut covered = false;
+        for m in &self.mounts {
+            let below = if m.root == "/" {
+                path
+            } else {
+                match path.strip_prefix(m.root.as_str()) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+                    _ => continue,
+                }
+            };
+            covered = true;
+            if m.point.join(below.trim_start_matches('/')).is_dir() {
+                return false;
+            }
+        }
+        covered
+    }
+}
+
+impl Default for CgroupLookup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn identity_in(text: &str, mounts: &[CgroupMount]) -> Option<Identity> {
     let (hierarchy, path) = placement(text)?;
     let mut id = parse(path);
@@ -421,6 +459,7 @@ impl IdentityCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const ID: &str = "9ec39b91f3d70e1beff50a308f77067065ea6be0d91a3378375056cd4422cf3d";
     const ID2: &str = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970";
@@ -716,6 +755,32 @@ mod tests {
         cache.expire(Duration::from_millis(20));
         assert_eq!(cache.get(pid), None, "expired");
         assert!(cache.get(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn a_removed_cgroup_is_gone_and_an_uncovered_one_cannot_be_told() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("pod-a")).unwrap();
+        let lookup = CgroupLookup { mounts: vec![CgroupMount { hierarchy: Hierarchy::Unified, root: "/kubepods".into(), point: tmp.path().into() }] };
+        assert!(!lookup.gone("/kubepods/pod-a"));
+        assert!(lookup.gone("/kubepods/pod-b"));
+        assert!(!lookup.gone("/kubepodsX/pod-b"), "not below the mount's root: cannot be told");
+        assert!(!lookup.gone("/system.slice/x.service"));
+        assert!(!CgroupLookup { mounts: Vec::new() }.gone("/anything"));
+
+        // The real mounts, with a cgroup made and removed.
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let base = if v1.join("memory.limit_in_bytes").exists() { v1 } else { Path::new("/sys/fs/cgroup") };
+        let name = format!("/tracer-unit-lookup-{}", std::process::id());
+        let dir = base.join(name.trim_start_matches('/'));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("SKIP the real-cgroup half: cannot create {} ({e}; not root?)", dir.display());
+            return;
+        }
+        let alive = CgroupLookup::new().gone(&name);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(!alive, "{name} exists");
+        assert!(CgroupLookup::new().gone(&name), "{name} was removed");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! scraped every second as Prometheus would. Churn: processes and memory cgroups coming
 //! and going by the thousand, each process killed by a signal (a rare event the agent
 //! reports): its memory after. With `--soak DURATION`, the churn goes on that long at a
-//! gentler pace and the agent's memory after the first minute is compared with the end.
+//! gentler pace and the agent's memory once its caches are full (the warm-up: the series
+//! of a removed cgroup are kept `--service-ttl`) is compared with the most after it.
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -49,21 +50,30 @@ pub struct Soak {
     pub processes: u64,
     pub cgroups: u64,
     pub cpu_pct: f64,
-    pub rss_at_1min_bytes: Option<u64>,
-    pub rss_max_after_1min_bytes: Option<u64>,
+    /// Seconds after which the agent holds all it keeps: growth after it is a leak.
+    pub warm_up_s: f64,
+    pub rss_at_warm_up_bytes: Option<u64>,
+    pub rss_max_after_warm_up_bytes: Option<u64>,
     /// (seconds since the soak began, agent RSS in bytes), every second: whether growth
     /// stops once the agent's bounded caches are full shows here, not in two figures.
     pub rss: Vec<(f64, u64)>,
 }
 
 impl Soak {
-    pub fn growth_after_1min(&self) -> Option<f64> {
-        if self.seconds < 120.0 {
+    /// None when the soak was too short to say (under twice the warm-up).
+    pub fn growth_after_warm_up(&self) -> Option<f64> {
+        if self.seconds < 2.0 * self.warm_up_s {
             return None;
         }
-        Some(self.rss_max_after_1min_bytes? as f64 / self.rss_at_1min_bytes? as f64 - 1.0)
+        Some(self.rss_max_after_warm_up_bytes? as f64 / self.rss_at_warm_up_bytes? as f64 - 1.0)
     }
 }
+
+/// The agent's `--service-ttl`: what a gone cgroup's series are kept, the longest of
+/// what it keeps (the identity cache keeps gone processes 2 min, the window is 2 min).
+const SERVICE_TTL_S: u64 = 300;
+/// Its caches are full a minute after the longest keep.
+const WARM_UP_S: f64 = SERVICE_TTL_S as f64 + 60.0;
 
 /// The agent, started and attached.
 struct Running {
@@ -76,7 +86,9 @@ fn start(bins: &Bins, jsonl: &Path) -> Result<Running> {
     let port = scenario::http::free_port().context("a free port")?;
     let mut proc = Proc::spawn(
         Command::new(&bins.tracer)
-            .args(["watch", "--no-incidents", "--metrics", &port.to_string(), "--jsonl"])
+            .args(["watch", "--no-incidents", "--metrics", &port.to_string(), "--service-ttl"])
+            .arg(format!("{SERVICE_TTL_S}s"))
+            .arg("--jsonl")
             .arg(jsonl)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -225,7 +237,7 @@ pub fn run(plan: &Plan, soak: Option<Duration>, bins: &Bins, dir: &Path) -> Resu
 }
 
 /// The agent left on for `length` with a gentle churn (a process killed every 100 ms, a
-/// cgroup every second): its memory after the first minute against the end.
+/// cgroup every second): its memory after the warm-up against the rest.
 fn soak_for(length: Duration, agent: &mut Running) -> Result<Soak> {
     println!("xtask: bench agent soak: {}", humantime::format_duration(length));
     let pid = agent.proc.pid();
@@ -256,8 +268,35 @@ fn soak_for(length: Duration, agent: &mut Running) -> Result<Soak> {
         processes,
         cgroups,
         cpu_pct: (cpu - cpu0) / seconds.max(1e-9) * 100.0,
-        rss_at_1min_bytes: rss.iter().find(|(t, _)| *t >= 60.0).or(rss.first()).map(|&(_, r)| r),
-        rss_max_after_1min_bytes: rss.iter().filter(|(t, _)| *t >= 60.0).map(|&(_, r)| r).max(),
+        warm_up_s: WARM_UP_S,
+        rss_at_warm_up_bytes: rss.iter().find(|(t, _)| *t >= WARM_UP_S).map(|&(_, r)| r),
+        rss_max_after_warm_up_bytes: rss.iter().filter(|(t, _)| *t >= WARM_UP_S).map(|&(_, r)| r).max(),
         rss,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(seconds: f64, at: u64, max: u64) -> Soak {
+        Soak {
+            seconds,
+            processes: 0,
+            cgroups: 0,
+            cpu_pct: 0.0,
+            warm_up_s: 360.0,
+            rss_at_warm_up_bytes: Some(at),
+            rss_max_after_warm_up_bytes: Some(max),
+            rss: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn growth_is_measured_after_the_warm_up_and_only_on_a_long_enough_soak() {
+        assert_eq!(soak(700.0, 100, 110).growth_after_warm_up(), None, "under twice the warm-up");
+        let g = soak(1800.0, 100, 103).growth_after_warm_up().unwrap();
+        assert!((g - 0.03).abs() < 1e-9, "{g}");
+        assert_eq!(Soak { rss_at_warm_up_bytes: None, ..soak(1800.0, 1, 1) }.growth_after_warm_up(), None);
+    }
 }

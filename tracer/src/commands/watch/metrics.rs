@@ -3,9 +3,10 @@
 //! signals, reasons and causes: never a pid, so a host that runs for months keeps a
 //! bounded set of series.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{atomic::AtomicI64, Arc, Mutex},
+    sync::{atomic::AtomicI64, Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -114,8 +115,37 @@ pub struct Metrics {
     memcg_usage: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
     memcg_limit: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
     memcg_oom_events: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
-    /// The services with series of their own (see [`MAX_SERVICES`]).
-    services: Mutex<HashSet<ServiceLabels>>,
+    /// The services with series of their own (see [`MAX_SERVICES`]), and which.
+    services: Mutex<HashMap<ServiceLabels, Series>>,
+}
+
+/// The series one service has, so that they can all be dropped when it is gone: the
+/// client's families cannot be listed by label.
+#[derive(Debug)]
+struct Series {
+    touched: Instant,
+    oom_kills: bool,
+    incidents: bool,
+    memcg: bool,
+    signals: HashSet<(String, String)>,
+    exits: HashSet<String>,
+    resets: HashSet<(String, String)>,
+    causes: HashSet<String>,
+}
+
+impl Series {
+    fn new() -> Series {
+        Series {
+            touched: Instant::now(),
+            oom_kills: false,
+            incidents: false,
+            memcg: false,
+            signals: HashSet::new(),
+            exits: HashSet::new(),
+            resets: HashSet::new(),
+            causes: HashSet::new(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -139,7 +169,7 @@ impl Metrics {
             memcg_usage: Family::default(),
             memcg_limit: Family::default(),
             memcg_oom_events: Family::default(),
-            services: Mutex::new(HashSet::new()),
+            services: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         registry.register("oom_kills", "Processes the kernel's OOM killer chose, by the victim's service", m.oom_kills.clone());
@@ -172,34 +202,52 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The labels of a service, or `other` once [`MAX_SERVICES`] have series.
-    fn service(&self, identity: Option<&Identity>) -> ServiceLabels {
-        let labels = ServiceLabels::of(identity);
-        let mut known = match self.services.lock() {
+    fn known(&self) -> MutexGuard<'_, HashMap<ServiceLabels, Series>> {
+        match self.services.lock() {
             Ok(k) => k,
             Err(poisoned) => poisoned.into_inner(),
-        };
-        if known.contains(&labels) {
+        }
+    }
+
+    /// The labels of a service, or `other` once [`MAX_SERVICES`] have series; `note`
+    /// records which series it gets (`unknown` and `other` are never dropped).
+    fn service(&self, identity: Option<&Identity>, note: impl FnOnce(&mut Series)) -> ServiceLabels {
+        let labels = ServiceLabels::of(identity);
+        if identity.is_none() {
+            return labels;
+        }
+        let mut known = self.known();
+        if let Some(series) = known.get_mut(&labels) {
+            series.touched = Instant::now();
+            note(series);
             return labels;
         }
         if known.len() >= MAX_SERVICES {
             return ServiceLabels::other();
         }
-        known.insert(labels.clone());
+        let mut series = Series::new();
+        note(&mut series);
+        known.insert(labels.clone(), series);
         labels
     }
 
     pub fn oom_kill(&self, victim: Option<&Identity>) {
-        self.oom_kills.get_or_create(&self.service(victim)).inc();
+        self.oom_kills.get_or_create(&self.service(victim, |s| s.oom_kills = true)).inc();
     }
 
     pub fn fatal_signal(&self, receiver: Option<&Identity>, signal: &str, sender_kind: &str) {
-        let l = SignalLabels { service: self.service(receiver), signal: signal.into(), sender_kind: sender_kind.into() };
+        let service = self.service(receiver, |s| {
+            s.signals.insert((signal.into(), sender_kind.into()));
+        });
+        let l = SignalLabels { service, signal: signal.into(), sender_kind: sender_kind.into() };
         self.fatal_signals.get_or_create(&l).inc();
     }
 
     pub fn exit_by_signal(&self, of: Option<&Identity>, signal: &str) {
-        self.exits_by_signal.get_or_create(&ExitLabels { service: self.service(of), signal: signal.into() }).inc();
+        let service = self.service(of, |s| {
+            s.exits.insert(signal.into());
+        });
+        self.exits_by_signal.get_or_create(&ExitLabels { service, signal: signal.into() }).inc();
     }
 
     pub fn tcp_reset(&self, owner: Option<&Identity>, reason: &str, direction: &str) {
@@ -207,16 +255,22 @@ impl Metrics {
     }
 
     pub fn tcp_resets_by(&self, owner: Option<&Identity>, reason: &str, direction: &str, n: u64) {
-        let l = ResetLabels { service: self.service(owner), reason: reason.into(), direction: direction.into() };
+        let service = self.service(owner, |s| {
+            s.resets.insert((reason.into(), direction.into()));
+        });
+        let l = ResetLabels { service, reason: reason.into(), direction: direction.into() };
         self.tcp_resets.get_or_create(&l).inc_by(n);
     }
 
     pub fn verdict(&self, about: Option<&Identity>, cause: &str) {
-        self.verdicts.get_or_create(&CauseLabels { service: self.service(about), cause: cause.into() }).inc();
+        let service = self.service(about, |s| {
+            s.causes.insert(cause.into());
+        });
+        self.verdicts.get_or_create(&CauseLabels { service, cause: cause.into() }).inc();
     }
 
     pub fn incident(&self, about: Option<&Identity>) {
-        self.incidents.get_or_create(&self.service(about)).inc();
+        self.incidents.get_or_create(&self.service(about, |s| s.incidents = true)).inc();
     }
 
     pub fn lost(&self, probe: &str, count: u64) {
@@ -232,7 +286,7 @@ impl Metrics {
     }
 
     pub fn memcg(&self, of: Option<&Identity>, usage: u64, limit: Option<u64>, oom_kills: Option<u64>) {
-        let l = self.service(of);
+        let l = self.service(of, |s| s.memcg = true);
         self.memcg_usage.get_or_create(&l).set(clamp(usage));
         match limit {
             Some(limit) => {
@@ -249,10 +303,54 @@ impl Metrics {
 
     /// A service's cgroup went away: its gauges go with it (its counters stay).
     pub fn forget_memcg(&self, of: Option<&Identity>) {
-        let l = ServiceLabels::of(of);
-        self.memcg_usage.remove(&l);
-        self.memcg_limit.remove(&l);
-        self.memcg_oom_events.remove(&l);
+        self.forget_memcg_labels(&ServiceLabels::of(of));
+    }
+
+    fn forget_memcg_labels(&self, l: &ServiceLabels) {
+        self.memcg_usage.remove(l);
+        self.memcg_limit.remove(l);
+        self.memcg_oom_events.remove(l);
+    }
+
+    /// Drops every series of the services untouched for `idle` whose cgroup is `gone`
+    /// (a deleted pod's series would otherwise stay for the agent's life, and take a slot
+    /// of [`MAX_SERVICES`]). Their counters end: Prometheus marks such series stale.
+    /// Returns how many services went.
+    pub fn expire(&self, idle: Duration, gone: impl Fn(&ServiceLabels) -> bool) -> usize {
+        let mut known = self.known();
+        let now = Instant::now();
+        let old: Vec<ServiceLabels> =
+            known.iter().filter(|(l, s)| now.duration_since(s.touched) >= idle && gone(l)).map(|(l, _)| l.clone()).collect();
+        for l in &old {
+            let Some(s) = known.remove(l) else { continue };
+            if s.oom_kills {
+                self.oom_kills.remove(l);
+            }
+            if s.incidents {
+                self.incidents.remove(l);
+            }
+            if s.memcg {
+                self.forget_memcg_labels(l);
+            }
+            for (signal, sender_kind) in s.signals {
+                self.fatal_signals.remove(&SignalLabels { service: l.clone(), signal, sender_kind });
+            }
+            for signal in s.exits {
+                self.exits_by_signal.remove(&ExitLabels { service: l.clone(), signal });
+            }
+            for (reason, direction) in s.resets {
+                self.tcp_resets.remove(&ResetLabels { service: l.clone(), reason, direction });
+            }
+            for cause in s.causes {
+                self.verdicts.remove(&CauseLabels { service: l.clone(), cause });
+            }
+        }
+        old.len()
+    }
+
+    /// Services with series of their own now.
+    pub fn services(&self) -> usize {
+        self.known().len()
     }
 
     /// The exposition, as /metrics serves it.
@@ -374,6 +472,41 @@ mod tests {
         assert_eq!(series, MAX_SERVICES + 1, "one series per service up to the bound, then `other`");
         let other = text.lines().find(|l| l.starts_with("tracer_oom_kills_total{service=\"other\"")).expect("other");
         assert!(other.ends_with(" 5"), "{other}");
+    }
+
+    #[test]
+    fn a_gone_service_loses_every_series_and_its_slot() {
+        let m = Metrics::new();
+        let gone = identity::parse("/tracer-gone");
+        let live = identity::parse("/tracer-live");
+        m.oom_kill(Some(&gone));
+        m.fatal_signal(Some(&gone), "SIGKILL", "kernel");
+        m.fatal_signal(Some(&gone), "SIGTERM", "process");
+        m.exit_by_signal(Some(&gone), "SIGKILL");
+        m.tcp_reset(Some(&gone), "NOT_SPECIFIED", "sent");
+        m.verdict(Some(&gone), "oom_killed");
+        m.incident(Some(&gone));
+        m.memcg(Some(&gone), 1 << 20, Some(64 << 20), Some(1));
+        m.oom_kill(Some(&live));
+        m.oom_kill(None);
+        assert_eq!(m.services(), 2, "unknown takes no slot");
+        let is_gone = |l: &ServiceLabels| l.cgroup == "/tracer-gone";
+        assert_eq!(m.expire(Duration::from_secs(3600), is_gone), 0, "touched just now");
+        assert_eq!(m.expire(Duration::ZERO, is_gone), 1);
+        let text = m.render();
+        assert!(!text.contains("tracer-gone"), "{text}");
+        assert!(text.contains("tracer_oom_kills_total{service=\"/tracer-live\""), "{text}");
+        assert!(text.contains("tracer_oom_kills_total{service=\"unknown\""), "{text}");
+        assert_eq!(m.services(), 1);
+        // Its slot is free again: a service past the bound gets its own series.
+        // 1 (live) + 998 + the gone one again = the bound.
+        for i in 0..MAX_SERVICES - 2 {
+            m.oom_kill(Some(&identity::parse(&format!("/svc-{i}"))));
+        }
+        m.oom_kill(Some(&gone));
+        assert!(m.render().contains("tracer_oom_kills_total{service=\"/tracer-gone\""));
+        m.oom_kill(Some(&identity::parse("/one-too-many")));
+        assert!(m.render().contains("service=\"other\""));
     }
 
     #[test]

@@ -127,6 +127,12 @@ pub struct WatchArgs {
     #[arg(long, default_value = "4MiB", value_parser = super::trace::parse_ring_size, value_name = "BYTES")]
     pub ring_buffer: u64,
 
+    /// A service whose cgroup is gone (a deleted pod, a stopped unit) loses its /metrics
+    /// series this long after its last event, so that months of pods coming and going
+    /// keep the series (and the agent's memory) bounded
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub service_ttl: Duration,
+
     /// For the services in scope: an rss event when a memory counter moved by this much
     #[arg(long, default_value = "8MiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub rss_threshold: u64,
@@ -137,8 +143,12 @@ pub struct WatchArgs {
 const MAX_WINDOW_EVENTS: usize = 100_000;
 /// How often the services are listed and the pid → service cache is brought up to date.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
-/// How long a process that ended keeps its service in the cache.
-const KEEP_GONE: Duration = Duration::from_secs(600);
+/// How long a process that ended keeps its service in the cache: for the events that
+/// follow an end (resets, the OOM killer's marks), which come within seconds; the
+/// window's events keep their own.
+const KEEP_GONE: Duration = Duration::from_secs(120);
+/// How often the series of gone services are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(50);
 
 pub fn run(args: &WatchArgs) -> anyhow::Result<ExitCode> {
@@ -523,6 +533,7 @@ async fn agent(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut refreshed = Instant::now();
+    let mut expired = Instant::now();
     loop {
         tokio::select! {
             guard = ring.readable() => {
@@ -556,6 +567,14 @@ async fn agent(
                     }
                     if let Some(out) = agent.jsonl.as_mut() {
                         out.flush();
+                    }
+                }
+                if expired.elapsed() >= EXPIRE_EVERY {
+                    expired = now;
+                    let lookup = process::identity::CgroupLookup::new();
+                    let n = agent.metrics.expire(args.service_ttl, |l| lookup.gone(&l.cgroup));
+                    if n > 0 {
+                        tracing::debug!("{n} gone services' series dropped; {} services have series", agent.metrics.services());
                     }
                 }
                 if args.duration.is_some_and(|d| started.elapsed() >= d) {
