@@ -93,3 +93,101 @@ fn a_spike_that_fits_and_the_flat_stretch_after_it_get_no_confident_warning() {
     assert!(trace.verdicts.iter().all(|v| v.cause != Cause::OomKilled), "{}", trace.dump());
     assert_eq!(trace.status, Some(0), "{}", trace.stderr);
 }
+
+/// The total of `some` stall time on the host, from the kernel.
+fn host_stall_total_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/memory").ok()?;
+    tracer::sample::stall::some_total_us(&text)
+}
+
+#[test]
+fn memory_stalls_from_real_reclaim_are_reported_as_they_happen_and_quoted_by_the_oom_verdict() {
+    require_root("end-to-end forecast tests load eBPF programs and make memory cgroups");
+    let Some(before) = host_stall_total_us() else {
+        eprintln!("SKIP: no /proc/pressure/memory on this kernel (PSI off): no memory-stall triggers to test");
+        return;
+    };
+    // Page cache read through a 48 MiB cgroup: the kernel reclaims it all the time, and
+    // tasks stall in that reclaim (real PSI stall, not a mock). The file must be on a
+    // disk: a tmpfs file is memory already, read without reclaim.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(dir).expect("the test tmp dir");
+    let file = dir.join(format!("tracer-stall-{}.bin", std::process::id()));
+    let on_tmpfs = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs").unwrap_or(false);
+    if on_tmpfs {
+        eprintln!("SKIP: {} is on tmpfs: page cache there needs no reclaim", dir.display());
+        return;
+    }
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&file).expect("the file to read");
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for _ in 0..192 {
+            f.write_all(&block).expect("writing the file");
+        }
+    }
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(file.clone());
+    let cg = Memcg::new("forecast-stall", 48 << 20).expect("memory cgroup");
+    let cgroup = cg.path.display().to_string();
+    let f = file.display();
+    // Read it eight times, dropping its cache first (else the first read's pages, charged
+    // to the cgroup, are the next reads'), then grow into the limit.
+    let sh = format!(
+        "echo $$ > {cgroup}/cgroup.procs && for i in 1 2 3 4 5 6 7 8; do dd if={f} iflag=nocache count=0 status=none; cat {f} > /dev/null; done; exec {} grow 16",
+        stress()
+    );
+    // Samples 5 s apart: a sample right after a stall is the trigger's, not the cadence's.
+    let trace = TracerRun::start(&["run", "--grace", "500ms", "--sample-interval", "5s", "--stall-trigger", "10ms", "--", "/bin/sh", "-c", &sh])
+        .finish(T);
+    let after = host_stall_total_us().expect("still there");
+    let kill = oom_kill_ns(&trace);
+    let stalls: Vec<&tracer::event::Event> = trace.of_kind("memory_stall").collect();
+    let first = *stalls.first().unwrap_or_else(|| panic!("no memory_stall while the cgroup reclaimed\n{}", trace.dump()));
+    let EventKind::MemoryStall { scope, stall_us, window_us, total_us, .. } = &first.kind else { unreachable!() };
+    eprintln!(
+        "{} memory_stall events; the first {:.2} s before the kill ({scope}, {stall_us} µs within {window_us} µs, total {total_us:?}; the host's total went {before} → {after})",
+        stalls.len(),
+        (kill - first.ts_ns) as f64 / 1e9
+    );
+    assert!(first.ts_ns < kill, "the stall came after the kill");
+    assert!(*window_us == 1_000_000 || *window_us == 2_000_000, "{window_us}");
+    assert_eq!(*stall_us * 100, *window_us, "10 ms a second, as asked");
+    // The kernel's own count: stalls happened in this run, and the event's total is one
+    // the kernel had (the cgroup's file or the host's, both grow with the host's).
+    let total = total_us.expect("the total read at the trigger");
+    if scope == "host" {
+        assert!(before < total && total <= after, "{before} < {total} <= {after}");
+    }
+    assert!(after > before, "the host's stall total did not move: {before} → {after}");
+    // At most one per window per trigger.
+    let same_scope: Vec<u64> = stalls.iter().filter(|e| matches!(&e.kind, EventKind::MemoryStall { scope: s, .. } if s == scope)).map(|e| e.ts_ns).collect();
+    assert!(same_scope.windows(2).all(|w| w[1] - w[0] >= window_us * 1_000 * 9 / 10), "more than one per window: {same_scope:?}");
+    // A sample right after it (the trigger's), well before the 5 s cadence's next.
+    let sample_after = trace.events.iter().find(|e| e.ts_ns >= first.ts_ns && e.kind_name() == "sample").map(|e| e.ts_ns - first.ts_ns);
+    assert!(sample_after.is_some_and(|d| d < 500_000_000), "no sample right after the stall: {sample_after:?} ns\n{}", trace.dump());
+    let v = trace.verdicts.iter().find(|v| v.cause == Cause::OomKilled).unwrap_or_else(|| panic!("no OOM verdict\n{}", trace.dump()));
+    let line = v.evidence.iter().find(|e| e.starts_with("the kernel reported memory stalls ")).unwrap_or_else(|| panic!("{:?}", v.evidence));
+    eprintln!("{line}");
+    // A stall of this run, before the kill: no later than the trace's first one.
+    let quoted = line.trim_start_matches("the kernel reported memory stalls ").split(" before the kill").next().unwrap_or("");
+    let quoted_s = parse_duration_s(quoted).unwrap_or_else(|| panic!("no duration in {line:?}"));
+    assert!(quoted_s > 0.0 && quoted_s <= (kill - first.ts_ns) as f64 / 1e9 + 0.05, "{line:?} vs the first stall {:.2} s before", (kill - first.ts_ns) as f64 / 1e9);
+}
+
+/// "2.9 s", "276 ms" in seconds.
+fn parse_duration_s(text: &str) -> Option<f64> {
+    let (n, unit) = text.split_once(' ')?;
+    let n: f64 = n.parse().ok()?;
+    match unit {
+        "s" => Some(n),
+        "ms" => Some(n / 1e3),
+        "µs" => Some(n / 1e6),
+        _ => None,
+    }
+}

@@ -323,6 +323,23 @@ pub enum EventKind {
     /// when it will be reached at that rate (see `tracer::forecast`). pid and comm: the
     /// traced process growing fastest (the target when none grows).
     Forecast(Forecast),
+    /// The kernel woke the tracer: tasks waited for memory at least `stall_us` within
+    /// `window_us` (a PSI trigger on the memory cgroup's `memory.pressure`, or on
+    /// /proc/pressure/memory for the whole host). Reclaim and refaults stall tasks before
+    /// an OOM kill, so this comes first. pid is the target. At most one per window.
+    MemoryStall {
+        /// `memory_cgroup` or `host`.
+        scope: String,
+        /// The cgroup folder, or "host".
+        name: String,
+        /// `some`: at least one task waited.
+        stalled: String,
+        stall_us: u64,
+        window_us: u64,
+        /// The kernel's running total of `some` stall time there, microseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total_us: Option<u64>,
+    },
     /// Memory calls of one process counted instead of written one per line, from
     /// `from_ns` to this event's time: successful anonymous mmap, munmap and mremap calls
     /// smaller than `below_bytes`, and brk calls (`--mappings summary`; the in-memory
@@ -508,9 +525,10 @@ impl Event {
 pub const KIND_NAMES: &[&str] = <EventKind as strum::VariantNames>::VARIANTS;
 
 /// Kinds the tracer writes itself (the frame of a trace, user-space samples, loss
-/// reports, the restarts and peers it found); every other kind comes from a kernel
-/// tracepoint.
-pub const BOOKKEEPING_KINDS: &[&str] = &["trace_start", "trace_end", "sample", "lost", "restart", "peer", "memory_summary", "forecast"];
+/// reports, the restarts and peers it found, PSI's wake-ups); every other kind comes
+/// from a kernel tracepoint.
+pub const BOOKKEEPING_KINDS: &[&str] =
+    &["trace_start", "trace_end", "sample", "lost", "restart", "peer", "memory_summary", "forecast", "memory_stall"];
 
 /// Kinds that come from a kernel tracepoint.
 pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {
@@ -544,7 +562,7 @@ mod tests {
         let ev = Event { ts_ns: 1, pid: 1, tid: 1, comm: String::new(), kind: end };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["kind"], ev.kind_name());
-        assert_eq!(KIND_NAMES.len(), 21);
+        assert_eq!(KIND_NAMES.len(), 22);
         assert!(BOOKKEEPING_KINDS.contains(&"forecast"), "a forecast is the tracer's, not a tracepoint's");
         assert!(KIND_NAMES.contains(&"tcp_reset") && KIND_NAMES.contains(&"signal_deliver"), "{KIND_NAMES:?}");
         for k in BOOKKEEPING_KINDS {

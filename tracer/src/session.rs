@@ -19,7 +19,7 @@ use crate::{
     diagnose::{self, Verdict},
     event::{Event, EventKind},
     process::{self, spawn::StartedCommand},
-    sample::Sampler,
+    sample::{stall::Stalls, Sampler},
     sink::{Sink, SinkError},
     summary::MemoryFolder,
     forecast::Forecaster,
@@ -51,6 +51,8 @@ pub struct SessionOptions {
     pub summarize_below: Option<u64>,
     /// `--warn-before`: forecasts of a memory limit reached within this time; None: none.
     pub warn_before: Option<Duration>,
+    /// `--stall-trigger`: PSI triggers for this much memory stall in a second; None: none.
+    pub stall_trigger: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +217,11 @@ pub async fn run(
             None
         }
     });
+    // Armed again once a sample has located the memory cgroup (its own trigger, on v2).
+    let mut stalls = match (opts.stall_trigger, &sampler) {
+        (Some(stall), Some(s)) => Stalls::arm(s.memory_cgroup(), stall),
+        _ => Stalls::default(),
+    };
     let mut stop: StopRequest = stop.unwrap_or_else(|| Box::pin(std::future::pending()));
     // `--cgroup`: the processes known to be in it, and when it was last listed.
     let mut scope_known: std::collections::HashSet<u32> =
@@ -258,6 +265,12 @@ pub async fn run(
                 }
                 if let Some(sample) = sampler.as_mut().and_then(|s| s.poll(Instant::now())) {
                     run.samples.push_back(sample);
+                }
+                if let (Some(stall), Some(s)) = (opts.stall_trigger, sampler.as_ref()) {
+                    let located = s.memory_cgroup();
+                    if located.is_some() && located.map(|(dir, _)| dir) != stalls.armed_for.as_deref() {
+                        stalls = Stalls::arm(located, stall);
+                    }
                 }
                 let saw_exit = take(&mut capture, &mut run, sampler.as_mut(), target_pid);
                 // The exit record, else the process table: a lost record must not keep us
@@ -333,6 +346,15 @@ pub async fn run(
                 }
                 if opts.duration.is_some_and(|d| started.elapsed() >= d) {
                     break StopReason::Duration;
+                }
+            }
+            kind = stalls.fired() => {
+                // In time order with the samples (both are the tracer's own), and a sample
+                // right after it: the forecast gets the fresh usage.
+                let comm = sampler.as_ref().map(|s| s.target_comm().to_string()).unwrap_or_default();
+                run.samples.push_back(Event { ts_ns: wall_now_ns(), pid: target_pid, tid: target_pid, comm, kind });
+                if let Some(s) = sampler.as_mut() {
+                    s.sample_soon();
                 }
             }
             _ = tokio::signal::ctrl_c() => break StopReason::Interrupted,

@@ -350,6 +350,38 @@ mod tests {
     }
 
     #[test]
+    fn the_first_memory_stall_of_the_run_up_is_in_the_oom_evidence_with_its_lead() {
+        let stall = |b: &mut Tb, ms, scope: &str| {
+            let name = if scope == "host" { "host".to_string() } else { "/sys/fs/cgroup/model".to_string() };
+            b.push(
+                ms,
+                PID,
+                "workload",
+                EventKind::MemoryStall { scope: scope.into(), name, stalled: "some".into(), stall_us: 200_000, window_us: 2_000_000, total_us: Some(9) },
+            );
+        };
+        let mut b = oom_while_loading();
+        stall(&mut b, 3_900, "memory_cgroup");
+        stall(&mut b, 5_000, "host");
+        b.ev.sort_by_key(|e| e.ts_ns);
+        let v = diagnose(&b.ev);
+        let line = v[0].evidence.iter().find(|e| e.contains("memory stalls")).unwrap_or_else(|| panic!("{:?}", v[0].evidence));
+        assert_eq!(
+            line,
+            "the kernel reported memory stalls 2.1 s before the kill: tasks in /sys/fs/cgroup/model waited for memory at least 200 ms within 2.0 s (a PSI trigger)"
+        );
+        // None before the run-up (over a minute before the kill): no such line.
+        let mut b = oom_while_loading();
+        let early = b.ev.iter().map(|e| e.ts_ns).min().unwrap();
+        b.ev.insert(0, crate::event::Event { ts_ns: early, pid: PID, tid: PID, comm: "workload".into(), kind: EventKind::MemoryStall {
+            scope: "host".into(), name: "host".into(), stalled: "some".into(), stall_us: 1, window_us: 2, total_us: None } });
+        for e in b.ev.iter_mut().skip(1) {
+            e.ts_ns += 61_000_000_000;
+        }
+        assert!(diagnose(&b.ev)[0].evidence.iter().all(|e| !e.contains("memory stalls")));
+    }
+
+    #[test]
     fn oom_kill_while_loading_explains_the_resets_and_the_refused_connects() {
         let b = oom_while_loading();
         let v = diagnose(&b.ev);

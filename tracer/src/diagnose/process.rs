@@ -566,11 +566,25 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
         }
         None => headline,
     };
+    if let Some((i, stall)) = first_stall(t, kill_ts) {
+        evidence.push(stall_evidence(kill_ts.saturating_sub(t.ev[i].ts_ns), stall));
+    }
     if confidence < Confidence::High {
         evidence.extend(t.lost_note());
     }
     evidence.extend(w.missing_exit_note());
     Some(w.death(Cause::OomKilled, confidence, headline, chain, evidence))
+}
+
+/// Where the run-up to a kill at `kill_ts` starts: a minute before it, or the OOM kill
+/// before it when that is later.
+fn run_up_start(t: &super::trace::Trace, kill_ts: u64) -> u64 {
+    t.ev.iter()
+        .filter(|e| e.ts_ns < kill_ts && matches!(e.kind, EventKind::OomKill { .. }))
+        .map(|e| e.ts_ns)
+        .max()
+        .unwrap_or(0)
+        .max(kill_ts.saturating_sub(WARNING_REACH_NS))
 }
 
 /// How long before a kill a forecast may be and still be about it.
@@ -579,18 +593,31 @@ const WARNING_REACH_NS: u64 = 60_000_000_000;
 /// The first `forecast` of the run-up to a kill at `kill_ts`: within a minute before it
 /// and after any earlier OOM kill.
 fn first_warning<'a>(t: &super::trace::Trace<'a>, kill_ts: u64) -> Option<(usize, &'a crate::event::Forecast)> {
-    let from = t
-        .ev
-        .iter()
-        .filter(|e| e.ts_ns < kill_ts && matches!(e.kind, EventKind::OomKill { .. }))
-        .map(|e| e.ts_ns)
-        .max()
-        .unwrap_or(0)
-        .max(kill_ts.saturating_sub(WARNING_REACH_NS));
+    let from = run_up_start(t, kill_ts);
     t.ev.iter().enumerate().find_map(|(i, e)| match &e.kind {
         EventKind::Forecast(f) if e.ts_ns >= from && e.ts_ns <= kill_ts => Some((i, f)),
         _ => None,
     })
+}
+
+/// The first `memory_stall` of the run-up to a kill (the same reach as the forecasts).
+fn first_stall<'a>(t: &super::trace::Trace<'a>, kill_ts: u64) -> Option<(usize, &'a crate::event::EventKind)> {
+    let from = run_up_start(t, kill_ts);
+    t.ev.iter()
+        .enumerate()
+        .find(|(_, e)| e.ts_ns >= from && e.ts_ns <= kill_ts && matches!(e.kind, EventKind::MemoryStall { .. }))
+        .map(|(i, e)| (i, &e.kind))
+}
+
+fn stall_evidence(lead_ns: u64, stall: &EventKind) -> String {
+    let EventKind::MemoryStall { scope, name, stall_us, window_us, .. } = stall else { return String::new() };
+    let whose = if scope == "host" { "on the host".to_string() } else { format!("in {name}") };
+    format!(
+        "the kernel reported memory stalls {} before the kill: tasks {whose} waited for memory at least {} within {} (a PSI trigger)",
+        duration(lead_ns),
+        duration(stall_us * 1_000),
+        duration(window_us * 1_000)
+    )
 }
 
 /// The owner crashed: SIGSEGV, SIGBUS, SIGABRT, SIGILL or SIGFPE from the kernel (a

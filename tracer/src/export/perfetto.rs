@@ -358,6 +358,14 @@ fn instant(ev: &Event, ts: f64) -> Option<TraceEvent> {
             te.s = Some("g");
             Some(te)
         }
+        EventKind::MemoryStall { scope, name, stalled, stall_us, window_us, total_us } => {
+            let mut te = TraceEvent::new("i", format!("memory stall ({name})"), ts, track(ev)).args(json!({
+                "scope": scope, "name": name, "stalled": stalled, "stall_us": stall_us,
+                "window_us": window_us, "total_us": total_us,
+            }));
+            te.s = Some("g");
+            Some(te)
+        }
         EventKind::Lost { probe, count, total } => {
             let mut te = TraceEvent::new("i", format!("lost {count} ({probe})"), ts, track(ev))
                 .args(json!({ "probe": probe, "count": count, "total": total }));

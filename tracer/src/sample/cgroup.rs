@@ -178,6 +178,11 @@ impl CgroupSampler {
     pub fn path(&self) -> Option<&str> {
         self.located.as_ref().map(|l| l.path.as_str())
     }
+
+    /// The cgroup folder and its version (1 or 2), once located.
+    pub fn located(&self) -> Option<(&str, u8)> {
+        self.located.as_ref().map(|l| (l.path.as_str(), l.version))
+    }
 }
 
 #[cfg(test)]

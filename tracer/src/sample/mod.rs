@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod gpu;
 pub mod members;
 pub mod procfs;
+pub mod stall;
 pub mod system;
 
 use std::{
@@ -112,6 +113,20 @@ impl Sampler {
         if task == self.target_pid {
             self.next = None;
         }
+    }
+
+    /// The next poll samples at once (the kernel said memory is short: fresh points).
+    pub fn sample_soon(&mut self) {
+        self.next = None;
+    }
+
+    /// The target's memory cgroup folder and version, once a sample located it.
+    pub fn memory_cgroup(&self) -> Option<(&str, u8)> {
+        self.cgroup.located()
+    }
+
+    pub fn target_comm(&self) -> &str {
+        &self.target_comm
     }
 
     /// The processes the next sample covers.

@@ -57,6 +57,8 @@ impl Filter {
                         | K::MemorySummary { .. }
                         | K::Rss { .. }
                         | K::OomKill { .. }
+                        | K::MemoryStall { .. }
+                        | K::Forecast(_)
                 )
             }
             // A thread or process that ended on its own is no signal.
@@ -90,6 +92,7 @@ pub fn kind_color(kind: &EventKind) -> Color {
         }
         K::Signal { .. } | K::SignalDeliver { .. } => Color::Magenta,
         K::OomKill { .. } | K::Lost { .. } => Color::Red,
+        K::MemoryStall { .. } | K::Forecast(_) => Color::LightRed,
         K::Exit { group_dead: true, .. } => Color::Red,
         K::TcpReset { .. } | K::TcpState { .. } => Color::Yellow,
         // The rest of the process life, and kinds this view has no colour for yet.
@@ -273,6 +276,14 @@ pub fn detail(ev: &Event) -> String {
             }
             s
         }
+        K::MemoryStall { scope, name, stall_us, window_us, .. } => {
+            let whose = if scope == "host" { "on the host".to_string() } else { format!("in {}", clean(name)) };
+            format!(
+                "tasks {whose} waited for memory ≥ {} within {} (PSI)",
+                crate::units::duration(stall_us.saturating_mul(1_000)),
+                crate::units::duration(window_us.saturating_mul(1_000))
+            )
+        }
         // A kind this view has no words for yet: its fields as JSON.
         other => clean(&serde_json::to_string(other).unwrap_or_default()),
     }
@@ -324,6 +335,22 @@ mod tests {
             source: "task_exit_code".into(),
         };
         assert!(!Filter::Signals.matches(&clean) && Filter::Process.matches(&clean));
+    }
+
+    #[test]
+    fn a_memory_stall_says_where_and_how_long_and_is_a_memory_event() {
+        let kind = |scope: &str, name: &str| EventKind::MemoryStall {
+            scope: scope.into(),
+            name: name.into(),
+            stalled: "some".into(),
+            stall_us: 200_000,
+            window_us: 2_000_000,
+            total_us: None,
+        };
+        let ev = |k| Event { ts_ns: 1, pid: 1, tid: 1, comm: "w".into(), kind: k };
+        assert_eq!(detail(&ev(kind("host", "host"))), "tasks on the host waited for memory ≥ 200 ms within 2.0 s (PSI)");
+        assert_eq!(detail(&ev(kind("memory_cgroup", "/sys/fs/cgroup/m\x1b"))), "tasks in /sys/fs/cgroup/m? waited for memory ≥ 200 ms within 2.0 s (PSI)");
+        assert!(Filter::Memory.matches(&kind("host", "host")) && !Filter::Tcp.matches(&kind("host", "host")));
     }
 
     #[test]

@@ -115,6 +115,13 @@ pub struct TraceArgs {
     /// limit (0 disables). Needs samples (`--sample-interval`)
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub warn_before: Duration,
+
+    /// Write a `memory_stall` event (and sample at once) when the kernel says tasks waited
+    /// this long for memory within a second: a PSI trigger on the memory cgroup (v2) and
+    /// on the whole host, where the kernel has PSI. 0 disables. Reclaim and thrashing
+    /// come before an OOM kill
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stall_trigger: Duration,
 }
 
 /// `--mappings`.
@@ -304,6 +311,7 @@ fn record(
         kill_on_exit: args.kill_on_exit,
         summarize_below: (args.mappings == Mappings::Summary).then_some(SUMMARY_BELOW_BYTES),
         warn_before: Some(args.warn_before).filter(|d| !d.is_zero() && !args.sample_interval.is_zero()),
+        stall_trigger: Some(args.stall_trigger).filter(|d| !d.is_zero() && !args.sample_interval.is_zero()),
     };
     let pid = target.pid;
     if let EventKind::TraceStart { probes, target_cmdline, .. } = &start.kind {
