@@ -358,7 +358,18 @@ fn systemd_and_docker_shaped_cgroups_name_their_unit_and_container() {
     let service = Shaped::new("system.slice", &unit);
     let container = Shaped::new("system.slice", &format!("docker-{id}.scope"));
     let tmp = TempDir::new("watch-shapes");
-    let agent = Agent::start(&["--jsonl", &tmp.0.display().to_string(), "--no-incidents", "--settle", "500ms"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(&[
+        "--jsonl",
+        &tmp.0.display().to_string(),
+        "--no-incidents",
+        "--settle",
+        "500ms",
+        "--metrics",
+        &metrics,
+        "--service-ttl",
+        "1s",
+    ]);
     let mut a = service.sleeper();
     let mut b = container.sleeper();
     // The agent's listing (every 2 s) reads their cgroups while they live.
@@ -383,6 +394,21 @@ fn systemd_and_docker_shaped_cgroups_name_their_unit_and_container() {
     let eb = exit_of(pb);
     assert_eq!(eb["service"]["runtime"], "docker", "{eb:#}");
     assert_eq!(eb["service"]["container_id"], id.as_str(), "{eb:#}");
+    // Both have series; once the container's cgroup is removed its series go after
+    // --service-ttl, and the unit's, whose cgroup is still there, stay.
+    let series_of = |text: &str, cgroup: &str| text.lines().filter(|l| !l.starts_with('#') && l.contains(&format!("cgroup=\"{cgroup}\""))).count();
+    let (unit_cg, container_cg) = (format!("/system.slice/{unit}"), format!("/system.slice/docker-{id}.scope"));
+    let text = wait_until(Duration::from_secs(15), "both services' series", || {
+        let t = scrape(&metrics);
+        (series_of(&t, &unit_cg) > 0 && series_of(&t, &container_cg) > 0).then_some(t)
+    });
+    let unit_series = series_of(&text, &unit_cg);
+    drop(container);
+    let text = wait_until(Duration::from_secs(15), "the removed container's series dropped", || {
+        let t = scrape(&metrics);
+        (series_of(&t, &container_cg) == 0).then_some(t)
+    });
+    assert_eq!(series_of(&text, &unit_cg), unit_series, "the live unit's series stay:\n{text}");
     let (code, stderr) = agent.stop();
     assert_eq!(code, Some(0), "{stderr}");
 }

@@ -147,7 +147,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// follow an end (resets, the OOM killer's marks), which come within seconds; the
 /// window's events keep their own.
 const KEEP_GONE: Duration = Duration::from_secs(120);
-/// How often the series of gone services are looked for.
+/// How often the series of gone services are looked for (at most; a shorter
+/// --service-ttl looks as often as it says, down to a second).
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(50);
 
@@ -569,7 +570,7 @@ async fn agent(
                         out.flush();
                     }
                 }
-                if expired.elapsed() >= EXPIRE_EVERY {
+                if expired.elapsed() >= EXPIRE_EVERY.min(args.service_ttl.max(Duration::from_secs(1))) {
                     expired = now;
                     let lookup = process::identity::CgroupLookup::new();
                     let n = agent.metrics.expire(args.service_ttl, |l| lookup.gone(&l.cgroup));
