@@ -412,3 +412,63 @@ fn systemd_and_docker_shaped_cgroups_name_their_unit_and_container() {
     let (code, stderr) = agent.stop();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn a_scoped_service_growing_toward_its_limit_is_forecast_before_its_kill() {
+    require_root("tracer watch loads eBPF programs and the test makes a memory cgroup");
+    let cg = Memcg::new("watch-forecast", 128 << 20).expect("memory cgroup");
+    let cgroup = cg.path.display().to_string();
+    let scope = format!("/{}", cg.path.file_name().unwrap().to_str().unwrap());
+    let tmp = TempDir::new("watch-forecast");
+    let incident_dir = tmp.0.join("incidents");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(&[
+        "--cgroup",
+        &cgroup,
+        "--metrics",
+        &metrics,
+        "--jsonl",
+        &tmp.0.display().to_string(),
+        "--incident-dir",
+        &incident_dir.display().to_string(),
+        "--settle",
+        "1s",
+        "--warn-before",
+        "3s",
+    ]);
+    // 16 MiB/s into 128 MiB: the kill about 8 s in, warned once 3 s are left.
+    let mut grower = ChildGuard(Command::new(stress()).args(["grow", "16", "--cgroup", &cgroup]).stdout(Stdio::null()).spawn().expect("stress"));
+    let pid = grower.pid();
+    // The gauge is there while the danger lasts: scraped as Prometheus would.
+    let eta_line = |text: &str| {
+        text.lines().find(|l| l.starts_with("tracer_memory_limit_eta_seconds{") && l.contains(&format!("cgroup=\"{scope}\""))).map(str::to_string)
+    };
+    let mut gauge = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while grower.0.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the grower was not OOM-killed in 40 s");
+        if gauge.is_none() {
+            gauge = eta_line(&scrape(&metrics));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gauge = gauge.unwrap_or_else(|| panic!("no tracer_memory_limit_eta_seconds for {scope} while it grew"));
+    assert!(gauge.contains("limit=\"memory_cgroup\""), "{gauge}");
+    let eta: f64 = gauge.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(eta > 0.0 && eta <= 3.0, "{gauge}");
+
+    let path = tmp.0.join("tracer-watch.jsonl");
+    let forecast = wait_until(Duration::from_secs(10), "a forecast line", || lines(&path).into_iter().find(|e| e["kind"] == "forecast"));
+    assert_eq!(forecast["limit"], "memory_cgroup", "{forecast:#}");
+    assert_eq!(forecast["service"]["cgroup"], scope.as_str(), "{forecast:#}");
+    let verdict = wait_until(Duration::from_secs(20), "the OOM verdict", || {
+        lines(&path).into_iter().find(|e| e["kind"] == "verdict" && e["cause"] == "oom_killed" && e["pid"] == pid)
+    });
+    let summary = verdict["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("; warned ") && summary.contains(" before"), "{summary}");
+    eprintln!("{summary}");
+    // Out of danger (the grower is gone): the gauge goes.
+    wait_until(Duration::from_secs(15), "the forecast gauge gone", || eta_line(&scrape(&metrics)).is_none().then_some(()));
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}

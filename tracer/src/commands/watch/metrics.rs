@@ -5,7 +5,10 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{atomic::AtomicI64, Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicI64, AtomicU64},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, Instant},
 };
 
@@ -93,6 +96,14 @@ struct CauseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    #[prometheus(flatten)]
+    service: ServiceLabels,
+    /// `memory_cgroup`, `host` or `gpu`.
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
     probe: String,
 }
@@ -115,6 +126,10 @@ pub struct Metrics {
     memcg_usage: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
     memcg_limit: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
     memcg_oom_events: Family<ServiceLabels, Gauge<i64, AtomicI64>>,
+    limit_eta: Family<LimitLabels, Gauge<f64, AtomicU64>>,
+    limit_headroom: Family<LimitLabels, Gauge<i64, AtomicI64>>,
+    /// When each forecast's gauges were last set: they go once the danger has passed.
+    forecasts_set: Mutex<HashMap<LimitLabels, Instant>>,
     /// The services with series of their own (see [`MAX_SERVICES`]), and which.
     services: Mutex<HashMap<ServiceLabels, Series>>,
 }
@@ -129,6 +144,8 @@ struct Series {
     memcg: bool,
     signals: HashSet<(String, String)>,
     exits: HashSet<String>,
+    /// Limits with forecast gauges.
+    limits: HashSet<String>,
     resets: HashSet<(String, String)>,
     causes: HashSet<String>,
 }
@@ -142,6 +159,7 @@ impl Series {
             memcg: false,
             signals: HashSet::new(),
             exits: HashSet::new(),
+            limits: HashSet::new(),
             resets: HashSet::new(),
             causes: HashSet::new(),
         }
@@ -169,6 +187,9 @@ impl Metrics {
             memcg_usage: Family::default(),
             memcg_limit: Family::default(),
             memcg_oom_events: Family::default(),
+            limit_eta: Family::default(),
+            limit_headroom: Family::default(),
+            forecasts_set: Mutex::new(HashMap::new()),
             services: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -199,14 +220,21 @@ impl Metrics {
             "The memory cgroup's own count of OOM kills (memory.events oom_kill, v1 oom_control), of a scoped service",
             m.memcg_oom_events.clone(),
         );
+        registry.register(
+            "memory_limit_eta_seconds",
+            "While a memory limit of a scoped service is projected to be reached within --warn-before: the seconds left at the present growth, by limit (memory_cgroup, host, gpu); absent otherwise",
+            m.limit_eta.clone(),
+        );
+        registry.register(
+            "memory_limit_headroom_bytes",
+            "The headroom of a limit while it is forecast to be reached (see memory_limit_eta_seconds)",
+            m.limit_headroom.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     fn known(&self) -> MutexGuard<'_, HashMap<ServiceLabels, Series>> {
-        match self.services.lock() {
-            Ok(k) => k,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.services)
     }
 
     /// The labels of a service, or `other` once [`MAX_SERVICES`] have series; `note`
@@ -271,6 +299,32 @@ impl Metrics {
 
     pub fn incident(&self, about: Option<&Identity>) {
         self.incidents.get_or_create(&self.service(about, |s| s.incidents = true)).inc();
+    }
+
+    /// A `forecast`: the gauges of its limit, until [`Metrics::expire_forecasts`] finds
+    /// none newer.
+    pub fn forecast(&self, of: Option<&Identity>, limit: &str, seconds_to_limit: f64, headroom_bytes: u64) {
+        let service = self.service(of, |s| {
+            s.limits.insert(limit.into());
+        });
+        let l = LimitLabels { service, limit: limit.into() };
+        self.limit_eta.get_or_create(&l).set(seconds_to_limit);
+        self.limit_headroom.get_or_create(&l).set(clamp(headroom_bytes));
+        lock(&self.forecasts_set).insert(l, Instant::now());
+    }
+
+    /// Drops the forecast gauges not set for `older_than`: the limit is out of danger
+    /// (forecasts repeat every second while it is in).
+    pub fn expire_forecasts(&self, older_than: Duration) {
+        let now = Instant::now();
+        lock(&self.forecasts_set).retain(|l, at| {
+            let keep = now.duration_since(*at) < older_than;
+            if !keep {
+                self.limit_eta.remove(l);
+                self.limit_headroom.remove(l);
+            }
+            keep
+        });
     }
 
     pub fn lost(&self, probe: &str, count: u64) {
@@ -344,6 +398,12 @@ impl Metrics {
             for cause in s.causes {
                 self.verdicts.remove(&CauseLabels { service: l.clone(), cause });
             }
+            for limit in s.limits {
+                let l = LimitLabels { service: l.clone(), limit };
+                self.limit_eta.remove(&l);
+                self.limit_headroom.remove(&l);
+                lock(&self.forecasts_set).remove(&l);
+            }
         }
         old.len()
     }
@@ -359,6 +419,14 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A poisoned lock still holds good data here: counters and times.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -507,6 +575,26 @@ mod tests {
         assert!(m.render().contains("tracer_oom_kills_total{service=\"/tracer-gone\""));
         m.oom_kill(Some(&identity::parse("/one-too-many")));
         assert!(m.render().contains("service=\"other\""));
+    }
+
+    #[test]
+    fn a_forecast_is_a_gauge_while_the_danger_lasts() {
+        let m = Metrics::new();
+        let id = identity::parse("/tracer-model");
+        m.forecast(Some(&id), "memory_cgroup", 2.5, 48 << 20);
+        let text = m.render();
+        let eta = text.lines().find(|l| l.starts_with("tracer_memory_limit_eta_seconds{")).unwrap_or_else(|| panic!("{text}"));
+        assert!(eta.contains("cgroup=\"/tracer-model\"") && eta.contains("limit=\"memory_cgroup\"") && eta.ends_with(" 2.5"), "{eta}");
+        assert!(text.contains(&format!("tracer_memory_limit_headroom_bytes{{service=\"/tracer-model\",cgroup=\"/tracer-model\",runtime=\"plain\",pod_uid=\"\",container_id=\"\",limit=\"memory_cgroup\"}} {}", 48u64 << 20)), "{text}");
+        m.expire_forecasts(Duration::from_secs(60));
+        assert!(m.render().contains("tracer_memory_limit_eta_seconds{"), "set just now: kept");
+        m.expire_forecasts(Duration::ZERO);
+        let text = m.render();
+        assert!(!text.contains("tracer_memory_limit_eta_seconds{") && !text.contains("tracer_memory_limit_headroom_bytes{"), "{text}");
+        // A gone service's forecast gauges go with its other series.
+        m.forecast(Some(&id), "host", 9.0, 1);
+        assert_eq!(m.expire(Duration::ZERO, |_| true), 1);
+        assert!(!m.render().contains("tracer_memory_limit_eta_seconds{"));
     }
 
     #[test]

@@ -133,6 +133,13 @@ pub struct WatchArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub service_ttl: Duration,
 
+    /// For the services in scope: a `forecast` (a JSON line, the gauge
+    /// tracer_memory_limit_eta_seconds, an OTLP record, and the OOM verdict's "warned …
+    /// before") when a memory limit will be reached within this time at the present
+    /// growth, as `tracer --warn-before`; 0 disables
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub warn_before: Duration,
+
     /// For the services in scope: an rss event when a memory counter moved by this much
     #[arg(long, default_value = "8MiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub rss_threshold: u64,
@@ -147,6 +154,9 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// follow an end (resets, the OOM killer's marks), which come within seconds; the
 /// window's events keep their own.
 const KEEP_GONE: Duration = Duration::from_secs(120);
+/// A forecast's gauges stay this long after the last forecast of their limit (they come
+/// every second while it is in danger).
+const FORECAST_GAUGE_KEEP: Duration = Duration::from_secs(5);
 /// How often the series of gone services are looked for (at most; a shorter
 /// --service-ttl looks as often as it says, down to a second).
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
@@ -275,8 +285,8 @@ struct Agent {
     window_services: VecDeque<Option<Arc<Identity>>>,
     window_ns: u64,
     /// Samples wait here until capture has released every kernel event before them, so
-    /// that the outputs are in time order.
-    samples: VecDeque<(Event, Option<Arc<Identity>>)>,
+    /// that the outputs are in time order; with the index of their service.
+    samples: VecDeque<(Event, Option<Arc<Identity>>, usize)>,
     detector: Detector,
     events: u64,
     verdicts: u64,
@@ -301,12 +311,14 @@ impl Agent {
             .or_else(|| self.members.get(&pid).and_then(|(k, gone)| gone.is_none().then(|| self.services[*k].identity.clone()).flatten()))
     }
 
-    /// One event through every output, into the window.
-    fn handle(&mut self, ev: Event, service: Option<Arc<Identity>>, now_ns: u64) {
+    /// One event through every output, into the window; `source` is the service that
+    /// sampled it (else the one its process belongs to, for the forecast).
+    fn handle(&mut self, ev: Event, service: Option<Arc<Identity>>, source: Option<usize>, now_ns: u64) {
         let who = match service {
             Some(s) => Some(s),
             None => self.identity(records::subject_pid(&ev)),
         };
+        let forecast = self.forecast(&ev, source);
         let marked_again = match &ev.kind {
             crate::event::EventKind::OomKill { victim_pid: Some(v), .. } => {
                 let again = self.victims.get(v).is_some_and(|&t| ev.ts_ns.saturating_sub(t) < SAME_KILL_NS);
@@ -329,7 +341,23 @@ impl Agent {
         self.detector.observe(&ev, now_ns);
         self.events += 1;
         self.window.push_back(ev);
-        self.window_services.push_back(who);
+        self.window_services.push_back(who.clone());
+        if let Some(f) = forecast {
+            self.handle(f, who, None, now_ns);
+        }
+    }
+
+    /// The forecast a service's event leads to: its samples, and its processes' rss
+    /// events, ends and OOM kills.
+    fn forecast(&mut self, ev: &Event, source: Option<usize>) -> Option<Event> {
+        use crate::event::EventKind as K;
+        let k = match (&ev.kind, source) {
+            (K::Sample { .. }, Some(k)) => k,
+            (K::Rss { .. } | K::Exit { .. }, _) => self.members.get(&ev.pid).filter(|(_, gone)| gone.is_none()).map(|(k, _)| *k)?,
+            (K::OomKill { victim_pid: Some(v), .. }, _) => self.members.get(v).map(|(k, _)| *k)?,
+            _ => return None,
+        };
+        self.services.get_mut(k)?.forecast(ev)
     }
 
     /// Lists the services; traces and files their new processes; reads their cgroups.
@@ -382,15 +410,15 @@ impl Agent {
     /// Capture's released events merged with the samples taken before `until_ns`.
     fn merge(&mut self, released: Vec<Event>, until_ns: u64, now_ns: u64) {
         for ev in released {
-            while self.samples.front().is_some_and(|(s, _)| s.ts_ns <= ev.ts_ns) {
-                let (s, who) = self.samples.pop_front().expect("front checked");
-                self.handle(s, who, now_ns);
+            while self.samples.front().is_some_and(|(s, _, _)| s.ts_ns <= ev.ts_ns) {
+                let (s, who, k) = self.samples.pop_front().expect("front checked");
+                self.handle(s, who, Some(k), now_ns);
             }
-            self.handle(ev, None, now_ns);
+            self.handle(ev, None, None, now_ns);
         }
-        while self.samples.front().is_some_and(|(s, _)| s.ts_ns <= until_ns) {
-            let (s, who) = self.samples.pop_front().expect("front checked");
-            self.handle(s, who, now_ns);
+        while self.samples.front().is_some_and(|(s, _, _)| s.ts_ns <= until_ns) {
+            let (s, who, k) = self.samples.pop_front().expect("front checked");
+            self.handle(s, who, Some(k), now_ns);
         }
     }
 
@@ -488,7 +516,8 @@ async fn agent(
         None => None,
     };
     let sample_every = Some(args.sample_interval).filter(|d| !d.is_zero());
-    let services: Vec<Service> = selectors.into_iter().map(|s| Service::new(s, sample_every)).collect();
+    let warn_before = Some(args.warn_before).filter(|d| !d.is_zero());
+    let services: Vec<Service> = selectors.into_iter().map(|s| Service::new(s, sample_every, warn_before)).collect();
     let mut identities = IdentityCache::new();
     identities.refresh();
     let mut agent = Agent {
@@ -551,7 +580,12 @@ async fn agent(
                 release(&mut capture, &mut agent);
                 let now = Instant::now();
                 let now_ns = wall_now_ns();
-                let due: Vec<(Event, Option<Arc<Identity>>)> = agent.services.iter_mut().filter_map(|s| s.poll(now)).collect();
+                let due: Vec<(Event, Option<Arc<Identity>>, usize)> = agent
+                    .services
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(k, s)| s.poll(now).map(|(ev, who)| (ev, who, k)))
+                    .collect();
                 agent.samples.extend(due);
                 if agent.detector.due(now_ns) {
                     agent.diagnose(now_ns);
@@ -562,6 +596,7 @@ async fn agent(
                     agent.identities.refresh();
                     agent.identities.expire(KEEP_GONE);
                     agent.refresh_services(&mut capture);
+                    agent.metrics.expire_forecasts(FORECAST_GAUGE_KEEP);
                     records::count_other_resets(&agent.metrics, &capture.other_resets(), &mut agent.other_resets);
                     if let Some(otlp) = &agent.otlp {
                         agent.metrics.set_dropped("otlp", otlp.stats().dropped);

@@ -51,6 +51,7 @@ pub fn count(metrics: &Metrics, ev: &Event, who: Option<&Identity>) {
         }
         EventKind::Lost { probe, count, .. } => metrics.lost(probe, *count),
         EventKind::Sample { cgroup: Some(cg), .. } => metrics.memcg(who, cg.usage_bytes, cg.limit_bytes, cg.oom_kills),
+        EventKind::Forecast(f) => metrics.forecast(who, &f.limit, f.seconds_to_limit, f.headroom_bytes),
         _ => {}
     }
 }
@@ -113,6 +114,17 @@ pub fn event_record(ev: &Event, who: Option<&Identity>) -> Option<LogRecord> {
             let core = if *core_dumped { " (core dumped)" } else { "" };
             let name = signal_name.as_deref().unwrap_or("a signal");
             (Severity::Error, format!("{}[{}] ended by {name}{core}", ev.comm, ev.pid), Some(i64::from(ev.pid)), ev.comm.clone())
+        }
+        EventKind::Forecast(f) => {
+            let body = format!(
+                "{} will be reached in ~{:.1} s at {}/s ({} left; {} confidence)",
+                f.limit_name,
+                f.seconds_to_limit,
+                crate::units::format_bytes(f.rate_bytes_per_s.max(0.0) as u64),
+                crate::units::format_bytes(f.headroom_bytes),
+                f.confidence
+            );
+            (Severity::Warn, body, Some(i64::from(ev.pid)), ev.comm.clone())
         }
         _ => return None,
     };

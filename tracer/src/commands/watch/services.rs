@@ -12,6 +12,7 @@ use std::{
 use crate::{
     capture::Capture,
     event::Event,
+    forecast::Forecaster,
     process::{self, identity::Identity},
     sample::Sampler,
 };
@@ -65,6 +66,9 @@ pub struct Service {
     known: HashSet<u32>,
     sampler: Option<Sampler>,
     sample_every: Option<Duration>,
+    /// `--warn-before`: the service's limits forecast from its samples and rss events.
+    forecaster: Option<Forecaster>,
+    warn_before: Option<Duration>,
     /// The identity of the memory cgroup the last sample read (a pod below a scoped
     /// slice is labelled as that pod), by its folder.
     sampled: Option<(String, Option<Arc<Identity>>)>,
@@ -90,7 +94,7 @@ pub fn identity_of_dir(dir: &std::path::Path) -> Option<Identity> {
 }
 
 impl Service {
-    pub fn new(selector: Selector, sample_every: Option<Duration>) -> Service {
+    pub fn new(selector: Selector, sample_every: Option<Duration>, warn_before: Option<Duration>) -> Service {
         let identity = match &selector {
             Selector::Cgroup(dir) => identity_of_dir(dir).map(Arc::new),
             Selector::Comm(_) => None,
@@ -99,7 +103,17 @@ impl Service {
             Selector::Cgroup(dir) if host::memcg::read_mounts().of_version(1).is_some_and(|m| dir.starts_with(&m.mountpoint)) => 1,
             _ => 2,
         };
-        Service { selector, identity, known: HashSet::new(), sampler: None, sample_every, sampled: None, version }
+        Service {
+            selector,
+            identity,
+            known: HashSet::new(),
+            sampler: None,
+            sample_every,
+            forecaster: None,
+            warn_before: warn_before.filter(|_| sample_every.is_some()),
+            sampled: None,
+            version,
+        }
     }
 
     /// The service's own memory cgroup, read directly (for `--cgroup`/`--unit`): there
@@ -154,6 +168,7 @@ impl Service {
         match self.sampler.as_mut() {
             Some(s) => s.add(pid),
             None => {
+                self.forecaster = self.warn_before.map(|w| Forecaster::new(pid, w));
                 self.sampler = self.sample_every.and_then(|every| match Sampler::new(pid, true, every) {
                     Ok(s) => Some(s),
                     Err(e) => {
@@ -194,6 +209,12 @@ impl Service {
         }
         let who = self.sampled.as_ref().and_then(|(_, id)| id.clone()).or_else(|| self.identity.clone());
         Some((sample, who))
+    }
+
+    /// Feeds the forecaster one of the service's events (its samples, its processes'
+    /// rss, ends and OOM kills); a `forecast` when a limit is about to be reached.
+    pub fn forecast(&mut self, ev: &Event) -> Option<Event> {
+        self.forecaster.as_mut()?.observe(ev)
     }
 
     pub fn processes(&self) -> usize {
