@@ -118,6 +118,13 @@ fn memory_stalls_from_real_reclaim_are_reported_as_they_happen_and_quoted_by_the
         eprintln!("SKIP: {} is on tmpfs: page cache there needs no reclaim", dir.display());
         return;
     }
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(file.clone());
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&file).expect("the file to read");
@@ -126,13 +133,6 @@ fn memory_stalls_from_real_reclaim_are_reported_as_they_happen_and_quoted_by_the
             f.write_all(&block).expect("writing the file");
         }
     }
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(file.clone());
     let cg = Memcg::new("forecast-stall", 48 << 20).expect("memory cgroup");
     let cgroup = cg.path.display().to_string();
     let f = file.display();
@@ -165,6 +165,12 @@ fn memory_stalls_from_real_reclaim_are_reported_as_they_happen_and_quoted_by_the
         assert!(before < total && total <= after, "{before} < {total} <= {after}");
     }
     assert!(after > before, "the host's stall total did not move: {before} → {after}");
+    // On cgroup v2 the cgroup's own trigger is armed (once a sample located the cgroup)
+    // and fires on this reclaim too.
+    if !cg.path.starts_with("/sys/fs/cgroup/memory") {
+        let own = stalls.iter().any(|e| matches!(&e.kind, EventKind::MemoryStall { scope, name, .. } if scope == "memory_cgroup" && *name == cgroup));
+        assert!(own, "no memory_stall of {cgroup} itself on cgroup v2:\n{}", trace.dump());
+    }
     // At most one per window per trigger.
     let same_scope: Vec<u64> = stalls.iter().filter(|e| matches!(&e.kind, EventKind::MemoryStall { scope: s, .. } if s == scope)).map(|e| e.ts_ns).collect();
     assert!(same_scope.windows(2).all(|w| w[1] - w[0] >= window_us * 1_000 * 9 / 10), "more than one per window: {same_scope:?}");

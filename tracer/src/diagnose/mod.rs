@@ -352,7 +352,12 @@ mod tests {
     #[test]
     fn the_first_memory_stall_of_the_run_up_is_in_the_oom_evidence_with_its_lead() {
         let stall = |b: &mut Tb, ms, scope: &str| {
-            let name = if scope == "host" { "host".to_string() } else { "/sys/fs/cgroup/model".to_string() };
+            let name = match scope {
+                "host" => "host".to_string(),
+                "other" => "/sys/fs/cgroup/another-service".to_string(),
+                _ => "/sys/fs/cgroup/demo".to_string(),
+            };
+            let scope = if scope == "host" { "host" } else { "memory_cgroup" };
             b.push(
                 ms,
                 PID,
@@ -361,6 +366,8 @@ mod tests {
             );
         };
         let mut b = oom_while_loading();
+        // Another service's cgroup stalled first (a `tracer watch` window): not this kill's.
+        stall(&mut b, 3_000, "other");
         stall(&mut b, 3_900, "memory_cgroup");
         stall(&mut b, 5_000, "host");
         b.ev.sort_by_key(|e| e.ts_ns);
@@ -368,8 +375,41 @@ mod tests {
         let line = v[0].evidence.iter().find(|e| e.contains("memory stalls")).unwrap_or_else(|| panic!("{:?}", v[0].evidence));
         assert_eq!(
             line,
-            "the kernel reported memory stalls 2.1 s before the kill: tasks in /sys/fs/cgroup/model waited for memory at least 200 ms within 2.0 s (a PSI trigger)"
+            "the kernel reported memory stalls 2.1 s before the kill: tasks in /sys/fs/cgroup/demo waited for memory at least 200 ms within 2.0 s (a PSI trigger)"
         );
+        // A forecast of another service's cgroup is no warning of this kill; one of the
+        // victim's is.
+        let forecast = |b: &mut Tb, ms, limit_name: &str| {
+            b.push(
+                ms,
+                PID,
+                "workload",
+                EventKind::Forecast(crate::event::Forecast {
+                    limit: "memory_cgroup".into(),
+                    limit_name: limit_name.into(),
+                    limit_bytes: 2 * GIB,
+                    used_bytes: GIB,
+                    headroom_bytes: GIB,
+                    headroom_percent: 50.0,
+                    rate_bytes_per_s: (400 * MIB) as f64,
+                    seconds_to_limit: 2.5,
+                    window_ms: 1000,
+                    points: 9,
+                    r_squared: 0.99,
+                    confidence: "high".into(),
+                    fastest_rate_bytes_per_s: None,
+                    psi_some_avg10: None,
+                    limit_hits: None,
+                }),
+            );
+        };
+        let mut b = oom_while_loading();
+        forecast(&mut b, 3_000, "memory cgroup /sys/fs/cgroup/another-service");
+        b.ev.sort_by_key(|e| e.ts_ns);
+        assert!(!diagnose(&b.ev)[0].summary.contains("warned"), "{}", diagnose(&b.ev)[0].summary);
+        forecast(&mut b, 3_500, "memory cgroup /sys/fs/cgroup/demo");
+        b.ev.sort_by_key(|e| e.ts_ns);
+        assert!(diagnose(&b.ev)[0].summary.contains("; warned 2.5 s before"), "{}", diagnose(&b.ev)[0].summary);
         // None before the run-up (over a minute before the kill): no such line.
         let mut b = oom_while_loading();
         let early = b.ev.iter().map(|e| e.ts_ns).min().unwrap();

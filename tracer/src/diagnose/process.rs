@@ -546,7 +546,7 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
             if w.exit.is_some() { Confidence::Medium } else { Confidence::Low },
         )
     };
-    let headline = match first_warning(t, kill_ts) {
+    let headline = match first_warning(t, w.pid, kill_ts) {
         Some((i, f)) => {
             let lead = kill_ts.saturating_sub(t.ev[i].ts_ns);
             chain.push(t.link(i, format!("forecast: {} reached in ~{:.1} s", f.limit_name, f.seconds_to_limit)));
@@ -566,7 +566,7 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
         }
         None => headline,
     };
-    if let Some((i, stall)) = first_stall(t, kill_ts) {
+    if let Some((i, stall)) = first_stall(t, w.pid, kill_ts) {
         evidence.push(stall_evidence(kill_ts.saturating_sub(t.ev[i].ts_ns), stall));
     }
     if confidence < Confidence::High {
@@ -592,21 +592,42 @@ const WARNING_REACH_NS: u64 = 60_000_000_000;
 
 /// The first `forecast` of the run-up to a kill at `kill_ts`: within a minute before it
 /// and after any earlier OOM kill.
-fn first_warning<'a>(t: &super::trace::Trace<'a>, kill_ts: u64) -> Option<(usize, &'a crate::event::Forecast)> {
+fn first_warning<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<(usize, &'a crate::event::Forecast)> {
     let from = run_up_start(t, kill_ts);
+    let cgroup = victim_cgroup(t, pid, kill_ts);
+    // Another memory cgroup's forecast is not about this kill.
+    let about = |f: &crate::event::Forecast| f.limit != "memory_cgroup" || cgroup.is_none_or(|c| f.limit_name.ends_with(c));
     t.ev.iter().enumerate().find_map(|(i, e)| match &e.kind {
-        EventKind::Forecast(f) if e.ts_ns >= from && e.ts_ns <= kill_ts => Some((i, f)),
+        EventKind::Forecast(f) if e.ts_ns >= from && e.ts_ns <= kill_ts && about(f) => Some((i, f)),
         _ => None,
     })
 }
 
-/// The first `memory_stall` of the run-up to a kill (the same reach as the forecasts).
-fn first_stall<'a>(t: &super::trace::Trace<'a>, kill_ts: u64) -> Option<(usize, &'a crate::event::EventKind)> {
+/// The first `memory_stall` of the run-up to a kill (the same reach as the forecasts):
+/// the host's, or the victim's memory cgroup's.
+fn first_stall<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<(usize, &'a crate::event::EventKind)> {
     let from = run_up_start(t, kill_ts);
+    let cgroup = victim_cgroup(t, pid, kill_ts);
     t.ev.iter()
         .enumerate()
-        .find(|(_, e)| e.ts_ns >= from && e.ts_ns <= kill_ts && matches!(e.kind, EventKind::MemoryStall { .. }))
+        .find(|(_, e)| {
+            e.ts_ns >= from
+                && e.ts_ns <= kill_ts
+                && match &e.kind {
+                    EventKind::MemoryStall { scope, name, .. } => scope != "memory_cgroup" || cgroup.is_none_or(|c| c == name),
+                    _ => false,
+                }
+        })
         .map(|(i, e)| (i, &e.kind))
+}
+
+/// The memory cgroup of the last sample before `kill_ts` that has `pid` among its
+/// processes: where the victim was (a window of `tracer watch` holds several services').
+fn victim_cgroup<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<&'a str> {
+    t.ev.iter().rev().filter(|e| e.ts_ns <= kill_ts).find_map(|e| match &e.kind {
+        EventKind::Sample { processes, cgroup: Some(cg), .. } if processes.iter().any(|p| p.pid == pid) => Some(cg.path.as_str()),
+        _ => None,
+    })
 }
 
 fn stall_evidence(lead_ns: u64, stall: &EventKind) -> String {
@@ -615,8 +636,8 @@ fn stall_evidence(lead_ns: u64, stall: &EventKind) -> String {
     format!(
         "the kernel reported memory stalls {} before the kill: tasks {whose} waited for memory at least {} within {} (a PSI trigger)",
         duration(lead_ns),
-        duration(stall_us * 1_000),
-        duration(window_us * 1_000)
+        duration(stall_us.saturating_mul(1_000)),
+        duration(window_us.saturating_mul(1_000))
     )
 }
 

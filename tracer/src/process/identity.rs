@@ -318,6 +318,10 @@ impl CgroupLookup {
     /// Whether the cgroup at `path` (as /proc/PID/cgroup gives it) is gone: some cgroup
     /// mount would show it, and none does. False when no mount could (it cannot be told).
     pub fn gone(&self, path: &str) -> bool {
+        // Outside this process's cgroup namespace: no mount shows it.
+        if path.split('/').any(|part| part == "..") {
+            return false;
+        }
         let mut covered = false;
         for m in &self.mounts {
             let below = if m.root == "/" {
@@ -766,6 +770,7 @@ mod tests {
         assert!(lookup.gone("/kubepods/pod-b"));
         assert!(!lookup.gone("/kubepodsX/pod-b"), "not below the mount's root: cannot be told");
         assert!(!lookup.gone("/system.slice/x.service"));
+        assert!(!lookup.gone("/kubepods/../pod-b"), "outside the namespace: cannot be told");
         assert!(!CgroupLookup { mounts: Vec::new() }.gone("/anything"));
 
         // The real mounts, with a cgroup made and removed.

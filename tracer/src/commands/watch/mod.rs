@@ -154,8 +154,9 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// follow an end (resets, the OOM killer's marks), which come within seconds; the
 /// window's events keep their own.
 const KEEP_GONE: Duration = Duration::from_secs(120);
-/// A forecast's gauges stay this long after the last forecast of their limit (they come
-/// every second while it is in danger).
+/// A forecast's gauges stay this long (or two sample intervals) after the last forecast
+/// of their limit: while it is in danger one comes at every sample and rss event, at
+/// most one a second.
 const FORECAST_GAUGE_KEEP: Duration = Duration::from_secs(5);
 /// How often the series of gone services are looked for (at most; a shorter
 /// --service-ttl looks as often as it says, down to a second).
@@ -353,7 +354,9 @@ impl Agent {
         use crate::event::EventKind as K;
         let k = match (&ev.kind, source) {
             (K::Sample { .. }, Some(k)) => k,
-            (K::Rss { .. } | K::Exit { .. }, _) => self.members.get(&ev.pid).filter(|(_, gone)| gone.is_none()).map(|(k, _)| *k)?,
+            (K::Rss { .. }, _) => self.members.get(&ev.pid).filter(|(_, gone)| gone.is_none()).map(|(k, _)| *k)?,
+            // Its end often comes after a listing found it gone: still its service's.
+            (K::Exit { .. }, _) => self.members.get(&ev.pid).map(|(k, _)| *k)?,
             (K::OomKill { victim_pid: Some(v), .. }, _) => self.members.get(v).map(|(k, _)| *k)?,
             _ => return None,
         };
@@ -596,7 +599,7 @@ async fn agent(
                     agent.identities.refresh();
                     agent.identities.expire(KEEP_GONE);
                     agent.refresh_services(&mut capture);
-                    agent.metrics.expire_forecasts(FORECAST_GAUGE_KEEP);
+                    agent.metrics.expire_forecasts(FORECAST_GAUGE_KEEP.max(2 * args.sample_interval));
                     records::count_other_resets(&agent.metrics, &capture.other_resets(), &mut agent.other_resets);
                     if let Some(otlp) = &agent.otlp {
                         agent.metrics.set_dropped("otlp", otlp.stats().dropped);

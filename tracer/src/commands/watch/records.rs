@@ -51,7 +51,11 @@ pub fn count(metrics: &Metrics, ev: &Event, who: Option<&Identity>) {
         }
         EventKind::Lost { probe, count, .. } => metrics.lost(probe, *count),
         EventKind::Sample { cgroup: Some(cg), .. } => metrics.memcg(who, cg.usage_bytes, cg.limit_bytes, cg.oom_kills),
-        EventKind::Forecast(f) => metrics.forecast(who, &f.limit, f.seconds_to_limit, f.headroom_bytes),
+        // Each GPU its own series: "GPU 0 (NVIDIA H100 …)".
+        EventKind::Forecast(f) => {
+            let limit = if f.limit == "gpu" { &f.limit_name } else { &f.limit };
+            metrics.forecast(who, limit, f.seconds_to_limit, f.headroom_bytes)
+        }
         _ => {}
     }
 }
