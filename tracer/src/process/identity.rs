@@ -288,21 +288,26 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     out
 }
 
-/// The folder of cgroup `path` under one of the mounts of its hierarchy, where it exists.
-fn cgroup_dir(mounts: &[CgroupMount], hierarchy: Hierarchy, path: &str) -> Option<PathBuf> {
-    mounts.iter().filter(|m| m.hierarchy == hierarchy).find_map(|m| {
-        let below = if m.root == "/" {
+impl CgroupMount {
+    /// Where cgroup `path` would be under this mount, when the mount shows that part of
+    /// the hierarchy (whether or not the folder exists).
+    fn folder_of(&self, path: &str) -> Option<PathBuf> {
+        let below = if self.root == "/" {
             path
         } else {
-            let rest = path.strip_prefix(m.root.as_str())?;
+            let rest = path.strip_prefix(self.root.as_str())?;
             if !rest.is_empty() && !rest.starts_with('/') {
                 return None;
             }
             rest
         };
-        let dir = m.point.join(below.trim_start_matches('/'));
-        dir.is_dir().then_some(dir)
-    })
+        Some(self.point.join(below.trim_start_matches('/')))
+    }
+}
+
+/// The folder of cgroup `path` under one of the mounts of its hierarchy, where it exists.
+fn cgroup_dir(mounts: &[CgroupMount], hierarchy: Hierarchy, path: &str) -> Option<PathBuf> {
+    mounts.iter().filter(|m| m.hierarchy == hierarchy).find_map(|m| m.folder_of(path).filter(|d| d.is_dir()))
 }
 
 /// Tells whether cgroups are gone, from the mounts read once.
@@ -323,17 +328,9 @@ impl CgroupLookup {
             return false;
         }
         let mut covered = false;
-        for m in &self.mounts {
-            let below = if m.root == "/" {
-                path
-            } else {
-                match path.strip_prefix(m.root.as_str()) {
-                    Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-                    _ => continue,
-                }
-            };
+        for dir in self.mounts.iter().filter_map(|m| m.folder_of(path)) {
             covered = true;
-            if m.point.join(below.trim_start_matches('/')).is_dir() {
+            if dir.is_dir() {
                 return false;
             }
         }
