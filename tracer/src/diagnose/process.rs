@@ -546,7 +546,8 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
             if w.exit.is_some() { Confidence::Medium } else { Confidence::Low },
         )
     };
-    let headline = match first_warning(t, w.pid, kill_ts) {
+    let run_up = RunUp::of(t, w.pid, kill_ts);
+    let headline = match run_up.first_warning(t) {
         Some((i, f)) => {
             let lead = kill_ts.saturating_sub(t.ev[i].ts_ns);
             chain.push(t.link(i, format!("forecast: {} reached in ~{:.1} s", f.limit_name, f.seconds_to_limit)));
@@ -566,9 +567,7 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
         }
         None => headline,
     };
-    if let Some((i, stall)) = first_stall(t, w.pid, kill_ts) {
-        evidence.push(stall_evidence(kill_ts.saturating_sub(t.ev[i].ts_ns), stall));
-    }
+    evidence.extend(run_up.stall_evidence(t));
     if confidence < Confidence::High {
         evidence.extend(t.lost_note());
     }
@@ -576,69 +575,71 @@ pub(crate) fn oom_killed(w: &Window) -> Option<Death> {
     Some(w.death(Cause::OomKilled, confidence, headline, chain, evidence))
 }
 
-/// Where the run-up to a kill at `kill_ts` starts: a minute before it, or the OOM kill
-/// before it when that is later.
-fn run_up_start(t: &super::trace::Trace, kill_ts: u64) -> u64 {
-    t.ev.iter()
-        .filter(|e| e.ts_ns < kill_ts && matches!(e.kind, EventKind::OomKill { .. }))
-        .map(|e| e.ts_ns)
-        .max()
-        .unwrap_or(0)
-        .max(kill_ts.saturating_sub(WARNING_REACH_NS))
-}
-
 /// How long before a kill a forecast may be and still be about it.
 const WARNING_REACH_NS: u64 = 60_000_000_000;
 
-/// The first `forecast` of the run-up to a kill at `kill_ts`: within a minute before it
-/// and after any earlier OOM kill.
-fn first_warning<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<(usize, &'a crate::event::Forecast)> {
-    let from = run_up_start(t, kill_ts);
-    let cgroup = victim_cgroup(t, pid, kill_ts);
-    // Another memory cgroup's forecast is not about this kill.
-    let about = |f: &crate::event::Forecast| f.limit != "memory_cgroup" || cgroup.is_none_or(|c| f.limit_name.ends_with(c));
-    t.ev.iter().enumerate().find_map(|(i, e)| match &e.kind {
-        EventKind::Forecast(f) if e.ts_ns >= from && e.ts_ns <= kill_ts && about(f) => Some((i, f)),
-        _ => None,
-    })
+/// The run-up to a kill at `kill_ts`: from a minute before it (or the OOM kill before it,
+/// when later), in the victim's memory cgroup (a `tracer watch` window holds several
+/// services': another cgroup's forecasts and stalls are not about this kill).
+struct RunUp<'a> {
+    from: u64,
+    kill_ts: u64,
+    /// The memory cgroup of the last sample before the kill that has the victim among
+    /// its processes.
+    cgroup: Option<&'a str>,
 }
 
-/// The first `memory_stall` of the run-up to a kill (the same reach as the forecasts):
-/// the host's, or the victim's memory cgroup's.
-fn first_stall<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<(usize, &'a crate::event::EventKind)> {
-    let from = run_up_start(t, kill_ts);
-    let cgroup = victim_cgroup(t, pid, kill_ts);
-    t.ev.iter()
-        .enumerate()
-        .find(|(_, e)| {
-            e.ts_ns >= from
-                && e.ts_ns <= kill_ts
-                && match &e.kind {
-                    EventKind::MemoryStall { scope, name, .. } => scope != "memory_cgroup" || cgroup.is_none_or(|c| c == name),
-                    _ => false,
-                }
+impl<'a> RunUp<'a> {
+    fn of(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> RunUp<'a> {
+        let from = t
+            .ev
+            .iter()
+            .filter(|e| e.ts_ns < kill_ts && matches!(e.kind, EventKind::OomKill { .. }))
+            .map(|e| e.ts_ns)
+            .max()
+            .unwrap_or(0)
+            .max(kill_ts.saturating_sub(WARNING_REACH_NS));
+        let cgroup = t.ev.iter().rev().filter(|e| e.ts_ns <= kill_ts).find_map(|e| match &e.kind {
+            EventKind::Sample { processes, cgroup: Some(cg), .. } if processes.iter().any(|p| p.pid == pid) => Some(cg.path.as_str()),
+            _ => None,
+        });
+        RunUp { from, kill_ts, cgroup }
+    }
+
+    fn events(&self, t: &super::trace::Trace<'a>) -> impl Iterator<Item = (usize, &'a crate::event::Event)> + '_ {
+        let ev: &'a [crate::event::Event] = t.ev;
+        ev.iter().enumerate().filter(move |(_, e)| e.ts_ns >= self.from && e.ts_ns <= self.kill_ts)
+    }
+
+    /// Whether a forecast's limit name ("memory cgroup <folder>") is this kill's cgroup.
+    fn ours(&self, limit_name: &str) -> bool {
+        self.cgroup.is_none_or(|c| limit_name.ends_with(c))
+    }
+
+    /// The first `forecast` of the run-up.
+    fn first_warning(&self, t: &super::trace::Trace<'a>) -> Option<(usize, &'a crate::event::Forecast)> {
+        self.events(t).find_map(|(i, e)| match &e.kind {
+            EventKind::Forecast(f) if f.limit != "memory_cgroup" || self.ours(&f.limit_name) => Some((i, f)),
+            _ => None,
         })
-        .map(|(i, e)| (i, &e.kind))
-}
+    }
 
-/// The memory cgroup of the last sample before `kill_ts` that has `pid` among its
-/// processes: where the victim was (a window of `tracer watch` holds several services').
-fn victim_cgroup<'a>(t: &super::trace::Trace<'a>, pid: u32, kill_ts: u64) -> Option<&'a str> {
-    t.ev.iter().rev().filter(|e| e.ts_ns <= kill_ts).find_map(|e| match &e.kind {
-        EventKind::Sample { processes, cgroup: Some(cg), .. } if processes.iter().any(|p| p.pid == pid) => Some(cg.path.as_str()),
-        _ => None,
-    })
-}
-
-fn stall_evidence(lead_ns: u64, stall: &EventKind) -> String {
-    let EventKind::MemoryStall { scope, name, stall_us, window_us, .. } = stall else { return String::new() };
-    let whose = if scope == "host" { "on the host".to_string() } else { format!("in {name}") };
-    format!(
-        "the kernel reported memory stalls {} before the kill: tasks {whose} waited for memory at least {} within {} (a PSI trigger)",
-        duration(lead_ns),
-        duration(stall_us.saturating_mul(1_000)),
-        duration(window_us.saturating_mul(1_000))
-    )
+    /// The first `memory_stall` of the run-up (the host's, or the victim's cgroup's), as
+    /// evidence with its lead.
+    fn stall_evidence(&self, t: &super::trace::Trace<'a>) -> Option<String> {
+        self.events(t).find_map(|(_, e)| match &e.kind {
+            EventKind::MemoryStall { scope, name, stall_us, window_us, .. } if scope != "memory_cgroup" || self.cgroup.is_none_or(|c| c == name) => {
+                let whose = if scope == "host" { "on the host".to_string() } else { format!("in {name}") };
+                Some(format!(
+                    "the kernel reported memory stalls {} before the kill: tasks {whose} waited for memory at least {} within {} (a PSI trigger)",
+                    duration(self.kill_ts.saturating_sub(e.ts_ns)),
+                    duration(stall_us.saturating_mul(1_000)),
+                    duration(window_us.saturating_mul(1_000))
+                ))
+            }
+            _ => None,
+        })
+    }
 }
 
 /// The owner crashed: SIGSEGV, SIGBUS, SIGABRT, SIGILL or SIGFPE from the kernel (a
