@@ -116,6 +116,9 @@ pub struct CgroupPeak {
     /// The kernel's own peak (memory.peak / max_usage_in_bytes), highest seen.
     pub kernel_peak_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
+    /// The last sample's time: the cgroup's OOM kill count is as of then (a kill after
+    /// it is not in the count).
+    pub last_sample_ns: u64,
     /// Cgroups the target was in before it moved into this one (`tracer run`'s shell
     /// joins the cgroup after the first sample): their figures are not this cgroup's, so
     /// they are left out of it and the move is said as a move.
@@ -409,8 +412,10 @@ impl<'e> MemoryScan<'e> {
                 limit_bytes: c.limit_bytes,
                 kernel_peak_bytes: None,
                 oom_kills: None,
+                last_sample_ns: ev.ts_ns,
                 moved_from: moved_from.clone(),
             });
+            peak.last_sample_ns = ev.ts_ns;
             if c.usage_bytes > peak.peak_usage_bytes {
                 peak.peak_usage_bytes = c.usage_bytes;
                 peak.at_ns = ev.ts_ns;
@@ -681,6 +686,8 @@ mod tests {
         assert_eq!((m.processes[0].peak_rss_bytes, m.processes[0].at_ns), (900, 20));
         let c = m.cgroup.unwrap();
         assert_eq!((c.peak_usage_bytes, c.at_ns, c.limit_bytes), (990, 20, Some(1000)));
+        // The OOM kill count is as of the last sample (30), not the peak's (20).
+        assert_eq!((c.oom_kills, c.last_sample_ns), (Some(0), 30));
         let low = m.mem_available_min.unwrap();
         assert_eq!((low.min_available_bytes, low.at_ns), (10_000 - 990, 20));
     }

@@ -170,7 +170,7 @@ impl Report {
             let _ = write!(s, "; kernel peak {}", format_bytes(p));
         }
         if let Some(k) = c.oom_kills {
-            let _ = write!(s, "; OOM kills {k}");
+            let _ = write!(s, "; OOM kills {k} by its last sample at {}", rel(c.last_sample_ns, t0));
         }
         if !c.moved_from.is_empty() {
             let _ = write!(s, "; the target moved in from {} (figures of this cgroup only)", c.moved_from.join(", "));
