@@ -20,13 +20,30 @@ pub struct SocketOwners {
     /// ownership only counts from first seen, until shortly after the close, and for the
     /// connection the socket had.
     by_socket: HashMap<u64, OwnedSocket>,
-    by_connection: HashMap<(SocketAddr, SocketAddr), u32>,
+    by_connection: HashMap<(SocketAddr, SocketAddr), OwnedConnection>,
     listen_ports: HashMap<u16, u32>,
+    /// Entries in the two maps above at which the next sweep of expired ones runs.
+    sweep_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OwnedConnection {
+    owner: u32,
+    closed: Option<u64>,
 }
 
 /// A closed socket's address is reused by the kernel; resets on it count as the old
 /// owner's only this long after the close.
 const CLOSED_SOCKET_GRACE_NS: u64 = 1_000_000_000;
+
+/// A closed connection's 4-tuple still names its owner this long after the close: the
+/// kernel answers a dead server's clients with resets that carry no socket, as they send.
+/// After that the listening port still does. Without an end, a server that served
+/// millions of clients would keep millions of tuples.
+const CLOSED_CONNECTION_KEPT_NS: u64 = 60_000_000_000;
+
+/// The fewest entries at which expired ones are swept.
+const SWEEP_AT_LEAST: usize = 4096;
 
 /// How a reset was tied to its owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +90,27 @@ impl SocketOwners {
             self.listen_ports.insert(local.port(), owner);
         }
         if local.port() != 0 && remote.port() != 0 {
-            self.by_connection.insert((local, remote), owner);
+            let closed = (new_state == "TCP_CLOSE").then_some(ts_ns);
+            self.by_connection.insert((local, remote), OwnedConnection { owner, closed });
         }
+        if self.by_socket.len() + self.by_connection.len() >= self.sweep_at {
+            self.sweep(ts_ns);
+        }
+    }
+
+    /// Forgets sockets and connections closed longer ago than they can still be
+    /// attributed; the next sweep comes when the maps have doubled, so each observation
+    /// pays a constant share.
+    fn sweep(&mut self, now_ns: u64) {
+        self.by_socket.retain(|_, s| s.closed.is_none_or(|c| now_ns <= c + CLOSED_SOCKET_GRACE_NS));
+        self.by_connection.retain(|_, c| c.closed.is_none_or(|c| now_ns <= c + CLOSED_CONNECTION_KEPT_NS));
+        self.sweep_at = (2 * (self.by_socket.len() + self.by_connection.len())).max(SWEEP_AT_LEAST);
+    }
+
+    /// Entries held, for the bound's test.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.by_socket.len() + self.by_connection.len()
     }
 
     /// A socket found at attach time (from /proc) rather than from a state change.
@@ -83,7 +119,7 @@ impl SocketOwners {
     }
 
     pub fn seed_connection(&mut self, owner: u32, local: SocketAddr, remote: SocketAddr) {
-        self.by_connection.insert((local, remote), owner);
+        self.by_connection.insert((local, remote), OwnedConnection { owner, closed: None });
     }
 
     /// The owner of a reset at `ts_ns` on `skaddr` (0 when the kernel had no socket)
@@ -105,7 +141,13 @@ impl SocketOwners {
                 }
             }
         }
-        if let Some(&owner) = self.by_connection.get(&(local, remote)) {
+        let connection = |key| {
+            self.by_connection
+                .get(&key)
+                .filter(|c: &&OwnedConnection| c.closed.is_none_or(|c| ts_ns <= c + CLOSED_CONNECTION_KEPT_NS))
+                .map(|c| c.owner)
+        };
+        if let Some(owner) = connection((local, remote)) {
             return Some((owner, Attribution::Connection));
         }
         if let Some(&owner) = self.listen_ports.get(&local.port()) {
@@ -114,7 +156,7 @@ impl SocketOwners {
         // A reset sent *to* one of the owner's connections, e.g. our client refused by a
         // closed port. A received reset on the other end is the peer's business.
         if sent {
-            if let Some(&owner) = self.by_connection.get(&(remote, local)) {
+            if let Some(owner) = connection((remote, local)) {
                 return Some((owner, Attribution::PeerOfConnection));
             }
         }
@@ -189,6 +231,33 @@ mod tests {
         let other = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
         assert_eq!(owners.attribute(5_000_000_000, 0xaa, other.0, other.1, true), None);
         assert_eq!(owners.attribute(5_000_000_000, 0xaa, same.0, same.1, true), Some((7, Attribution::Connection)));
+    }
+
+    #[test]
+    fn a_million_connections_leave_a_bounded_map_and_attribute_recent_ones() {
+        let mut owners = SocketOwners::default();
+        // One connection a millisecond for 1,000 s, each closed 10 ms after it opened, on
+        // reused socket addresses and ports: a busy server's clients.
+        let n = 1_000_000u64;
+        let mut most = 0;
+        for i in 0..n {
+            let t = i * 1_000_000;
+            let local = SocketAddr::from(([127, 0, 0, 1], 8000));
+            let remote = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000 + (i % 1000) as u16));
+            let sk = 0x1000 + (i % 512) * 0x40;
+            owners.observe(t, 7, sk, local, remote, "TCP_ESTABLISHED");
+            owners.observe(t + 10_000_000, 7, sk, local, remote, "TCP_CLOSE");
+            most = most.max(owners.held());
+        }
+        // 60 s of closed tuples (60k) must stay; at most twice that before a sweep, not 1M.
+        assert!(most <= 2 * (60_000 + 512) + SWEEP_AT_LEAST, "{most} entries held at most");
+        let end = n * 1_000_000 + 10_000_000;
+        let recent = (SocketAddr::from(([127, 0, 0, 1], 8000)), SocketAddr::from(([10, 15, 66, 63], 40999)));
+        let i = n - 1;
+        assert_eq!(recent.1, SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000 + (i % 1000) as u16)));
+        assert_eq!(owners.attribute(end + 5_000_000_000, 0, recent.0, recent.1, true), Some((7, Attribution::Connection)));
+        let old = (SocketAddr::from(([127, 0, 0, 1], 8000)), SocketAddr::from(([10, 0, 0, 1], 40001)));
+        assert_eq!(owners.attribute(end, 0, old.0, old.1, true), None, "closed 1,000 s before");
     }
 
     #[test]
