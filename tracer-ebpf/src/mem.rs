@@ -65,7 +65,7 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
         return 0;
     };
     entry.write(sys);
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<MemSyscall>());
     0
 }
 
@@ -84,7 +84,7 @@ fn emit_mmap_file(sys: MemSyscall, fd: u64) {
         (*rec).sys = sys;
         identify(fd, &raw mut (*rec).file);
     }
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<MmapFileRecord>());
 }
 
 #[tracepoint]

@@ -42,7 +42,7 @@ fn emit_copy<const N: usize>(ctx: &TracePointContext, probe: Probe, aux: [u64; 2
             return;
         }
     }
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<CopiedRecord<N>>());
 }
 
 /// Copies the tracepoint record verbatim ([`RAW_DATA_LEN`] bytes).
@@ -74,7 +74,7 @@ pub fn emit_exec(ctx: &TracePointContext) {
             return;
         }
     }
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<ExecRecord>());
 }
 
 /// sched_process_exec of a process that is not traced while the restart watch is armed:
@@ -104,7 +104,7 @@ pub fn adopt_if_successor(ctx: &TracePointContext, watch: *mut RestartWatch) {
         (*rec).raw.aux[aux::EXEC_ADOPTED] = 1;
         (*rec).raw.aux[aux::EXEC_GAP_NS] = (*rec).raw.header.ts_ns.saturating_sub((*watch).ended_ns);
     }
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<ExecRecord>());
 }
 
 /// Fills an exec record: header, the tracepoint record, the arguments. False when the

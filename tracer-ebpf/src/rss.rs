@@ -56,6 +56,6 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         _pad: 0,
         bytes: size,
     });
-    entry.submit(crate::maps::submit_flags());
+    entry.submit(crate::maps::submit_flags::<RssRecord>());
     0
 }

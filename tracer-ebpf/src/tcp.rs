@@ -101,8 +101,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     // may run in softirq on whatever task was current (on loopback: often the peer), so
     // current says nothing about ownership there.
     let current = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let owner = match unsafe { SOCKS.get(&sk) } {
-        Some(owner) => *owner,
+    let known = unsafe { SOCKS.get(&sk) }.copied();
+    let owner = match known {
+        Some(owner) => owner,
         None if newstate == config_u32(&CONFIG.tcp_syn_recv_state) => match unsafe { LISTEN_PORTS.get(&sport) } {
             // A connection accepted on a traced listener.
             Some(owner) => *owner,
@@ -121,13 +122,20 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     // A connecting socket has no port yet at SYN_SENT: it is recorded at the first
     // transition that has one (ESTABLISHED, or CLOSE for a refused connect).
-    if sport != 0 && newstate != config_u32(&CONFIG.tcp_listen_state) {
+    // Both maps are LRU: an update there costs a node swap under a lock, a lookup does
+    // not, so what is already recorded is not written again.
+    if sport != 0
+        && newstate != config_u32(&CONFIG.tcp_listen_state)
+        && unsafe { CLIENT_PORTS.get(&sport) }.copied() != Some(owner)
+    {
         let _ = CLIENT_PORTS.insert(&sport, &owner, 0);
     }
     if newstate == config_u32(&CONFIG.tcp_close_state) {
         // The address will be reused for someone else's socket.
-        let _ = SOCKS.remove(&sk);
-    } else {
+        if known.is_some() {
+            let _ = SOCKS.remove(&sk);
+        }
+    } else if known != Some(owner) {
         let _ = SOCKS.insert(&sk, &owner, 0);
     }
     let mut extra = [0u64; 2];
