@@ -490,3 +490,36 @@ pub const fn ends_from_outside(sig: i32) -> bool {
 
 /// CLONE_THREAD from <linux/sched.h>: the new task shares the thread group.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Ring-buffer bytes a reservation of `record_bytes` takes: the record and the ring's
+/// 8-byte header, rounded up to 8.
+pub const fn ring_bytes_taken(record_bytes: usize) -> u64 {
+    ((record_bytes as u64) + 8 + 7) & !7
+}
+
+/// Whether the record just reserved, `taken` bytes, is the one that brought the bytes
+/// waiting in the ring across a multiple of `wake_at`: the programs force a wake-up of
+/// the reader then, and on no other record (`wake_at` 0: the kernel decides).
+pub const fn wakes_reader(waiting: u64, taken: u64, wake_at: u64) -> bool {
+    wake_at != 0 && waiting >= wake_at && waiting / wake_at != waiting.saturating_sub(taken) / wake_at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_is_woken_once_per_multiple_crossed() {
+        let (wake_at, taken) = (1000, ring_bytes_taken(90));
+        assert_eq!(taken, 104);
+        // Records reserved one after another, as on one CPU: the waiting bytes grow by
+        // `taken` each time and the reader never drains.
+        let woken: u64 = (1..=100).filter(|n| wakes_reader(n * taken, taken, wake_at)).count() as u64;
+        assert_eq!(woken, 100 * taken / wake_at, "one wake-up per multiple of the mark");
+        // Below the mark: none; exactly at it: the record that reached it.
+        assert!(!wakes_reader(999, taken, wake_at));
+        assert!(wakes_reader(1000, taken, wake_at));
+        assert!(!wakes_reader(1000 + taken, taken, wake_at));
+        assert!(!wakes_reader(5000, taken, 0));
+    }
+}

@@ -109,10 +109,8 @@ pub fn submit_flags<T>() -> u64 {
     if wake_at == 0 {
         return 0;
     }
-    // What the reservation took: the record and the ring's 8-byte header, rounded up to 8.
-    let taken = ((core::mem::size_of::<T>() as u64) + 8 + 7) & !7;
     let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    if waiting >= wake_at && waiting / wake_at != waiting.saturating_sub(taken) / wake_at {
+    if tracer_common::wakes_reader(waiting, tracer_common::ring_bytes_taken(core::mem::size_of::<T>()), wake_at) {
         aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
     } else {
         aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
