@@ -470,6 +470,64 @@ fn mmap_burst_of_a_million_calls_is_in_the_trace_or_counted_lost() {
     assert_eq!(seen + lost, CALLS, "seen {seen} + lost {lost} != {CALLS}");
 }
 
+/// /proc/sys/kernel/pid_max raised to at least a value, put back as it was on drop.
+struct PidMaxAtLeast(Option<String>);
+
+impl PidMaxAtLeast {
+    const PATH: &'static str = "/proc/sys/kernel/pid_max";
+
+    fn raise(at_least: u64) -> PidMaxAtLeast {
+        let was = std::fs::read_to_string(Self::PATH).expect("read pid_max");
+        if was.trim().parse::<u64>().expect("pid_max is a number") >= at_least {
+            return PidMaxAtLeast(None);
+        }
+        std::fs::write(Self::PATH, at_least.to_string()).expect("raise pid_max");
+        PidMaxAtLeast(Some(was))
+    }
+}
+
+impl Drop for PidMaxAtLeast {
+    fn drop(&mut self) {
+        if let Some(was) = &self.0 {
+            let _ = std::fs::write(Self::PATH, was.trim());
+        }
+    }
+}
+
+#[test]
+fn threads_beyond_the_kernel_maps_size_each_have_their_memory_calls_traced() {
+    require_root("end-to-end capture tests load eBPF programs");
+    // More threads, one after another, than the kernel side's per-thread map of calls in
+    // flight holds (65,536): each thread's entry must go when the thread does.
+    const THREADS: u64 = 70_000;
+    // Thread ids wrap at pid_max (32,768 on many hosts, this one too), and a reused id
+    // reuses its entry: raised for the test so that every thread has an id of its own.
+    let _pid_max = PidMaxAtLeast::raise(4 * THREADS);
+    let mut target = Command::new(stress_bin())
+        .args(["thread-mmaps", &THREADS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = target.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
+    let target = ChildGuard(target);
+    wait_for_line(&mut out, "ready");
+    let pid = target.pid().to_string();
+    let run = TracerRun::start(&["--pid", &pid, "--probes", "mmap", "--grace", "500ms"]);
+    run.wait_attached(T);
+    writeln!(stdin, "go").unwrap();
+    wait_for_line(&mut out, "done");
+    let trace = run.finish(Duration::from_secs(300));
+    let seen = trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Mmap { len: 8192, .. } | EventKind::Munmap { len: 8192, .. }))
+        .count() as u64;
+    let lost = burst_lost(&trace);
+    assert_eq!((seen, lost), (2 * THREADS, 0), "calls seen and lost of {THREADS} threads' mmap+munmap");
+}
+
 #[test]
 fn overflowing_a_small_ring_buffer_is_counted_exactly_as_lost() {
     require_root("end-to-end capture tests load eBPF programs");

@@ -30,9 +30,15 @@ fn enter(ctx: &TracePointContext, probe: Probe) -> u32 {
         probe: probe as u32,
         _pad: 0,
     };
-    if PENDING.insert(&(pid_tgid as u32), &pending, 0).is_err() {
+    let tid = pid_tgid as u32;
+    // A thread's entry stays from one call to the next (it goes when the thread exits):
+    // written in place, as a hash-map update or delete costs a node swap under a lock on
+    // each of a million calls a second.
+    if let Some(slot) = PENDING.get_ptr_mut(&tid) {
+        unsafe { *slot = pending };
+    } else if PENDING.insert(&tid, &pending, 0).is_err() {
         count_lost(probe as u32);
-        warn!(ctx, "tracer: pending-syscall map full, a memory syscall of {} is lost", pid_tgid as u32);
+        warn!(ctx, "tracer: pending-syscall map full, a memory syscall of {} is lost", tid);
     }
     0
 }
@@ -44,10 +50,13 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
         return 0;
     }
     let tid = pid_tgid as u32;
-    let Some(pending) = (unsafe { PENDING.get(&tid) }).copied() else {
+    let Some(slot) = PENDING.get_ptr_mut(&tid) else {
         return 0;
     };
-    let _ = PENDING.remove(&tid);
+    let pending = unsafe { *slot };
+    // Consumed: an exit with no enter before it (the call began before tracing did) must
+    // not pair with this one.
+    unsafe { (*slot).probe = CONSUMED };
     if pending.probe != probe as u32 {
         return 0;
     }
@@ -68,6 +77,9 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
     entry.submit(crate::maps::submit_flags::<MemSyscall>());
     0
 }
+
+/// A [`PendingSyscall::probe`] no probe has: the entry's call has exited.
+const CONSUMED: u32 = u32::MAX;
 
 /// MAP_ANONYMOUS from <linux/mman.h>: no file behind the mapping.
 const MAP_ANONYMOUS: u64 = 0x20;

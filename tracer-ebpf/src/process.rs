@@ -9,7 +9,7 @@ use aya_log_ebpf::warn;
 use tracer_common::{aux, field, Probe, CLONE_THREAD};
 
 use crate::{
-    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, RESTART_WATCH, TGIDS, TIDS},
+    maps::{config_offset, config_u32, is_traced_tgid, CONFIG, PENDING, RESTART_WATCH, TGIDS, TIDS},
     record::{adopt_if_successor, emit_exec, emit_raw},
 };
 
@@ -71,6 +71,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     let tid = pid_tgid as u32;
     let _ = TIDS.remove(&tid);
+    // Its calls in flight: entries stay from call to call (see `mem`), not past the thread.
+    let _ = PENDING.remove(&tid);
     // The end of the watched process (its main thread): look for its successor from now
     // on, before user space has even read this record.
     if tid == tgid && config_u32(&CONFIG.follow_restarts) != 0 {

@@ -167,6 +167,35 @@ fn run(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_millis(300));
             Ok(())
         }
+        Some("thread-mmaps") => {
+            // N threads one after another, each making one mmap+munmap of 8 KiB and
+            // exiting: more threads than the kernel side's per-thread maps hold at once.
+            let n: u64 = arg(args, 1, "N")?;
+            say("ready");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            for _ in 0..n {
+                std::thread::spawn(|| {
+                    // SAFETY: anonymous mapping, unmapped right away.
+                    unsafe {
+                        let p = libc::syscall(
+                            libc::SYS_mmap,
+                            0usize,
+                            8192usize,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1i32,
+                            0usize,
+                        );
+                        libc::syscall(libc::SYS_munmap, p, 8192usize);
+                    }
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("a thread panicked"))?;
+            }
+            say("done");
+            Ok(())
+        }
         Some("mmap-burst") => {
             let n: u64 = arg(args, 1, "N")?;
             say("ready");
