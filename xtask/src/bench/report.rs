@@ -592,8 +592,8 @@ fn notes(s: &mut String, r: &Results) {
             .to_string(),
         "Latency: the tracer releases an event once no record still in the kernel can be older (the newest time \
          read from the ring buffer, less a 5 ms allowance for a program preempted between reserving and stamping), \
-         on its 20 ms tick or as soon as 8k events have piled up; records are submitted without waking the reader \
-         until the ring is an eighth full. At a steady rate expect about 25 ms. Under a burst it also includes the \
+         on its 20 ms tick or as soon as 8k events have piled up; records are submitted without waking the reader, \
+         which is woken once each time the waiting bytes cross another eighth of the ring. At a steady rate expect about 25 ms. Under a burst it also includes the \
          queue in the ring buffer and the pipe."
             .to_string(),
         "Loss: the stress program makes exactly N one-page mmap/munmap syscalls (raw syscalls, nothing else maps \
