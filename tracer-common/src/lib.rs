@@ -120,8 +120,9 @@ pub struct KernelConfig {
     /// last record for the same process and member.
     pub rss_threshold_bytes: u64,
     /// Records are submitted without waking the reader, which reads on its own tick,
-    /// until the ring holds this many bytes: then it is woken at once. 0: the kernel's
-    /// default (wake the reader when it waits), one wake-up per record at a low rate.
+    /// except the one that brings the bytes waiting across a multiple of this: then it is
+    /// woken at once. 0: the kernel's default (wake the reader when it waits), one
+    /// wake-up per record at a low rate.
     pub wake_at_bytes: u64,
     /// Offset of `exit_code` in `struct task_struct`, from BTF; `u32::MAX` when unknown.
     pub task_exit_code_offset: u32,
@@ -452,7 +453,8 @@ impl RestartWatch {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for RestartWatch {}
 
-/// Arguments of a memory syscall between its enter and exit, keyed by TID.
+/// Arguments of a memory syscall between its enter and exit, keyed by TID (the entry
+/// stays, marked consumed, until the thread exits).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PendingSyscall {
@@ -491,17 +493,11 @@ pub const fn ends_from_outside(sig: i32) -> bool {
 /// CLONE_THREAD from <linux/sched.h>: the new task shares the thread group.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// Ring-buffer bytes a reservation of `record_bytes` takes: the record and the ring's
-/// 8-byte header, rounded up to 8.
-pub const fn ring_bytes_taken(record_bytes: usize) -> u64 {
-    ((record_bytes as u64) + 8 + 7) & !7
-}
-
-/// Whether the record just reserved, `taken` bytes, is the one that brought the bytes
-/// waiting in the ring across a multiple of `wake_at`: the programs force a wake-up of
-/// the reader then, and on no other record (`wake_at` 0: the kernel decides).
-pub const fn wakes_reader(waiting: u64, taken: u64, wake_at: u64) -> bool {
-    wake_at != 0 && waiting >= wake_at && waiting / wake_at != waiting.saturating_sub(taken) / wake_at
+/// Whether a record reserved when `before` bytes were waiting in the ring, and submitted
+/// when `after` were, crossed a multiple of `wake_at`: the programs force a wake-up of the
+/// reader then, and on no other record (`wake_at` 0: the kernel decides).
+pub const fn wakes_reader(before: u64, after: u64, wake_at: u64) -> bool {
+    wake_at != 0 && after / wake_at > before / wake_at
 }
 
 #[cfg(test)]
@@ -510,16 +506,22 @@ mod tests {
 
     #[test]
     fn the_reader_is_woken_once_per_multiple_crossed() {
-        let (wake_at, taken) = (1000, ring_bytes_taken(90));
-        assert_eq!(taken, 104);
+        let (wake_at, taken) = (1000, 104);
         // Records reserved one after another, as on one CPU: the waiting bytes grow by
         // `taken` each time and the reader never drains.
-        let woken: u64 = (1..=100).filter(|n| wakes_reader(n * taken, taken, wake_at)).count() as u64;
+        let woken = (0..100u64).filter(|n| wakes_reader(n * taken, (n + 1) * taken, wake_at)).count() as u64;
         assert_eq!(woken, 100 * taken / wake_at, "one wake-up per multiple of the mark");
-        // Below the mark: none; exactly at it: the record that reached it.
-        assert!(!wakes_reader(999, taken, wake_at));
-        assert!(wakes_reader(1000, taken, wake_at));
-        assert!(!wakes_reader(1000 + taken, taken, wake_at));
-        assert!(!wakes_reader(5000, taken, 0));
+        // Below the mark: none; reaching it exactly: the record that reached it.
+        assert!(!wakes_reader(800, 999, wake_at));
+        assert!(wakes_reader(999, 1000, wake_at));
+        assert!(!wakes_reader(1000, 1104, wake_at));
+        assert!(!wakes_reader(0, 5000, 0));
+        // Two CPUs: A reads 900 and reserves, B reserves across 1000 before A submits.
+        // Both spans hold the crossing: one wake-up too many, none missed.
+        let (a_before, b_before, both_submitted) = (900, 904, 1008);
+        assert!(wakes_reader(a_before, both_submitted, wake_at));
+        assert!(wakes_reader(b_before, both_submitted, wake_at));
+        // The reader drained meanwhile: it is awake, nothing to wake.
+        assert!(!wakes_reader(1900, 300, wake_at));
     }
 }

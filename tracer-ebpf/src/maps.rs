@@ -17,7 +17,8 @@ pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static TIDS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
-/// Memory syscalls between enter and exit: TID -> arguments.
+/// Memory syscalls of traced threads: TID -> the arguments of its call in flight, or of
+/// its last call marked consumed; removed when the thread exits.
 #[map]
 pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(65536, 0);
 
@@ -96,21 +97,27 @@ pub fn is_traced_tgid(tgid: u32) -> bool {
     unsafe { TGIDS.get(&tgid).is_some() }
 }
 
-/// Flags for submitting a record of type `T`: no wake-up while the ring holds less than
-/// `wake_at_bytes` (the reader drains on its tick), and past it one forced wake-up each
-/// time the waiting bytes cross another multiple of it. Not one per record: a forced
-/// wake-up queues an irq_work, a self-interrupt (a VM exit under a hypervisor), and while
-/// a slower reader keeps the ring above the mark every record would pay it (1.2 us a
-/// `inet_sock_set_state` in the rst bench). A crossing missed because another CPU
-/// reserved in between is caught at the next multiple or on the tick.
+/// Bytes waiting in the ring now: read before a reservation, for [`submit_flags`].
 #[inline(always)]
-pub fn submit_flags<T>() -> u64 {
+pub fn ring_waiting() -> u64 {
+    EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64)
+}
+
+/// Flags for submitting a record reserved when [`ring_waiting`] said `before`: no wake-up
+/// while the ring holds less than `wake_at_bytes` (the reader drains on its tick), and
+/// one forced wake-up each time the waiting bytes cross another multiple of it. Not one
+/// per record: a forced wake-up queues an irq_work, a self-interrupt (a VM exit under a
+/// hypervisor), and while a slower reader keeps the ring above the mark every record
+/// would pay it (1.1-1.4 us an `inet_sock_set_state` in the rst bench). Every crossing
+/// lies within some record's span from its `before` to its submit, so records reserved
+/// on other CPUs in between can add a wake-up, never hide one.
+#[inline(always)]
+pub fn submit_flags(before: u64) -> u64 {
     let wake_at = unsafe { core::ptr::read_volatile(&raw const CONFIG.wake_at_bytes) };
     if wake_at == 0 {
         return 0;
     }
-    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    if tracer_common::wakes_reader(waiting, tracer_common::ring_bytes_taken(core::mem::size_of::<T>()), wake_at) {
+    if tracer_common::wakes_reader(before, ring_waiting(), wake_at) {
         aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
     } else {
         aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64

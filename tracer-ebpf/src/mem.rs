@@ -69,12 +69,13 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
         emit_mmap_file(sys, pending.args[4] as i32 as u64);
         return 0;
     }
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<MemSyscall>(0) else {
         count_lost(probe as u32);
         return 0;
     };
     entry.write(sys);
-    entry.submit(crate::maps::submit_flags::<MemSyscall>());
+    entry.submit(crate::maps::submit_flags(before));
     0
 }
 
@@ -87,6 +88,7 @@ const MAP_ANONYMOUS: u64 = 0x20;
 /// A successful mmap of a file: the syscall and the file behind its fd, named now.
 #[inline(always)]
 fn emit_mmap_file(sys: MemSyscall, fd: u64) {
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<MmapFileRecord>(0) else {
         count_lost(Probe::Mmap as u32);
         return;
@@ -96,7 +98,7 @@ fn emit_mmap_file(sys: MemSyscall, fd: u64) {
         (*rec).sys = sys;
         identify(fd, &raw mut (*rec).file);
     }
-    entry.submit(crate::maps::submit_flags::<MmapFileRecord>());
+    entry.submit(crate::maps::submit_flags(before));
 }
 
 #[tracepoint]

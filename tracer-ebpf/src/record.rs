@@ -25,6 +25,7 @@ pub fn header(probe: Probe) -> Header {
 /// ring buffer.
 #[inline(always)]
 fn emit_copy<const N: usize>(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<CopiedRecord<N>>(0) else {
         count_lost(probe as u32);
         return;
@@ -42,7 +43,7 @@ fn emit_copy<const N: usize>(ctx: &TracePointContext, probe: Probe, aux: [u64; 2
             return;
         }
     }
-    entry.submit(crate::maps::submit_flags::<CopiedRecord<N>>());
+    entry.submit(crate::maps::submit_flags(before));
 }
 
 /// Copies the tracepoint record verbatim ([`RAW_DATA_LEN`] bytes).
@@ -62,6 +63,7 @@ pub fn emit_small(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
 #[inline(always)]
 pub fn emit_exec(ctx: &TracePointContext) {
     let probe = Probe::ProcessExec;
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(probe as u32);
         return;
@@ -74,7 +76,7 @@ pub fn emit_exec(ctx: &TracePointContext) {
             return;
         }
     }
-    entry.submit(crate::maps::submit_flags::<ExecRecord>());
+    entry.submit(crate::maps::submit_flags(before));
 }
 
 /// sched_process_exec of a process that is not traced while the restart watch is armed:
@@ -83,6 +85,7 @@ pub fn emit_exec(ctx: &TracePointContext) {
 #[inline(always)]
 pub fn adopt_if_successor(ctx: &TracePointContext, watch: *mut RestartWatch) {
     let probe = Probe::ProcessExec;
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost(probe as u32);
         return;
@@ -104,7 +107,7 @@ pub fn adopt_if_successor(ctx: &TracePointContext, watch: *mut RestartWatch) {
         (*rec).raw.aux[aux::EXEC_ADOPTED] = 1;
         (*rec).raw.aux[aux::EXEC_GAP_NS] = (*rec).raw.header.ts_ns.saturating_sub((*watch).ended_ns);
     }
-    entry.submit(crate::maps::submit_flags::<ExecRecord>());
+    entry.submit(crate::maps::submit_flags(before));
 }
 
 /// Fills an exec record: header, the tracepoint record, the arguments. False when the

@@ -46,6 +46,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             let _ = RSS_LAST.insert(&key, &size, 0);
         }
     }
+    let before = crate::maps::ring_waiting();
     let Some(mut entry) = EVENTS.reserve::<RssRecord>(0) else {
         count_lost(Probe::RssStat as u32);
         return 0;
@@ -56,6 +57,6 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
         _pad: 0,
         bytes: size,
     });
-    entry.submit(crate::maps::submit_flags::<RssRecord>());
+    entry.submit(crate::maps::submit_flags(before));
     0
 }

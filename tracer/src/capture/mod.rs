@@ -184,7 +184,8 @@ impl Capture {
         config.kernel_offsets = btf::kernel_offsets();
         config.follow_restarts = opts.follow_restarts as u32;
         config.host_wide = opts.host_wide as u32;
-        // The session drains the ring on every tick; a wake-up only when it fills up.
+        // The session drains the ring on every tick; a wake-up each time another eighth
+        // of the ring fills up.
         config.wake_at_bytes = u64::from(opts.ring_buffer_bytes / 8);
         if let Some(h) = &opts.scope {
             let path = h.path.as_bytes();
