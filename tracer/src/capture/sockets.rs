@@ -1,7 +1,10 @@
 //! Which sockets, connections and listening ports belong to traced processes, so that a
 //! reset (a global event, often fired in softirq on an unrelated task) can be attributed
 //! to its owner, also after the owner died.
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct OwnedSocket {
@@ -22,7 +25,10 @@ pub struct SocketOwners {
     by_socket: HashMap<u64, OwnedSocket>,
     by_connection: HashMap<(SocketAddr, SocketAddr), OwnedConnection>,
     listen_ports: HashMap<u16, u32>,
-    /// Entries in the two maps above at which the next sweep of expired ones runs.
+    /// Closed connections, oldest close first: past [`CLOSED_CONNECTIONS_KEPT`] the oldest
+    /// are forgotten.
+    closed_connections: VecDeque<((SocketAddr, SocketAddr), u64)>,
+    /// Entries in `by_socket` at which the next sweep of expired ones runs.
     sweep_at: usize,
 }
 
@@ -36,11 +42,11 @@ struct OwnedConnection {
 /// owner's only this long after the close.
 const CLOSED_SOCKET_GRACE_NS: u64 = 1_000_000_000;
 
-/// A closed connection's 4-tuple still names its owner this long after the close: the
-/// kernel answers a dead server's clients with resets that carry no socket, as they send.
-/// After that the listening port still does. Without an end, a server that served
-/// millions of clients would keep millions of tuples.
-const CLOSED_CONNECTION_KEPT_NS: u64 = 60_000_000_000;
+/// Closed connections whose 4-tuple still names its owner. The kernel answers a dead
+/// server's clients with resets that carry no socket whenever they send, minutes later
+/// for a pooled keep-alive connection, so they are kept by count, not by age; without a
+/// bound a server that served millions of clients would keep millions of tuples.
+const CLOSED_CONNECTIONS_KEPT: usize = 65_536;
 
 /// The fewest entries at which expired ones are swept.
 const SWEEP_AT_LEAST: usize = 4096;
@@ -90,21 +96,30 @@ impl SocketOwners {
             self.listen_ports.insert(local.port(), owner);
         }
         if local.port() != 0 && remote.port() != 0 {
+            let key = (local, remote);
             let closed = (new_state == "TCP_CLOSE").then_some(ts_ns);
-            self.by_connection.insert((local, remote), OwnedConnection { owner, closed });
+            self.by_connection.insert(key, OwnedConnection { owner, closed });
+            if let Some(at) = closed {
+                self.closed_connections.push_back((key, at));
+                while self.closed_connections.len() > CLOSED_CONNECTIONS_KEPT {
+                    let Some((oldest, at)) = self.closed_connections.pop_front() else { break };
+                    // Unless the tuple was opened again since.
+                    if self.by_connection.get(&oldest).is_some_and(|c| c.closed == Some(at)) {
+                        self.by_connection.remove(&oldest);
+                    }
+                }
+            }
         }
-        if self.by_socket.len() + self.by_connection.len() >= self.sweep_at {
+        if self.by_socket.len() >= self.sweep_at {
             self.sweep(ts_ns);
         }
     }
 
-    /// Forgets sockets and connections closed longer ago than they can still be
-    /// attributed; the next sweep comes when the maps have doubled, so each observation
-    /// pays a constant share.
+    /// Forgets sockets closed longer ago than they can still be attributed; the next
+    /// sweep comes when the map has doubled, so each observation pays a constant share.
     fn sweep(&mut self, now_ns: u64) {
         self.by_socket.retain(|_, s| s.closed.is_none_or(|c| now_ns <= c + CLOSED_SOCKET_GRACE_NS));
-        self.by_connection.retain(|_, c| c.closed.is_none_or(|c| now_ns <= c + CLOSED_CONNECTION_KEPT_NS));
-        self.sweep_at = (2 * (self.by_socket.len() + self.by_connection.len())).max(SWEEP_AT_LEAST);
+        self.sweep_at = (2 * self.by_socket.len()).max(SWEEP_AT_LEAST);
     }
 
     /// Entries held, for the bound's test.
@@ -141,12 +156,7 @@ impl SocketOwners {
                 }
             }
         }
-        let connection = |key| {
-            self.by_connection
-                .get(&key)
-                .filter(|c: &&OwnedConnection| c.closed.is_none_or(|c| ts_ns <= c + CLOSED_CONNECTION_KEPT_NS))
-                .map(|c| c.owner)
-        };
+        let connection = |key| self.by_connection.get(&key).map(|c: &OwnedConnection| c.owner);
         if let Some(owner) = connection((local, remote)) {
             return Some((owner, Attribution::Connection));
         }
@@ -237,27 +247,25 @@ mod tests {
     fn a_million_connections_leave_a_bounded_map_and_attribute_recent_ones() {
         let mut owners = SocketOwners::default();
         // One connection a millisecond for 1,000 s, each closed 10 ms after it opened, on
-        // reused socket addresses and ports: a busy server's clients.
+        // reused socket addresses: a busy server's clients.
         let n = 1_000_000u64;
+        let remote = |i: u64| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000 + (i % 1000) as u16));
+        let local = SocketAddr::from(([127, 0, 0, 1], 8000));
         let mut most = 0;
         for i in 0..n {
             let t = i * 1_000_000;
-            let local = SocketAddr::from(([127, 0, 0, 1], 8000));
-            let remote = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000 + (i % 1000) as u16));
             let sk = 0x1000 + (i % 512) * 0x40;
-            owners.observe(t, 7, sk, local, remote, "TCP_ESTABLISHED");
-            owners.observe(t + 10_000_000, 7, sk, local, remote, "TCP_CLOSE");
+            owners.observe(t, 7, sk, local, remote(i), "TCP_ESTABLISHED");
+            owners.observe(t + 10_000_000, 7, sk, local, remote(i), "TCP_CLOSE");
             most = most.max(owners.held());
         }
-        // 60 s of closed tuples (60k) must stay; at most twice that before a sweep, not 1M.
-        assert!(most <= 2 * (60_000 + 512) + SWEEP_AT_LEAST, "{most} entries held at most");
-        let end = n * 1_000_000 + 10_000_000;
-        let recent = (SocketAddr::from(([127, 0, 0, 1], 8000)), SocketAddr::from(([10, 15, 66, 63], 40999)));
-        let i = n - 1;
-        assert_eq!(recent.1, SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000 + (i % 1000) as u16)));
-        assert_eq!(owners.attribute(end + 5_000_000_000, 0, recent.0, recent.1, true), Some((7, Attribution::Connection)));
-        let old = (SocketAddr::from(([127, 0, 0, 1], 8000)), SocketAddr::from(([10, 0, 0, 1], 40001)));
-        assert_eq!(owners.attribute(end, 0, old.0, old.1, true), None, "closed 1,000 s before");
+        assert!(most <= CLOSED_CONNECTIONS_KEPT + 2 * 512 + SWEEP_AT_LEAST, "{most} entries held at most, not {n}");
+        // A pooled connection's late send, an hour after the close: still the owner's.
+        let hour_later = n * 1_000_000 + 3_600_000_000_000;
+        assert_eq!(owners.attribute(hour_later, 0, local, remote(n - 1), true), Some((7, Attribution::Connection)));
+        let kept_oldest = n - CLOSED_CONNECTIONS_KEPT as u64;
+        assert_eq!(owners.attribute(hour_later, 0, local, remote(kept_oldest), true), Some((7, Attribution::Connection)));
+        assert_eq!(owners.attribute(hour_later, 0, local, remote(kept_oldest - 1), true), None, "past the count kept");
     }
 
     #[test]
