@@ -38,13 +38,14 @@ impl Timeline {
     /// Memory calls kept one event each (about 300 bytes each with their strings);
     /// later ones are counted.
     pub const MEMORY_CALLS_KEPT: usize = 10_000;
-    /// Samples and memory summaries kept at full resolution: the last 30 s of samples at
-    /// the default 100 ms, which covers a model load's run-up to a kill and the live
-    /// view's chart. Older ones are thinned by halves, so a tracer left attached for days
-    /// keeps a bounded, coarser past: of two samples the one with more memory in use stays
-    /// (peaks survive), two summaries of a process become one (counts stay exact). All of
-    /// them together stay under twice this, a bound reached within the first minute, so
-    /// the tracer's memory is flat from then on (at 6,000 it took 20 minutes and 10 MiB).
+    /// Samples and memory summaries kept at full resolution, the newest (samples come
+    /// every 100 ms by default, summaries once a second per busy process). Older ones are
+    /// thinned by halves, so a tracer left attached for days keeps a bounded, coarser
+    /// past: of two samples the one with more memory in use stays (peaks survive), the
+    /// samples either side of an OOM kill always stay (the diagnosis reads the limit from
+    /// them), two summaries of a process become one (counts stay exact). All of them
+    /// together stay under twice this, a bound reached within the first minute, so the
+    /// tracer's memory is flat from then on (at 6,000 it took 20 minutes and 10 MiB).
     pub const PERIODIC_KEPT: usize = 300;
     /// Events kept at all, whatever their kind.
     pub const HARD_LIMIT: usize = 2_000_000;
@@ -109,6 +110,7 @@ impl Timeline {
         let periodic: Vec<usize> = (0..self.events.len()).filter(|&i| is_periodic(&self.events[i])).collect();
         let old = periodic.len().saturating_sub(self.periodic_kept);
         let mut drop = vec![false; self.events.len()];
+        let protected = self.samples_around_kills(&periodic);
         // The first of a pair, per (is a sample, pid).
         let mut first_of: std::collections::HashMap<(bool, u32), usize> = std::collections::HashMap::new();
         for &i in &periodic[..old] {
@@ -118,10 +120,12 @@ impl Timeline {
                 continue;
             };
             if key.0 {
-                if memory_in_use(&self.events[first]) > memory_in_use(&self.events[i]) {
-                    drop[i] = true;
-                } else {
-                    drop[first] = true;
+                let (keep, lose) =
+                    if memory_in_use(&self.events[first]) > memory_in_use(&self.events[i]) { (first, i) } else { (i, first) };
+                match (protected.contains(&keep), protected.contains(&lose)) {
+                    (_, false) => drop[lose] = true,
+                    (false, true) => drop[keep] = true,
+                    (true, true) => {}
                 }
             } else {
                 let earlier = self.events[first].kind.clone();
@@ -135,6 +139,21 @@ impl Timeline {
             !drop[i - 1]
         });
         self.periodic = self.events.iter().filter(|e| is_periodic(e)).count();
+    }
+
+    /// The samples on either side of each OOM kill: the diagnosis reads the cgroup's
+    /// limit and kill counter from them (within seconds of the kill), so thinning never
+    /// drops them. Two per kill, and kills are always kept.
+    fn samples_around_kills(&self, periodic: &[usize]) -> std::collections::HashSet<usize> {
+        let samples: Vec<usize> =
+            periodic.iter().copied().filter(|&i| matches!(self.events[i].kind, EventKind::Sample { .. })).collect();
+        let mut protected = std::collections::HashSet::new();
+        for kill in self.events.iter().filter(|e| matches!(e.kind, EventKind::OomKill { .. })) {
+            let after = samples.partition_point(|&i| self.events[i].ts_ns <= kill.ts_ns);
+            protected.extend(after.checked_sub(1).map(|b| samples[b]));
+            protected.extend(samples.get(after).copied());
+        }
+        protected
     }
 
     pub fn events(&self) -> &[Event] {
@@ -322,6 +341,40 @@ mod tests {
         let recent = &ts[ts.len() - Timeline::PERIODIC_KEPT..];
         assert!(recent.windows(2).all(|w| w[1] - w[0] == 100_000_000));
         assert!(ts.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_samples_either_side_of_an_old_kill_survive_an_hour_of_thinning() {
+        let mut t = Timeline::new();
+        let kill_ts = 600 * 1_000_000_000 + 50_000_000; // at 10 min, between two samples
+        for i in 0..36_000u64 {
+            let ts = i * 100_000_000;
+            // Memory falls at the kill: thinning by peaks alone would keep neither neighbour.
+            let usage = if ts < kill_ts { 1 << 30 } else { 2 << 30 };
+            t.push(&sample(ts, usage + (i % 3) * 4096));
+            if ts < kill_ts && ts + 100_000_000 > kill_ts {
+                t.push(&ev(
+                    kill_ts,
+                    EventKind::OomKill {
+                        victim_pid: Some(7),
+                        victim_tid: 7,
+                        victim_comm: "svc".into(),
+                        is_target: true,
+                        total_vm_kb: None,
+                        anon_rss_kb: None,
+                        file_rss_kb: None,
+                        shmem_rss_kb: None,
+                        pgtables_kb: None,
+                        uid: None,
+                        oom_score_adj: None,
+                    },
+                ));
+            }
+        }
+        assert!(t.len() <= 2 * Timeline::PERIODIC_KEPT + 3, "{} kept", t.len());
+        let ts: Vec<u64> = t.events().iter().filter(|e| matches!(e.kind, EventKind::Sample { .. })).map(|e| e.ts_ns).collect();
+        assert!(ts.contains(&(kill_ts - 50_000_000)), "the sample before the kill is gone");
+        assert!(ts.contains(&(kill_ts + 50_000_000)), "the sample after the kill is gone");
     }
 
     #[test]
