@@ -355,19 +355,7 @@ mod tests {
             if ts < kill_ts && ts + 100_000_000 > kill_ts {
                 t.push(&ev(
                     kill_ts,
-                    EventKind::OomKill {
-                        victim_pid: Some(7),
-                        victim_tid: 7,
-                        victim_comm: "svc".into(),
-                        is_target: true,
-                        total_vm_kb: None,
-                        anon_rss_kb: None,
-                        file_rss_kb: None,
-                        shmem_rss_kb: None,
-                        pgtables_kb: None,
-                        uid: None,
-                        oom_score_adj: None,
-                    },
+                    crate::diagnose::testkit::oom_kill_kind(Some(7), "svc"),
                 ));
             }
         }

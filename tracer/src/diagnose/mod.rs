@@ -517,19 +517,7 @@ mod tests {
             pid: 0,
             tid: 0,
             comm: String::new(),
-            kind: EventKind::OomKill {
-                victim_pid: None,
-                victim_tid: 0,
-                victim_comm: String::new(),
-                is_target: true,
-                total_vm_kb: None,
-                anon_rss_kb: None,
-                file_rss_kb: None,
-                shmem_rss_kb: None,
-                pgtables_kb: None,
-                uid: None,
-                oom_score_adj: None,
-            },
+            kind: testkit::oom_kill_kind(None, ""),
         });
         b.ev.push(Event {
             ts_ns: u64::MAX,
