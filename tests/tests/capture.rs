@@ -382,8 +382,14 @@ fn mmap_burst_trace(calls: u64, ring: &str, extra: &[&str]) -> tracer_tests::Tra
 }
 
 fn mmap_burst_run(calls: u64, ring: &str, extra: &[&str], file: &str) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
+    held_stress_run(&["mmap-burst", &calls.to_string()], ring, extra, file)
+}
+
+/// The stress program with `stress_args`, held at its `ready` until the tracer (memory
+/// calls only, a `ring` ring buffer, and `extra`) is attached; traced until it ends.
+fn held_stress_run(stress_args: &[&str], ring: &str, extra: &[&str], file: &str) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
     let mut target = Command::new(stress_bin())
-        .args(["mmap-burst", &calls.to_string()])
+        .args(stress_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -507,23 +513,8 @@ fn threads_beyond_the_kernel_maps_size_each_have_their_memory_calls_traced() {
         eprintln!("SKIPPED: {} is below {} and cannot be raised here", PidMaxAtLeast::PATH, 4 * THREADS);
         return;
     };
-    let mut target = Command::new(stress_bin())
-        .args(["thread-mmaps", &THREADS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = target.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
-    let target = ChildGuard(target);
-    wait_for_line(&mut out, "ready");
-    let pid = target.pid().to_string();
     // A ring larger than all the test's records: a loss can only be a kernel map full.
-    let run = TracerRun::start(&["--pid", &pid, "--probes", "mmap", "--grace", "500ms", "--ring-buffer", "64MiB"]);
-    run.wait_attached(T);
-    writeln!(stdin, "go").unwrap();
-    wait_for_line(&mut out, "done");
-    let trace = run.finish(Duration::from_secs(300));
+    let (trace, _) = held_stress_run(&["thread-mmaps", &THREADS.to_string()], "64MiB", &[], "trace.jsonl");
     let seen = trace
         .events
         .iter()

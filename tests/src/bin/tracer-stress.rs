@@ -175,21 +175,7 @@ fn run(args: &[String]) -> Result<()> {
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line)?;
             for _ in 0..n {
-                std::thread::spawn(|| {
-                    // SAFETY: anonymous mapping, unmapped right away.
-                    unsafe {
-                        let p = libc::syscall(
-                            libc::SYS_mmap,
-                            0usize,
-                            8192usize,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                            -1i32,
-                            0usize,
-                        );
-                        libc::syscall(libc::SYS_munmap, p, 8192usize);
-                    }
-                })
+                std::thread::spawn(|| map_and_unmap(8192))
                 .join()
                 .map_err(|_| anyhow::anyhow!("a thread panicked"))?;
             }
@@ -203,19 +189,7 @@ fn run(args: &[String]) -> Result<()> {
             std::io::stdin().lock().read_line(&mut line)?;
             // Raw syscalls and _exit: nothing else between `go` and the end maps memory.
             for _ in 0..n / 2 {
-                // SAFETY: anonymous mapping, unmapped right away.
-                unsafe {
-                    let p = libc::syscall(
-                        libc::SYS_mmap,
-                        0usize,
-                        4096usize,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1i32,
-                        0usize,
-                    );
-                    libc::syscall(libc::SYS_munmap, p, 4096usize);
-                }
+                map_and_unmap(4096);
             }
             unsafe { libc::_exit(0) }
         }
@@ -458,19 +432,7 @@ mod bench {
     fn burst(n: u64, pace: Option<Duration>) -> u64 {
         // Raw syscalls: nothing else in this phase maps memory.
         for _ in 0..n / 2 {
-            // SAFETY: anonymous mapping, unmapped right away.
-            unsafe {
-                let p = libc::syscall(
-                    libc::SYS_mmap,
-                    0usize,
-                    PAGE,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1i32,
-                    0usize,
-                );
-                libc::syscall(libc::SYS_munmap, p, PAGE);
-            }
+            super::map_and_unmap(PAGE);
             pause(pace);
         }
         n
@@ -494,4 +456,22 @@ fn set_linger_zero(stream: &TcpStream) -> Result<()> {
         bail!("SO_LINGER: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// One anonymous mmap of `len` bytes and its munmap, as raw syscalls: nothing else in
+/// between maps memory.
+fn map_and_unmap(len: usize) {
+    // SAFETY: anonymous mapping, unmapped right away.
+    unsafe {
+        let p = libc::syscall(
+            libc::SYS_mmap,
+            0usize,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1i32,
+            0usize,
+        );
+        libc::syscall(libc::SYS_munmap, p, len);
+    }
 }
