@@ -535,6 +535,31 @@ pub fn kernel_kind_names() -> impl Iterator<Item = &'static str> {
     KIND_NAMES.iter().copied().filter(|k| !BOOKKEEPING_KINDS.contains(k))
 }
 
+/// Hand-built events for other crates' tests (the `testkit` feature, enabled only by
+/// their dev-dependencies).
+#[cfg(feature = "testkit")]
+pub mod testkit {
+    use crate::EventKind;
+
+    /// An OOM kill of a traced `victim` (its thread id the same, 0 when unknown) with none
+    /// of the victim's memory figures: for tests where only the kill's time matters.
+    pub fn oom_kill_kind(victim: Option<u32>, comm: &str) -> EventKind {
+        EventKind::OomKill {
+            victim_pid: victim,
+            victim_tid: victim.unwrap_or(0),
+            victim_comm: comm.into(),
+            is_target: true,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            pgtables_kb: None,
+            uid: None,
+            oom_score_adj: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

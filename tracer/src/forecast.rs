@@ -415,7 +415,7 @@ mod tests {
     fn an_oom_kill_ends_the_run_up_no_forecast_from_the_points_before_it() {
         let mut f = Forecaster::new(PID, Duration::from_secs(10));
         let mut events: Vec<Event> = (0..=30).map(|i| sample(i * 100, 16 * MIB + i * 8 * MIB, 256 * MIB)).collect();
-        let kill = crate::diagnose::testkit::oom_kill_kind(Some(PID), "loader");
+        let kill = crate::event::testkit::oom_kill_kind(Some(PID), "loader");
         events.push(ev(3050, kill));
         // Still sampled (the cgroup outlives its process), a little higher each time.
         events.extend((31..=34).map(|i| sample(i * 100, 250 * MIB + i * MIB, 256 * MIB)));

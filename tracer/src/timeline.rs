@@ -355,7 +355,7 @@ mod tests {
             if ts < kill_ts && ts + 100_000_000 > kill_ts {
                 t.push(&ev(
                     kill_ts,
-                    crate::diagnose::testkit::oom_kill_kind(Some(7), "svc"),
+                    crate::event::testkit::oom_kill_kind(Some(7), "svc"),
                 ));
             }
         }

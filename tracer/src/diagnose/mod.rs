@@ -517,7 +517,7 @@ mod tests {
             pid: 0,
             tid: 0,
             comm: String::new(),
-            kind: testkit::oom_kill_kind(None, ""),
+            kind: crate::event::testkit::oom_kill_kind(None, ""),
         });
         b.ev.push(Event {
             ts_ns: u64::MAX,

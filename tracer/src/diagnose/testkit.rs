@@ -7,24 +7,6 @@ pub const GIB: u64 = 1 << 30;
 /// 2023-11-14T22:13:20Z
 pub const T0: u64 = 1_700_000_000_000_000_000;
 
-/// An OOM kill of a traced `victim` (its thread id the same, 0 when unknown) with none of
-/// the victim's memory figures: for tests where only the kill's time matters.
-pub fn oom_kill_kind(victim: Option<u32>, comm: &str) -> EventKind {
-    EventKind::OomKill {
-        victim_pid: victim,
-        victim_tid: victim.unwrap_or(0),
-        victim_comm: comm.into(),
-        is_target: true,
-        total_vm_kb: None,
-        anon_rss_kb: None,
-        file_rss_kb: None,
-        shmem_rss_kb: None,
-        pgtables_kb: None,
-        uid: None,
-        oom_score_adj: None,
-    }
-}
-
 pub struct Tb {
     pub ev: Vec<Event>,
     pub target: u32,
