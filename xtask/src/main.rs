@@ -9,6 +9,7 @@ mod kernels;
 mod run_workload;
 mod setup;
 mod test;
+mod unprivileged;
 
 use std::process::ExitCode;
 

@@ -21,13 +21,12 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The command that runs this xtask again as root with `args`: `sudo env PATH=... HOME=...
-/// XTASK ARGS`. An error naming what is needed when there is no sudo.
-pub fn rerun_command(why: &str, args: &[String]) -> Result<Command> {
+/// The command that runs `exe` (this xtask) again as root with `args`: `sudo env PATH=...
+/// HOME=... XTASK ARGS`. An error naming what is needed when there is no sudo.
+pub fn rerun_command(why: &str, exe: &Path, args: &[String]) -> Result<Command> {
     let Some(sudo) = on_path("sudo") else {
         bail!("{why} needs root, and this user has no sudo: run it as root, or install sudo and allow this user to use it");
     };
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
     let mut cmd = Command::new(sudo);
     cmd.arg("env").arg(format!("PATH={}", build_path()));
     // The user's toolchain and caches: the privileged part reads them, it runs no cargo.
@@ -44,13 +43,37 @@ pub fn rerun_command(why: &str, args: &[String]) -> Result<Command> {
 
 /// Runs this xtask again as root for the privileged part; fails when that part failed.
 pub fn rerun_as_root(why: &str, args: &[String]) -> Result<()> {
-    let mut cmd = rerun_command(why, args)?;
+    let exe = ExeCopy::make()?;
+    let mut cmd = rerun_command(why, &exe.0, args)?;
     println!("xtask: {why} needs root: running the rest through sudo (one password prompt at most)");
     let status = cmd.status().context("running sudo")?;
     if !status.success() {
         bail!("the privileged part failed ({status})");
     }
     Ok(())
+}
+
+/// A copy of the running xtask binary for the privileged run. Not its path: the user's
+/// `cargo build --bins` links xtask again (with the features the whole workspace
+/// unifies, not those of `cargo run -p xtask`) over target/debug/xtask while this one
+/// runs, and the running one is then only reachable through /proc/self/exe.
+struct ExeCopy(std::path::PathBuf);
+
+impl ExeCopy {
+    fn make() -> Result<ExeCopy> {
+        // Beside the binary: the user's target folder, wherever CARGO_TARGET_DIR put it.
+        let exe = std::env::current_exe().context("finding the xtask binary")?;
+        let dir = exe.parent().context("the xtask binary's folder")?;
+        let path = dir.join(format!("xtask-for-sudo-{}", std::process::id()));
+        std::fs::copy("/proc/self/exe", &path).with_context(|| format!("copying the xtask binary to {}", path.display()))?;
+        Ok(ExeCopy(path))
+    }
+}
+
+impl Drop for ExeCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// In a privileged run started by sudo: gives `paths` (recursively) back to the user who
@@ -92,15 +115,15 @@ mod tests {
     #[test]
     fn the_rerun_keeps_the_toolchain_path_and_marks_the_build_done() {
         if on_path("sudo").is_none() {
-            let e = rerun_command("the test suite", &["test".into()]).unwrap_err();
+            let e = rerun_command("the test suite", Path::new("/x/xtask"), &["test".into()]).unwrap_err();
             assert!(e.to_string().contains("needs root, and this user has no sudo"), "{e}");
             return;
         }
-        let cmd = rerun_command("the test suite", &["test".into(), "capture".into()]).unwrap();
+        let cmd = rerun_command("the test suite", Path::new("/x/xtask"), &["test".into(), "capture".into()]).unwrap();
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[0], "env");
         assert!(args[1].starts_with("PATH=") && args[1].contains(".cargo/bin") && args[1].contains("llvm-22"), "{args:?}");
-        assert_eq!(args[args.len() - 3..], ["test", "capture", BUILT_FLAG], "{args:?}");
+        assert_eq!(args[args.len() - 4..], ["/x/xtask", "test", "capture", BUILT_FLAG], "{args:?}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ const DEB_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev",
 /// against `tracer watch --metrics`, so that the exposition is checked by the real
 /// parser (the tests skip, loudly, without it). On a host run by systemd the package
 /// also enables its own prometheus.service on :9090, which the tests do not use.
-const TEST_PACKAGES: &[&str] = &["prometheus"];
+/// `sudo`: the suite's unprivileged check types `cargo xtask test` as a user with a sudo
+/// rule.
+const TEST_PACKAGES: &[&str] = &["prometheus", "sudo"];
 
 #[derive(Args)]
 pub struct Options {}
@@ -20,7 +22,7 @@ pub fn run(_: &Options) -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
-    println!("xtask: setup complete (LLVM 22, nightly rust-src, bpf-linker, prometheus for the tests)");
+    println!("xtask: setup complete (LLVM 22, nightly rust-src, bpf-linker, prometheus and sudo for the tests)");
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! As root everything runs here. As another user, everything is built as that user first
 //! (binaries, test binaries, the release artifacts, the matrix's binaries), then this
 //! xtask runs again through sudo and runs what was built, with no cargo: `target/` stays
-//! the user's (see crate::privilege).
+//! the user's (see crate::privilege). As root, that user's path is checked too (see
+//! crate::unprivileged).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     exec::{command, exec, workspace_root},
-    kernels, privilege, setup,
+    kernels, privilege, setup, unprivileged,
 };
 
 #[derive(Args)]
@@ -24,6 +25,13 @@ pub struct Options {
     /// Skip the release check (`cargo xtask dist`, then the tarball alone in a Debian 11 root)
     #[arg(long)]
     no_dist: bool,
+    /// Skip the unprivileged check (run as root: a user made for it types
+    /// `cargo xtask test` with a sudo rule, and target/ must stay theirs)
+    #[arg(long)]
+    no_unprivileged: bool,
+    /// Only the unprivileged check (as root, on the build already in target/)
+    #[arg(long, conflicts_with_all = ["no_unprivileged", "filter"])]
+    unprivileged_only: bool,
     #[command(flatten)]
     kernels: kernels::Options,
     /// (the privileged second run: everything is built)
@@ -46,6 +54,13 @@ fn list_file(root: &Path) -> PathBuf {
 pub fn run(opts: &Options) -> Result<()> {
     let root = workspace_root();
     let release_wanted = !opts.no_dist && opts.filter.is_none();
+    if opts.unprivileged_only {
+        anyhow::ensure!(
+            privilege::is_root() && !opts.built,
+            "--unprivileged-only makes a user and a sudo rule to check that user's run: run it as root"
+        );
+        return unprivileged::check(&root);
+    }
     if !opts.built {
         warn_if_disk_is_short(&root);
         setup::run(&setup::Options {})?;
@@ -142,6 +157,7 @@ fn privileged(opts: &Options, root: &Path, release_wanted: bool) -> Result<()> {
     if opts.kernels.kernels_only {
         return kernels::run(&opts.kernels, opts.built);
     }
+
     if !opts.built {
         // The end-to-end tests drive the real binaries; build them with the tests. Default
         // members only: tracer-ebpf is built for the bpf target by tracer/build.rs.
@@ -159,11 +175,15 @@ fn privileged(opts: &Options, root: &Path, release_wanted: bool) -> Result<()> {
         exec(cmd.envs(env.iter().map(|(k, v)| (k, v))))
     };
     let release = if release_wanted { release_check(opts.built) } else { Ok(()) };
-    let suite = match (suite, release) {
-        (Ok(()), r) => r,
-        (Err(s), Ok(())) => Err(s),
-        (Err(s), Err(r)) => Err(anyhow::anyhow!("{s:#}\nand the release check failed: {r:#}")),
-    };
+    // Typed by a user, this run is that check already.
+    let as_user = if opts.built || opts.filter.is_some() || opts.no_unprivileged { Ok(()) } else { unprivileged::check(root) };
+    let mut failures = Vec::new();
+    for (what, r) in [("the suite", suite), ("the release check", release), ("the unprivileged check", as_user)] {
+        if let Err(e) = r {
+            failures.push(format!("{what} failed: {e:#}"));
+        }
+    }
+    let suite = if failures.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(failures.join("\nand "))) };
     kernels::after_suite(&opts.kernels, suite, opts.built)
 }
 
