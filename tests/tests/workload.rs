@@ -189,9 +189,22 @@ fn memcg_file(cg: &Memcg, v1: &str, v2: &str) -> u64 {
 
 #[test]
 fn a_model_that_needs_95_percent_of_what_is_free_loads_in_background_without_an_oom_kill() {
+    lean_load_of_95_percent_of_free(synth::generate, "workload-lean");
+}
+
+/// The same for a `pytorch_model.bin` (torch.save's zip format), which candle reads tensor
+/// by tensor straight into the buffers the model keeps.
+#[test]
+fn a_pytorch_checkpoint_that_needs_95_percent_of_what_is_free_loads_lean_too() {
+    lean_load_of_95_percent_of_free(synth::generate_pytorch, "workload-lean-pth");
+}
+
+type Generate = fn(&GenSpec, &Path) -> Result<synth::GenReport, synth::GenError>;
+
+fn lean_load_of_95_percent_of_free(generate: Generate, name: &str) {
     require_root("workload scenarios create memory cgroups");
     const LEAN_LIMIT: u64 = 512 << 20;
-    let tmp = TempDir::new("workload-lean");
+    let tmp = TempDir::new(name);
     let nllb = tmp.0.join("nllb");
     let small = GenSpec { arch: Arch::Nllb, dims: shapes::preset_dims(Arch::Nllb, Preset::Small), dtype: StorageDtype::F32, shard_bytes: u64::MAX, seed: 1 };
     synth::generate(&small, &nllb).unwrap();
@@ -199,7 +212,7 @@ fn a_model_that_needs_95_percent_of_what_is_free_loads_in_background_without_an_
     // service's own memory is known, sized to what is then free.
     let aya = tmp.0.join("aya");
     std::fs::create_dir_all(&aya).unwrap();
-    let cg = Memcg::new("workload-lean", LEAN_LIMIT).expect("memory cgroup");
+    let cg = Memcg::new(name, LEAN_LIMIT).expect("memory cgroup");
     let (mut server, port, _log) = serve(&cg, "background", &nllb, &aya);
     assert_eq!(wait_state(port, "nllb", &["READY", "FAILED"]), "READY");
     assert_eq!(wait_state(port, "aya", &["READY", "FAILED"]), "FAILED");
@@ -208,7 +221,9 @@ fn a_model_that_needs_95_percent_of_what_is_free_loads_in_background_without_an_
     let needs_at_most = free * 95 / 100;
     let target = (needs_at_most as f64 / (1.0 + workload::budget::WORKING_MEMORY_FRACTION)) as u64;
     let dims = shapes::dims_for_bytes(Arch::Aya, target, 4).unwrap();
-    synth::generate(&GenSpec { arch: Arch::Aya, dims, dtype: StorageDtype::F32, shard_bytes: u64::MAX, seed: 2 }, &aya).unwrap();
+    let report = generate(&GenSpec { arch: Arch::Aya, dims, dtype: StorageDtype::F32, shard_bytes: u64::MAX, seed: 2 }, &aya).unwrap();
+    let file_names: Vec<String> = report.files.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    eprintln!("aya written as {}", file_names.join(", "));
     // Out of the page cache, as after a reboot: the load reads it into the page cache
     // again, charged to the service's cgroup.
     for entry in std::fs::read_dir(&aya).unwrap() {

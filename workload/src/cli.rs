@@ -152,4 +152,14 @@ pub struct GenModelArgs {
     /// Seed of the random weights: the same seed gives the same files, byte for byte.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// File format of the weights: safetensors, or pytorch (one pytorch_model.bin as
+    /// torch.save writes it; --shard-size does not apply).
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: WeightFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightFormat {
+    Safetensors,
+    Pytorch,
 }

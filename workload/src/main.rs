@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use workload::cli::{Cli, Command, GenModelArgs, ProbeArgs, ServeArgs};
+use workload::cli::{Cli, Command, GenModelArgs, ProbeArgs, ServeArgs, WeightFormat};
 use workload::loader::{Loader, LoaderConfig};
 use workload::registry::Registry;
 use workload::server::{router, AppState};
@@ -174,7 +174,10 @@ fn gen_model(args: GenModelArgs) -> Result<()> {
     };
     let started = Instant::now();
     let spec = synth::GenSpec { arch: args.arch, dims, dtype: args.dtype, shard_bytes: args.shard_size, seed: args.seed };
-    let report = synth::generate(&spec, &args.out)?;
+    let report = match args.format {
+        WeightFormat::Safetensors => synth::generate(&spec, &args.out)?,
+        WeightFormat::Pytorch => synth::generate_pytorch(&spec, &args.out)?,
+    };
     eprintln!(
         "workload: wrote a synthetic {} checkpoint to {}: {:.1} M parameters, {} of weights in {} file(s), {:.1} s",
         args.arch.name(),

@@ -1,6 +1,7 @@
 //! `workload gen-model`: synthetic checkpoints with the real tensor names and random
 //! weights, so the whole loading path runs without downloading anything.
 
+pub mod pytorch;
 pub mod shapes;
 pub mod tokenizer;
 
@@ -143,32 +144,7 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Writes config.json, tokenizer.json and the weights into `out`.
 pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenReport, GenError> {
-    let d = &spec.dims;
-    if d.heads == 0 || !d.hidden.is_multiple_of(d.heads) || d.kv_heads == 0 || !d.heads.is_multiple_of(d.kv_heads) {
-        return Err(GenError::Invalid(format!(
-            "hidden size {} must divide into {} heads, which must divide into {} key/value heads",
-            d.hidden, d.heads, d.kv_heads
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let tokenizer = tokenizer::tokenizer_json(spec.arch, d.vocab).map_err(GenError::Invalid)?;
-    write_json(&out.join("tokenizer.json"), &tokenizer)?;
-    write_json(&out.join("config.json"), &shapes::config_json(spec.arch, d, spec.dtype.torch_name()))?;
-    // Stale weights from an earlier run with other shapes would be picked up first.
-    for stale in ["model.safetensors", "model.safetensors.index.json"] {
-        let path = out.join(stale);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(io(&path))?;
-        }
-    }
-
-    let tensors: Vec<LazyTensor> = shapes::tensors(spec.arch, d)
-        .into_iter()
-        .map(|t| LazyTensor { spec: t, dtype: spec.dtype, seed: spec.seed })
-        .collect();
-    let weight_bytes: u64 = tensors.iter().map(|t| t.spec.elements() * spec.dtype.size()).sum();
-    let parameters: u64 = tensors.iter().map(|t| t.spec.elements()).sum();
-
+    let (tensors, parameters, weight_bytes) = prepare(spec, out)?;
     let mut shards: Vec<Vec<&LazyTensor>> = vec![Vec::new()];
     let mut shard_size = 0u64;
     for t in &tensors {
@@ -206,6 +182,47 @@ pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenReport, GenError> {
     Ok(GenReport { dir: out.to_path_buf(), files, parameters, weight_bytes })
 }
 
+/// The folder with config.json and tokenizer.json written, no weights left from an
+/// earlier run, and the tensors to write.
+fn prepare(spec: &GenSpec, out: &Path) -> Result<(Vec<LazyTensor>, u64, u64), GenError> {
+    let d = &spec.dims;
+    if d.heads == 0 || !d.hidden.is_multiple_of(d.heads) || d.kv_heads == 0 || !d.heads.is_multiple_of(d.kv_heads) {
+        return Err(GenError::Invalid(format!(
+            "hidden size {} must divide into {} heads, which must divide into {} key/value heads",
+            d.hidden, d.heads, d.kv_heads
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let tokenizer = tokenizer::tokenizer_json(spec.arch, d.vocab).map_err(GenError::Invalid)?;
+    write_json(&out.join("tokenizer.json"), &tokenizer)?;
+    write_json(&out.join("config.json"), &shapes::config_json(spec.arch, d, spec.dtype.torch_name()))?;
+    // Stale weights from an earlier run with other shapes would be picked up first.
+    for stale in ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"] {
+        let path = out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+
+    let tensors: Vec<LazyTensor> = shapes::tensors(spec.arch, d)
+        .into_iter()
+        .map(|t| LazyTensor { spec: t, dtype: spec.dtype, seed: spec.seed })
+        .collect();
+    let weight_bytes: u64 = tensors.iter().map(|t| t.spec.elements() * spec.dtype.size()).sum();
+    let parameters: u64 = tensors.iter().map(|t| t.spec.elements()).sum();
+    Ok((tensors, parameters, weight_bytes))
+}
+
+/// As [`generate`], with the weights in one `pytorch_model.bin` (torch.save's zip
+/// format) instead of safetensors; `shard_bytes` does not apply.
+pub fn generate_pytorch(spec: &GenSpec, out: &Path) -> Result<GenReport, GenError> {
+    let (tensors, parameters, weight_bytes) = prepare(spec, out)?;
+    let path = out.join("pytorch_model.bin");
+    let items = tensors.iter().map(|t| pytorch::PthTensor { name: &t.spec.name, dtype: t.dtype, shape: &t.spec.shape, data: Cow::Owned(View::data(&t).into_owned()) });
+    pytorch::write(&path, items).map_err(io(&path))?;
+    Ok(GenReport { dir: out.to_path_buf(), files: vec![path], parameters, weight_bytes })
+}
+
 fn write_shard(path: &Path, tensors: &[&LazyTensor]) -> Result<(), GenError> {
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
     safetensors::serialize_to_file(tensors.iter().map(|t| (t.spec.name.clone(), *t)), metadata, path)
@@ -228,6 +245,28 @@ mod tests {
 
     fn tiny(arch: Arch) -> GenSpec {
         GenSpec { arch, dims: shapes::preset_dims(arch, Preset::Tiny), dtype: StorageDtype::F32, shard_bytes: u64::MAX, seed: 7 }
+    }
+
+    #[test]
+    fn a_pytorch_checkpoint_holds_the_same_tensors_and_replaces_safetensors() {
+        for arch in [Arch::Nllb, Arch::Aya] {
+            let dir = tempfile::tempdir().unwrap();
+            let st = generate(&tiny(arch), dir.path()).unwrap();
+            let st_ck = Checkpoint::open(dir.path()).unwrap();
+            let pt = generate_pytorch(&tiny(arch), dir.path()).unwrap();
+            assert!(!dir.path().join("model.safetensors").exists(), "stale safetensors would be read first");
+            let pt_ck = Checkpoint::open(dir.path()).unwrap();
+            assert!(matches!(pt_ck.files, WeightFiles::Pytorch(_)));
+            assert_eq!((pt.weight_bytes, pt.parameters), (st.weight_bytes, st.parameters));
+            assert_eq!(pt_ck.stored_bytes(), st_ck.stored_bytes());
+            let mut a: Vec<_> = st_ck.tensors.iter().map(|t| (t.name.clone(), t.elements)).collect();
+            let mut b: Vec<_> = pt_ck.tensors.iter().map(|t| (t.name.clone(), t.elements)).collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+            let size = std::fs::metadata(&pt.files[0]).unwrap().len();
+            assert!(size > pt.weight_bytes && size < pt.weight_bytes + (1 << 20), "{size} bytes for {} of weights", pt.weight_bytes);
+        }
     }
 
     #[test]
