@@ -32,6 +32,10 @@ pub struct Options {
     /// Only the unprivileged check (as root, on the build already in target/)
     #[arg(long, conflicts_with_all = ["no_unprivileged", "filter"])]
     unprivileged_only: bool,
+    /// What the unprivileged check's user types: test (what the suite checks), or
+    /// run-workload (a release build as that user: minutes unless target/release is fresh)
+    #[arg(long, value_enum, default_value = "test", requires = "unprivileged_only")]
+    unprivileged_types: unprivileged::Typed,
     #[command(flatten)]
     kernels: kernels::Options,
     /// (the privileged second run: everything is built)
@@ -59,7 +63,7 @@ pub fn run(opts: &Options) -> Result<()> {
             privilege::is_root() && !opts.built,
             "--unprivileged-only makes a user and a sudo rule to check that user's run: run it as root"
         );
-        return unprivileged::check(&root);
+        return unprivileged::check(&root, opts.unprivileged_types);
     }
     if !opts.built {
         warn_if_disk_is_short(&root);
@@ -176,7 +180,7 @@ fn privileged(opts: &Options, root: &Path, release_wanted: bool) -> Result<()> {
     };
     let release = if release_wanted { release_check(opts.built) } else { Ok(()) };
     // Typed by a user, this run is that check already.
-    let as_user = if opts.built || opts.filter.is_some() || opts.no_unprivileged { Ok(()) } else { unprivileged::check(root) };
+    let as_user = if opts.built || opts.filter.is_some() || opts.no_unprivileged { Ok(()) } else { unprivileged::check(root, unprivileged::Typed::Test) };
     let mut failures = Vec::new();
     for (what, r) in [("the suite", suite), ("the release check", release), ("the unprivileged check", as_user)] {
         if let Err(e) = r {

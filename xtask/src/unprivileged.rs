@@ -36,9 +36,27 @@ const SCRATCH: &str = "/var/tmp/tracer-unprivileged-check";
 /// What a `sudo cargo ...` typed earlier left in `target/`.
 const LEFT_BY_ROOT: &str = "debug/.left-by-sudo-cargo";
 
+/// What the check's user types.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Typed {
+    /// `cargo xtask test ROOT_TEST --no-dist --no-kernels` (debug build; what the suite runs)
+    Test,
+    /// `cargo xtask run-workload --no-tui` (a release build: minutes where none is there)
+    RunWorkload,
+}
+
+impl Typed {
+    fn command(self) -> String {
+        match self {
+            Typed::Test => format!("cargo xtask test {ROOT_TEST} --no-dist --no-kernels"),
+            Typed::RunWorkload => "cargo xtask run-workload --no-tui".to_string(),
+        }
+    }
+}
+
 /// Runs the check; everything it made is removed, and `target/` given back, on return.
-pub fn check(workspace: &Path) -> Result<()> {
-    println!("xtask: unprivileged check: `cargo xtask test {ROOT_TEST} --no-dist --no-kernels` as user {USER}, with sudo");
+pub fn check(workspace: &Path, typed: Typed) -> Result<()> {
+    println!("xtask: unprivileged check: `{}` as user {USER}, with sudo", typed.command());
     if on_path("sudo").is_none() {
         bail!("the unprivileged check needs sudo (`cargo xtask setup` installs it); or pass --no-unprivileged");
     }
@@ -85,12 +103,12 @@ pub fn check(workspace: &Path) -> Result<()> {
     ];
     let passed_on = ["CARGO_INCREMENTAL", "CI", "TERM"].into_iter().filter_map(|k| std::env::var(k).ok().map(|v| (k, v)));
     let env: Vec<String> = user_env.into_iter().chain(passed_on).map(|(k, v)| format!("{k}={v}")).collect();
-    let script = namespace_script(workspace, &homes, &scratch, (uid, gid), &env);
+    let script = namespace_script(workspace, &homes, &scratch, (uid, gid), &env, &typed.command());
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script]);
     cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let output = run_echoed(&mut cmd)?;
-    verdict(&output.0, output.1, &target, uid, &left)
+    verdict(typed, &output.0, output.1, &target, uid, &left)
 }
 
 /// Where root's toolchain lives.
@@ -112,7 +130,7 @@ impl Homes {
 }
 
 /// The shell run in the private mount namespace, as root until its last line.
-fn namespace_script(workspace: &Path, homes: &Homes, scratch: &Path, (uid, gid): (u32, u32), env: &[String]) -> String {
+fn namespace_script(workspace: &Path, homes: &Homes, scratch: &Path, (uid, gid): (u32, u32), env: &[String], typed: &str) -> String {
     let q = |p: &Path| shell_quote(&p.display().to_string());
     let stage_ws = scratch.join("stage/workspace");
     let stage_rustup = scratch.join("stage/rustup");
@@ -140,7 +158,7 @@ fn namespace_script(workspace: &Path, homes: &Homes, scratch: &Path, (uid, gid):
     let env: Vec<String> = env.iter().map(|kv| shell_quote(kv)).collect();
     lines.push(format!(
         "cd {} && exec setpriv --reuid={uid} --regid={gid} --init-groups -- env -i {} \
-         sh -c 'cargo xtask test {ROOT_TEST} --no-dist --no-kernels 2>&1'",
+         sh -c '{typed} 2>&1'",
         q(workspace),
         env.join(" ")
     ));
@@ -176,7 +194,7 @@ fn run_echoed(cmd: &mut Command) -> Result<(String, bool)> {
 }
 
 /// What the check demands of the run it watched.
-fn verdict(output: &str, success: bool, target: &Path, uid: u32, left: &Path) -> Result<()> {
+fn verdict(typed: Typed, output: &str, success: bool, target: &Path, uid: u32, left: &Path) -> Result<()> {
     let mut wrong = Vec::new();
     if !success {
         wrong.push("the user's `cargo xtask test` failed".to_string());
@@ -184,9 +202,18 @@ fn verdict(output: &str, success: bool, target: &Path, uid: u32, left: &Path) ->
     if !output.contains("running the rest through sudo") {
         wrong.push("it did not raise privileges through sudo".to_string());
     }
-    let (passed, failed) = test_counts(output);
-    if (passed, failed) != (1, 0) {
-        wrong.push(format!("{passed} test(s) passed and {failed} failed, not the one root test ({ROOT_TEST})"));
+    match typed {
+        Typed::Test => {
+            let (passed, failed) = test_counts(output);
+            if (passed, failed) != (1, 0) {
+                wrong.push(format!("{passed} test(s) passed and {failed} failed, not the one root test ({ROOT_TEST})"));
+            }
+        }
+        Typed::RunWorkload => {
+            if !output.lines().any(|l| l.starts_with("verdict [")) {
+                wrong.push("run-workload printed no verdict".to_string());
+            }
+        }
     }
     if output.contains("Compiling ") {
         // Not wrong, but the suite's build should have been reused: say what it cost.
@@ -205,7 +232,11 @@ fn verdict(output: &str, success: bool, target: &Path, uid: u32, left: &Path) ->
     if !wrong.is_empty() {
         bail!("unprivileged check: {}", wrong.join("; "));
     }
-    println!("xtask: unprivileged check passed: built as {USER}, one sudo, {ROOT_TEST} passed as root, all of target/ is {USER}'s");
+    let what = match typed {
+        Typed::Test => format!("{ROOT_TEST} passed as root"),
+        Typed::RunWorkload => "the scenario played as root, with its verdict".to_string(),
+    };
+    println!("xtask: unprivileged check passed: built as {USER}, one sudo, {what}, all of target/ is {USER}'s");
     Ok(())
 }
 
