@@ -65,6 +65,9 @@ pub fn run(opts: &Options) -> Result<()> {
         );
         return unprivileged::check(&root, opts.unprivileged_types);
     }
+    if let Some(w) = unprivileged::left_over_warning() {
+        eprintln!("xtask: warning: {w}");
+    }
     if !opts.built {
         warn_if_disk_is_short(&root);
         setup::run(&setup::Options {})?;

@@ -29,12 +29,18 @@ use crate::{
 };
 
 const USER: &str = "tracer-check";
+/// Marks the account as the check's own: one without it is never reused or deleted.
+const COMMENT: &str = "tracer unprivileged check (temporary)";
 /// Needs root (it loads eBPF programs and makes a memory cgroup), and takes seconds.
 const ROOT_TEST: &str = "oom_kill_in_memcg_is_traced_signal_victim_exit_after_rss_growth";
-const SUDOERS: &str = "/etc/sudoers.d/tracer-unprivileged-check";
-const SCRATCH: &str = "/var/tmp/tracer-unprivileged-check";
+pub const SUDOERS: &str = "/etc/sudoers.d/tracer-unprivileged-check";
+/// Prefix of the scratch folders (one per run, made afresh: never a path found there).
+const SCRATCH_PREFIX: &str = "/var/tmp/tracer-unprivileged-check.";
+const LOCK: &str = "/run/lock/tracer-unprivileged-check.lock";
 /// What a `sudo cargo ...` typed earlier left in `target/`.
 const LEFT_BY_ROOT: &str = "debug/.left-by-sudo-cargo";
+/// Printed by the namespace script once its mounts are in place.
+const MOUNTED: &str = "tracer-check: mounts in place";
 
 /// What the check's user types.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -54,35 +60,60 @@ impl Typed {
     }
 }
 
-/// Runs the check; everything it made is removed, and `target/` given back, on return.
+/// Runs the check; everything it made is removed, and `target/` given back, on return,
+/// on an error and on Ctrl-C (SIGINT, SIGTERM and SIGHUP wait while it cleans up).
 pub fn check(workspace: &Path, typed: Typed) -> Result<()> {
+    let _signals = SignalsWait::start();
     println!("xtask: unprivileged check: `{}` as user {USER}, with sudo", typed.command());
     if on_path("sudo").is_none() {
         bail!("the unprivileged check needs sudo (`cargo xtask setup` installs it); or pass --no-unprivileged");
     }
+    let _lock = lock()?;
     let target = workspace.join("target");
-    anyhow::ensure!(target.is_dir(), "no {} to check a user's run on: build first", target.display());
-    // The workspace's owner, not target/'s: a killed earlier check left target/ lent.
-    let meta = std::fs::metadata(workspace).with_context(|| format!("{}", workspace.display()))?;
-    let mut undo = Undo { target: target.clone(), owner: (meta.uid(), meta.gid()), lent: false, sudoers: false, user: false, scratch: None };
-
-    let (uid, gid) = make_user(&mut undo)?;
+    anyhow::ensure!(target.join("debug").is_dir(), "no build in {} to check a user's run on: build first (`cargo build --bins`)", target.display());
+    let target = target.canonicalize().with_context(|| format!("resolving {}", target.display()))?;
     let homes = Homes::of_root()?;
-    let scratch = PathBuf::from(SCRATCH);
+    for home in [&homes.cargo, &homes.rustup] {
+        anyhow::ensure!(
+            !workspace.starts_with(home) && !home.starts_with(workspace),
+            "the workspace {} and the toolchain folder {} lie one inside the other: the check cannot lend them apart; clone the workspace elsewhere, or pass --no-unprivileged",
+            workspace.display(),
+            home.display()
+        );
+    }
+    remove_stale_scratch();
+    let mut undo = Undo { target: target.clone(), owner: (0, 0), lent: false, sudoers: false, user: None, scratch: None };
+    let (uid, gid) = make_user(&mut undo)?;
+    // target/'s owner; the workspace's where a killed earlier check left target/ lent.
+    let owner_of = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).with_context(|| format!("{}", p.display()));
+    undo.owner = match owner_of(&target)? {
+        (u, _) if u == uid => owner_of(workspace)?,
+        o => o,
+    };
+
+    let scratch = make_scratch(uid, gid)?;
     undo.scratch = Some(scratch.clone());
-    let _ = std::fs::remove_dir_all(&scratch);
-    for d in ["home", "stage/workspace", "stage/rustup"] {
+    for d in ["home", "stage/workspace", "stage/rustup", "cargo"] {
         let d = scratch.join(d);
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
-    exec(Command::new("cp").arg("-a").arg(&homes.cargo).arg(scratch.join("cargo")))?;
-    chown_tree(&scratch, uid, gid).context("giving the scratch folder to the check's user")?;
+    // The contents, so that a cargo home that is a link is copied, not linked.
+    exec(Command::new("cp").arg("-a").arg(homes.cargo.join(".")).arg(scratch.join("cargo")))?;
+    stop_if_interrupted()?;
+    chown_tree(&scratch, uid, gid).with_context(|| format!("giving {} to the check's user", scratch.display()))?;
 
-    std::fs::write(SUDOERS, format!("{USER} ALL=(root) NOPASSWD: ALL\n")).context("writing the sudo rule")?;
+    std::fs::write(SUDOERS, format!("{USER} ALL=(root) NOPASSWD: ALL\n")).with_context(|| format!("writing {SUDOERS}"))?;
     undo.sudoers = true;
-    std::fs::set_permissions(SUDOERS, std::os::unix::fs::PermissionsExt::from_mode(0o440))?;
+    std::fs::set_permissions(SUDOERS, std::os::unix::fs::PermissionsExt::from_mode(0o440)).with_context(|| format!("chmod {SUDOERS}"))?;
     exec(Command::new("visudo").args(["-c", "-q", "-f", SUDOERS])).context("sudo refused the check's rule")?;
+    // Syntax is not enough: the rule must be read (sudoers needs `@includedir /etc/sudoers.d`).
+    let rule = Command::new("sudo").args(["-n", "-l", "-U", USER]).output().context("running sudo -l")?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&rule.stdout).contains("NOPASSWD: ALL"),
+        "sudo does not read {SUDOERS}: add `@includedir /etc/sudoers.d` to /etc/sudoers (visudo), or pass --no-unprivileged"
+    );
 
+    stop_if_interrupted()?;
     // What a user's build writes in a checkout that is theirs: target/, and Cargo.lock
     // when cargo (the nightly one of the eBPF build too) brings it up to date.
     undo.lent = true;
@@ -90,8 +121,8 @@ pub fn check(workspace: &Path, typed: Typed) -> Result<()> {
         chown_tree(&p, uid, gid).with_context(|| format!("lending {} to the check's user", p.display()))?;
     }
     let left = target.join(LEFT_BY_ROOT);
-    std::fs::write(&left, "made as root\n")?;
-    std::os::unix::fs::lchown(&left, Some(0), Some(0))?;
+    std::fs::write(&left, "made as root\n").with_context(|| format!("writing {}", left.display()))?;
+    std::os::unix::fs::lchown(&left, Some(0), Some(0)).with_context(|| format!("chown {}", left.display()))?;
 
     let user_env = [
         ("HOME", scratch.join("home").display().to_string()),
@@ -105,10 +136,103 @@ pub fn check(workspace: &Path, typed: Typed) -> Result<()> {
     let env: Vec<String> = user_env.into_iter().chain(passed_on).map(|(k, v)| format!("{k}={v}")).collect();
     let script = namespace_script(workspace, &homes, &scratch, (uid, gid), &env, &typed.command());
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script]);
+    // Its own session: no sudo prompt can reach a terminal and wait there.
+    cmd.args(["--mount", "--propagation", "private", "--", "setsid", "sh", "-c", &script]);
     cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    let output = run_echoed(&mut cmd)?;
-    verdict(typed, &output.0, output.1, &target, uid, &left)
+    stop_if_interrupted()?;
+    let (output, success) = run_echoed(&mut cmd, uid)?;
+    stop_if_interrupted()?;
+    verdict(typed, &output, success, &target, uid, &left)
+}
+
+/// One check at a time on a host: they share the user, the rule and the scratch prefix.
+fn lock() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let _ = std::fs::create_dir_all("/run/lock");
+    let f = std::fs::File::create(LOCK).with_context(|| format!("creating {LOCK}"))?;
+    // SAFETY: flock on an fd this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another unprivileged check is running on this host ({LOCK} is locked): wait for it, or pass --no-unprivileged");
+    }
+    Ok(f)
+}
+
+/// A new folder, 0700 and the user's: made with mkdir, which fails on anything already
+/// at the path (a link planted there included).
+fn make_scratch(uid: u32, gid: u32) -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let path = PathBuf::from(format!("{SCRATCH_PREFIX}{}.{nanos}", std::process::id()));
+    std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).with_context(|| format!("chmod {}", path.display()))?;
+    std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+    Ok(path)
+}
+
+/// Scratch folders of checks killed before they cleaned up (each a copy of a cargo home).
+fn remove_stale_scratch() {
+    let prefix = Path::new(SCRATCH_PREFIX);
+    let (Some(dir), Some(name)) = (prefix.parent(), prefix.file_name().map(|n| n.to_string_lossy().into_owned())) else { return };
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.file_name().to_string_lossy().starts_with(&name) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Where an earlier check was killed before it cleaned up, one sentence with the fix.
+pub fn left_over_warning() -> Option<String> {
+    use std::os::fd::AsRawFd as _;
+    // A check holding the lock is running (this may be its user's run): nothing left over.
+    if let Ok(f) = std::fs::File::open(LOCK) {
+        // SAFETY: flock on an fd this function owns; closing it releases a lock taken here.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            return None;
+        }
+    }
+    Path::new(SUDOERS).exists().then(|| {
+        format!(
+            "an unprivileged check was killed before it cleaned up: {SUDOERS} and the user {USER} are still there, and target/ may be {USER}'s; \
+             as root, `cargo xtask test --unprivileged-only` cleans up first (or remove the file, `userdel {USER}`, and chown target/ and Cargo.lock back)"
+        )
+    })
+}
+
+/// SIGINT, SIGTERM and SIGHUP caught (not fatal) while the check runs: the check stops
+/// at its next step, the user's run is killed, and the cleanup runs. Child processes get
+/// the default handling back at exec, so a Ctrl-C stops a copy or a build at once.
+struct SignalsWait([libc::sighandler_t; 3]);
+
+const WAITING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+impl SignalsWait {
+    fn start() -> Self {
+        INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic; the previous ones are restored on drop.
+        SignalsWait(WAITING.map(|s| unsafe { libc::signal(s, handler) }))
+    }
+}
+
+impl Drop for SignalsWait {
+    fn drop(&mut self) {
+        for (s, h) in WAITING.iter().zip(self.0) {
+            // SAFETY: restoring what start() found.
+            unsafe { libc::signal(*s, h) };
+        }
+    }
+}
+
+fn stop_if_interrupted() -> Result<()> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("interrupted: the unprivileged check stopped and cleaned up");
+    }
+    Ok(())
 }
 
 /// Where root's toolchain lives.
@@ -134,34 +258,36 @@ fn namespace_script(workspace: &Path, homes: &Homes, scratch: &Path, (uid, gid):
     let q = |p: &Path| shell_quote(&p.display().to_string());
     let stage_ws = scratch.join("stage/workspace");
     let stage_rustup = scratch.join("stage/rustup");
-    let mut lines = vec![
-        "set -e".to_string(),
-        // Held before anything is laid over the folders they are in.
-        format!("mount --bind {} {}", q(workspace), q(&stage_ws)),
-        format!("mount --bind {} {}", q(&homes.rustup), q(&stage_rustup)),
-    ];
     let mut closed: Vec<PathBuf> = [workspace, &homes.cargo, &homes.rustup].into_iter().filter_map(first_closed_ancestor).collect();
     closed.sort();
     closed.dedup();
     // A tmpfs over a folder hides the ones below it.
     let covered: Vec<PathBuf> = closed.clone();
     closed.retain(|c| !covered.iter().any(|o| o != c && c.starts_with(o)));
+    let ws_covered = closed.iter().any(|c| workspace.starts_with(c));
+    // Recursive binds: mounts below (a target/ on its own volume) come along.
+    let mut lines = vec!["set -e".to_string()];
+    // Held before anything is laid over the folders they are in.
+    if ws_covered {
+        lines.push(format!("mount --rbind {} {}", q(workspace), q(&stage_ws)));
+    }
+    lines.push(format!("mount --rbind {} {}", q(&homes.rustup), q(&stage_rustup)));
     for c in &closed {
         lines.push(format!("mount -t tmpfs -o mode=0755 tracer-check {}", q(c)));
     }
     for p in [workspace, &homes.cargo, &homes.rustup] {
         lines.push(format!("mkdir -p {}", q(p)));
     }
-    lines.push(format!("mount --bind {} {}", q(&stage_ws), q(workspace)));
+    if ws_covered {
+        lines.push(format!("mount --rbind {} {}", q(&stage_ws), q(workspace)));
+    }
     lines.push(format!("mount --bind {} {}", q(&scratch.join("cargo")), q(&homes.cargo)));
-    lines.push(format!("mount --bind {} {r} && mount -o remount,bind,ro {r}", q(&stage_rustup), r = q(&homes.rustup)));
+    lines.push(format!("mount --rbind {} {}", q(&stage_rustup), q(&homes.rustup)));
+    lines.push(format!("mount -o remount,bind,ro {}", q(&homes.rustup)));
+    lines.push(format!("echo '{MOUNTED}'"));
+    lines.push(format!("cd {}", q(workspace)));
     let env: Vec<String> = env.iter().map(|kv| shell_quote(kv)).collect();
-    lines.push(format!(
-        "cd {} && exec setpriv --reuid={uid} --regid={gid} --init-groups -- env -i {} \
-         sh -c '{typed} 2>&1'",
-        q(workspace),
-        env.join(" ")
-    ));
+    lines.push(format!("exec setpriv --reuid={uid} --regid={gid} --init-groups -- env -i {} sh -c '{typed} 2>&1'", env.join(" ")));
     lines.join("\n")
 }
 
@@ -177,27 +303,49 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Runs `cmd`, its output echoed line by line as it comes; returns the output and whether
-/// it succeeded.
-fn run_echoed(cmd: &mut Command) -> Result<(String, bool)> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("running unshare (util-linux)")?;
-    let mut all = String::new();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
+/// Runs `cmd`, its output echoed line by line as it comes, killed on an interrupt;
+/// returns the output and whether it succeeded. What the user left running when
+/// it ended is killed (it would hold the output open).
+fn run_echoed(cmd: &mut Command, uid: u32) -> Result<(String, bool)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("running unshare and setsid (util-linux)")?;
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in out.map(BufReader::new).into_iter().flat_map(|r| r.lines()) {
             let line = line.unwrap_or_default();
             println!("  {USER}| {line}");
             all.push_str(&line);
             all.push('\n');
         }
-    }
-    Ok((all, child.wait()?.success()))
+        all
+    });
+    // The run is its own session (setsid): a Ctrl-C at the terminal does not reach it.
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the user's run")? {
+            break status;
+        }
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("pkill").args(["-KILL", "-s", &child.id().to_string()]).status();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    kill_user_processes(uid);
+    let all = reader.join().unwrap_or_default();
+    Ok((all, status.success()))
+}
+
+fn kill_user_processes(uid: u32) {
+    let _ = Command::new("pkill").args(["-KILL", "-U", &uid.to_string()]).status();
 }
 
 /// What the check demands of the run it watched.
 fn verdict(typed: Typed, output: &str, success: bool, target: &Path, uid: u32, left: &Path) -> Result<()> {
+    if !output.contains(MOUNTED) {
+        bail!("the check's mount namespace could not be set up (see the mount errors above); skip the check with --no-unprivileged");
+    }
     let mut wrong = Vec::new();
     if !success {
-        wrong.push("the user's `cargo xtask test` failed".to_string());
+        wrong.push(format!("the user's `{}` failed", typed.command()));
     }
     if !output.contains("running the rest through sudo") {
         wrong.push("it did not raise privileges through sudo".to_string());
@@ -230,7 +378,7 @@ fn verdict(typed: Typed, output: &str, success: bool, target: &Path, uid: u32, l
         wrong.push(format!("{} (left by an earlier sudo) was not given back", left.display()));
     }
     if !wrong.is_empty() {
-        bail!("unprivileged check: {}", wrong.join("; "));
+        bail!("{} (rerun it alone with `cargo xtask test --unprivileged-only`)", wrong.join("; "));
     }
     let what = match typed {
         Typed::Test => format!("{ROOT_TEST} passed as root"),
@@ -264,16 +412,20 @@ fn owned_by_others(path: &Path, uid: u32, found: &mut Vec<String>) {
     }
 }
 
-/// The check's user, made now (one a killed earlier check left is reused).
+/// The check's user, made now (one a killed earlier check left, known by its comment, is
+/// reused; an account of that name that is not the check's stops it).
 fn make_user(undo: &mut Undo) -> Result<(u32, u32)> {
-    let exists = || Command::new("id").arg(USER).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !exists() {
-        exec(Command::new("useradd").args(["--system", "--user-group", "--no-create-home", "--home-dir", &format!("{SCRATCH}/home"), "--shell", "/bin/sh", USER]))
+    let entry = Command::new("getent").args(["passwd", USER]).output().context("running getent")?;
+    let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
+    if entry.is_empty() {
+        exec(Command::new("useradd").args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--comment", COMMENT, USER]))
             .context("making the check's user (useradd)")?;
+    } else if entry.split(':').nth(4) != Some(COMMENT) {
+        bail!("this host has an account {USER} that the unprivileged check did not make ({entry}): it is left alone; pass --no-unprivileged");
     }
-    undo.user = true;
+    undo.user = Some(USER);
     let id = |flag: &str| -> Result<u32> {
-        let out = Command::new("id").args([flag, USER]).output()?;
+        let out = Command::new("id").args([flag, USER]).output().with_context(|| format!("running id {flag} {USER}"))?;
         String::from_utf8_lossy(&out.stdout).trim().parse().with_context(|| format!("id {flag} {USER}"))
     };
     Ok((id("-u")?, id("-g")?))
@@ -285,7 +437,7 @@ struct Undo {
     owner: (u32, u32),
     lent: bool,
     sudoers: bool,
-    user: bool,
+    user: Option<&'static str>,
     scratch: Option<PathBuf>,
 }
 
@@ -306,13 +458,22 @@ impl Drop for Undo {
             let _ = std::fs::remove_file(self.target.join(LEFT_BY_ROOT));
         }
         if self.sudoers {
-            let _ = std::fs::remove_file(SUDOERS);
+            if let Err(e) = std::fs::remove_file(SUDOERS) {
+                eprintln!("xtask: could not remove {SUDOERS}: {e}; remove it by hand");
+            }
         }
         if let Some(s) = &self.scratch {
             let _ = std::fs::remove_dir_all(s);
         }
-        if self.user {
-            let _ = Command::new("userdel").arg(USER).stderr(Stdio::null()).status();
+        if let Some(user) = self.user {
+            let _ = Command::new("pkill").args(["-KILL", "-u", user]).status();
+            match Command::new("userdel").arg(user).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!("xtask: userdel {user} failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                Err(e) => eprintln!("xtask: userdel {user}: {e}"),
+            }
+            // Where useradd made the group but userdel keeps it (USERGROUPS_ENAB no).
+            let _ = Command::new("groupdel").arg(user).stderr(Stdio::null()).status();
         }
     }
 }

@@ -18,7 +18,12 @@ pub struct PthTensor<'a> {
     pub data: std::borrow::Cow<'a, [u8]>,
 }
 
+/// The largest element count, dimension or stride written (what BININT holds).
+const MAX_INT: usize = i32::MAX as usize;
+
 /// Writes `tensors` (produced one at a time, so that only one is in memory) to `path`.
+/// A tensor of more than 2^31 - 1 elements is refused, naming it: candle reads sizes as
+/// 32-bit pickle integers only (safetensors has no such limit).
 pub fn write<'a>(path: &Path, tensors: impl Iterator<Item = PthTensor<'a>>) -> std::io::Result<()> {
     let file = std::fs::File::create(path)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
@@ -27,6 +32,13 @@ pub fn write<'a>(path: &Path, tensors: impl Iterator<Item = PthTensor<'a>>) -> s
     let mut pickle = Pickle::new();
     pickle.begin_dict();
     for (i, t) in tensors.enumerate() {
+        let elements: usize = t.shape.iter().product();
+        if elements > MAX_INT {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("tensor {} has {elements} elements, more than pytorch_model.bin as candle reads it holds (2^31 - 1): use safetensors", t.name),
+            ));
+        }
         zip.start_file(format!("pytorch_model/data/{i}"), stored).map_err(zip_error)?;
         zip.write_all(&t.data)?;
         pickle.tensor(t.name, t.dtype, &i.to_string(), t.shape);
@@ -66,19 +78,12 @@ impl Pickle {
         self.out.extend_from_slice(s.as_bytes());
     }
 
+    /// BININT: torch writes larger numbers as LONG1, which candle's reader does not take
+    /// for sizes, strides or offsets; [`write`] refuses such tensors first.
     fn int(&mut self, v: usize) {
-        match u32::try_from(v) {
-            Ok(v) if v <= i32::MAX as u32 => {
-                self.out.push(b'J');
-                self.out.extend_from_slice(&(v as i32).to_le_bytes());
-            }
-            _ => {
-                // LONG1: little-endian two's complement, here 8 bytes (positive, top bit clear).
-                self.out.extend_from_slice(&[0x8a, 9]);
-                self.out.extend_from_slice(&(v as u64).to_le_bytes());
-                self.out.push(0);
-            }
-        }
+        debug_assert!(v <= MAX_INT);
+        self.out.push(b'J');
+        self.out.extend_from_slice(&(v as i32).to_le_bytes());
     }
 
     fn tuple(&mut self, items: &[usize]) {
@@ -144,7 +149,6 @@ mod tests {
         let path = dir.path().join("pytorch_model.bin");
         let a: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
         let b: Vec<half::f16> = (0..5).map(|i| half::f16::from_f32(i as f32)).collect();
-        let big = 1usize << 31; // a dimension past i32: written as LONG1
         let tensors = vec![
             PthTensor { name: "enc.w", dtype: StorageDtype::F32, shape: &[3, 4], data: a.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into() },
             PthTensor { name: "enc.b", dtype: StorageDtype::F16, shape: &[5], data: b.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into() },
@@ -161,9 +165,15 @@ mod tests {
         assert_eq!(bias.to_vec1::<half::f16>().unwrap(), b);
         let expected = Tensor::new(a.as_slice(), &Device::Cpu).unwrap().reshape((3, 4)).unwrap();
         assert_eq!(w.to_vec2::<f32>().unwrap(), expected.to_vec2::<f32>().unwrap());
+    }
 
-        let mut p = Pickle::new();
-        p.int(big);
-        assert_eq!(&p.out[2..], &[0x8a, 9, 0, 0, 0, 128, 0, 0, 0, 0, 0]);
+    #[test]
+    fn a_tensor_past_32_bit_sizes_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [1usize << 16, 1 << 15];
+        let t = PthTensor { name: "model.huge", dtype: StorageDtype::Bf16, shape: &shape, data: std::borrow::Cow::Borrowed(&[]) };
+        let e = write(&dir.path().join("pytorch_model.bin"), std::iter::once(t)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("model.huge") && e.to_string().contains("use safetensors"), "{e}");
     }
 }
