@@ -363,9 +363,10 @@ fn verdict(typed: Typed, output: &str, success: bool, target: &Path, uid: u32, l
             }
         }
     }
-    if output.contains("Compiling ") {
+    let compiled = compiled_crates(output);
+    if !compiled.is_empty() {
         // Not wrong, but the suite's build should have been reused: say what it cost.
-        println!("xtask: unprivileged check: the user's cargo rebuilt some crates (see above)");
+        println!("xtask: unprivileged check: the user's cargo compiled {} crate(s): {}", compiled.len(), compiled.join(", "));
     }
     let mut not_theirs = Vec::new();
     owned_by_others(target, uid, &mut not_theirs);
@@ -386,6 +387,12 @@ fn verdict(typed: Typed, output: &str, success: bool, target: &Path, uid: u32, l
     };
     println!("xtask: unprivileged check passed: built as {USER}, one sudo, {what}, all of target/ is {USER}'s");
     Ok(())
+}
+
+/// What cargo compiled, from its "Compiling" lines; a fresh build script's warnings that
+/// cargo replays ("warning: tracer@0.1.0:    Compiling ...", the eBPF build's) are not.
+fn compiled_crates(output: &str) -> Vec<&str> {
+    output.lines().filter_map(|l| l.trim_start().strip_prefix("Compiling ")).collect()
 }
 
 /// The sums of libtest's "test result" lines.
@@ -481,6 +488,12 @@ impl Drop for Undo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replayed_build_script_warnings_are_not_compiles() {
+        let out = "warning: tracer@0.1.0:    Compiling proc-macro2 v1.0.107\n   Compiling xtask v0.1.0 (/w/xtask)\n    Finished `dev` profile\n";
+        assert_eq!(compiled_crates(out), ["xtask v0.1.0 (/w/xtask)"]);
+    }
 
     #[test]
     fn test_counts_sum_every_binary_result_line() {
