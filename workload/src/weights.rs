@@ -165,9 +165,14 @@ fn workers() -> usize {
 
 /// Asks for transparent huge pages behind a large buffer about to be filled: one fault per
 /// 2 MiB instead of per 4 KiB halves the cost of reading from the page cache. Where the
-/// kernel has them off, nothing changes.
+/// kernel has them off, nothing changes. Not in a VM whose balloon reports free pages to
+/// its host (see [`host_reclaims_free_huge_blocks`]).
 pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) {
     const HUGE: usize = 2 << 20;
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *SKIP.get_or_init(|| host_reclaims_free_huge_blocks(Path::new("/sys/bus/virtio/drivers/virtio_balloon"))) {
+        return;
+    }
     let start = v.as_mut_ptr() as usize;
     let end = start + v.capacity() * std::mem::size_of::<T>();
     let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
@@ -176,6 +181,23 @@ pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) {
         // its pages are backed, never their contents.
         unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
     }
+}
+
+/// Whether a virtio balloon under `driver` (its sysfs folder) negotiated free page
+/// reporting (feature bit 5, VIRTIO_BALLOON_F_REPORTING). The guest then hands free blocks
+/// of 2 MiB and more back to the hypervisor, and a huge page comes from exactly such a
+/// block: every first touch of it faults into the host. Measured on such a VM (Firecracker,
+/// 2 cores): a warm 2.46 GB NLLB load took 1.88-5.29 s with huge pages and 1.17-1.52 s
+/// without, in alternating runs.
+fn host_reclaims_free_huge_blocks(driver: &Path) -> bool {
+    const REPORTING: usize = 5;
+    std::fs::read_dir(driver)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("virtio"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("features")).ok())
+        .any(|bits| bits.as_bytes().get(REPORTING) == Some(&b'1'))
 }
 
 /// Writes elements `first..first + part.len()` of a tensor stored as `S` at `offset` into
@@ -275,6 +297,25 @@ mod tests {
         assert!(ours.contains_tensor("b") && !ours.contains_tensor("nope"));
         let e = ours.get(Shape::from((2, 2)), "a", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu).unwrap_err();
         assert!(e.to_string().contains("shape mismatch"), "{e}");
+    }
+
+    #[test]
+    fn free_page_reporting_is_read_from_the_balloons_feature_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!host_reclaims_free_huge_blocks(&dir.path().join("absent")));
+        let dev = dir.path().join("virtio0");
+        std::fs::create_dir(&dev).unwrap();
+        std::fs::write(dev.join("features"), "0110000100000000\n").unwrap();
+        assert!(!host_reclaims_free_huge_blocks(dir.path()), "bit 5 clear");
+        // This VM's balloon, as sysfs shows it.
+        std::fs::write(dev.join("features"), "01100101000000000000000000000000100000000000\n").unwrap();
+        assert!(host_reclaims_free_huge_blocks(dir.path()));
+        // The kernel's own answer where a balloon is bound; none is no reporting.
+        let sys = Path::new("/sys/bus/virtio/drivers/virtio_balloon");
+        let bound: Vec<_> = std::fs::read_dir(sys).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("virtio")).collect();
+        if bound.is_empty() {
+            assert!(!host_reclaims_free_huge_blocks(sys));
+        }
     }
 
     #[test]
