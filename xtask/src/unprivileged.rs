@@ -243,12 +243,15 @@ struct Homes {
 
 impl Homes {
     fn of_root() -> Result<Homes> {
-        let home = |var: &str, dot: &str| {
-            std::env::var_os(var).map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(dot))).filter(|p| p.is_dir())
-        };
+        // The cargo home whose bin/ setup checks and the build PATH names.
+        let cargo = crate::exec::cargo_bin().parent().map(Path::to_path_buf).filter(|p| p.is_dir());
+        let rustup = std::env::var_os("RUSTUP_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")))
+            .filter(|p| p.is_dir());
         Ok(Homes {
-            cargo: home("CARGO_HOME", ".cargo").context("no cargo home to lend the check's user (CARGO_HOME or ~/.cargo)")?,
-            rustup: home("RUSTUP_HOME", ".rustup").context("no rustup toolchains to lend the check's user (RUSTUP_HOME or ~/.rustup)")?,
+            cargo: cargo.context("no cargo home to lend the check's user (CARGO_HOME or ~/.cargo)")?,
+            rustup: rustup.context("no rustup toolchains to lend the check's user (RUSTUP_HOME or ~/.rustup)")?,
         })
     }
 }
