@@ -10,7 +10,9 @@ end = time.time() + seconds
 while time.time() < end:
     try:
         requests.get(url, timeout=2)
-    except requests.exceptions.ConnectionError as e:
+    # A server killed mid-response cuts the body short (ChunkedEncodingError): also a
+    # connection error to the user, and the client goes on, as the report's did.
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
         cause = e.__context__ or e
         while cause.__context__ is not None:
             cause = cause.__context__
