@@ -50,10 +50,26 @@ pub struct LoaderConfig {
     pub crash_during_load: Option<String>,
 }
 
+/// One queued load. `claimed`: the slot was moved to LOADING when it was queued (a
+/// reload through the API, whose 202 must not be followed by a stale FAILED).
+struct LoadRequest {
+    slot: Arc<ModelSlot>,
+    claimed: bool,
+}
+
+/// Why [`Loader::reload`] queued nothing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReloadError {
+    #[error("model {name} is {state} already")]
+    Busy { name: String, state: &'static str },
+    #[error("the loader thread has stopped; restart the service")]
+    Stopped,
+}
+
 /// Hands models to the loader thread.
 #[derive(Clone)]
 pub struct Loader {
-    queue: mpsc::Sender<Arc<ModelSlot>>,
+    queue: mpsc::Sender<LoadRequest>,
     /// Set when the server shuts down: queued loads are dropped.
     cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -61,28 +77,47 @@ pub struct Loader {
 impl Loader {
     /// Starts the loader thread and queues every model of `registry`, in order.
     pub fn start(config: LoaderConfig, registry: &Registry) -> std::io::Result<Self> {
-        let (queue, requests) = mpsc::channel::<Arc<ModelSlot>>();
+        let (queue, requests) = mpsc::channel::<LoadRequest>();
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = cancelled.clone();
         std::thread::Builder::new().name("model-loader".into()).spawn(move || {
-            for slot in requests {
+            for LoadRequest { slot, claimed } in requests {
                 if stop.load(Ordering::Relaxed) {
                     tracing::info!(model = %slot.spec.name, "not loading: the server is shutting down");
+                    if claimed {
+                        slot.fail("not loaded: the server shut down before its turn".into());
+                    }
                     continue;
                 }
-                load(&config, &slot);
+                if claimed || slot.begin_load() {
+                    load(&config, &slot);
+                }
             }
         })?;
         let loader = Self { queue, cancelled };
         for slot in registry.slots() {
-            loader.request(slot.clone());
+            // Queued UNLOADED: each shows LOADING only when its turn comes.
+            let _ = loader.send(LoadRequest { slot: slot.clone(), claimed: false });
         }
         Ok(loader)
     }
 
-    /// Queues a (re)load; the loader skips it if the model is LOADING or READY by then.
-    pub fn request(&self, slot: Arc<ModelSlot>) -> bool {
-        !self.cancelled.load(Ordering::Relaxed) && self.queue.send(slot).is_ok()
+    /// Queues a reload of an UNLOADED or FAILED model and moves it to LOADING before
+    /// returning, so whoever asked sees LOADING, never the state it asked to leave.
+    pub fn reload(&self, slot: &Arc<ModelSlot>) -> Result<(), ReloadError> {
+        if !slot.begin_load() {
+            return Err(ReloadError::Busy { name: slot.spec.name.clone(), state: slot.status().state.as_str() });
+        }
+        if self.send(LoadRequest { slot: slot.clone(), claimed: true }) {
+            Ok(())
+        } else {
+            slot.fail("not loaded: the loader thread has stopped".into());
+            Err(ReloadError::Stopped)
+        }
+    }
+
+    fn send(&self, request: LoadRequest) -> bool {
+        !self.cancelled.load(Ordering::Relaxed) && self.queue.send(request).is_ok()
     }
 
     /// Drops the loads still queued; one under way runs on until the process exits.
@@ -91,10 +126,8 @@ impl Loader {
     }
 }
 
+/// Loads a slot already moved to LOADING.
 fn load(config: &LoaderConfig, slot: &ModelSlot) {
-    if !slot.begin_load() {
-        return;
-    }
     let name = &slot.spec.name;
     let started = Instant::now();
     let checkpoint = match Checkpoint::open(&slot.spec.dir) {

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::loader::Loader;
+use crate::loader::{Loader, ReloadError};
 use crate::reason::one_line;
 use crate::registry::{ModelStatus, Registry, State as ModelState};
 
@@ -126,13 +126,13 @@ async fn load_model(State(app): State<Arc<AppState>>, Path(name): Path<String>) 
         .registry
         .get(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown model {name:?}: see GET /models")))?;
-    let state = slot.status().state;
-    if matches!(state, ModelState::Loading | ModelState::Ready) {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("model {name} is {} already", state.as_str())));
-    }
-    if !app.loader.request(slot.clone()) {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the loader thread has stopped; restart the service"));
-    }
+    app.loader.reload(slot).map_err(|e| {
+        let status = match e {
+            ReloadError::Busy { .. } => StatusCode::CONFLICT,
+            ReloadError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
     Ok((StatusCode::ACCEPTED, Json(json!({"model": name, "queued": true}))).into_response())
 }
 

@@ -206,6 +206,12 @@ async fn a_failed_load_can_be_retried_after_the_cause_is_fixed() {
     std::fs::write(aya.join("tokenizer.json"), tokenizer).unwrap();
     let (status, _) = svc.post("/models/aya/load", "").await;
     assert_eq!(status, 202);
+    // The 202 means the model has left FAILED: a client that looks at once must not
+    // read the failure it just asked to retry.
+    let right_after = svc.model("aya").await;
+    assert!(right_after["state"] == "LOADING" || right_after["state"] == "READY", "{right_after}");
+    let (status, again) = svc.post("/models/aya/load", "").await;
+    assert_eq!(status, 409, "a second load while the first runs: {again}");
     assert_eq!(svc.settled("aya").await["state"], "READY");
     let (status, out) = svc.post("/translate", FR).await;
     assert_eq!((status, out["model"].as_str()), (200, Some("aya")), "{out}");
