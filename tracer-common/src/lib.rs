@@ -112,6 +112,51 @@ pub mod field {
     pub const COUNT: usize = 28;
 }
 
+/// The record layouts the hottest programs read with plain loads from the record instead
+/// of a `bpf_probe_read` per field (a helper call each, half of `rss_stat`'s cost). The
+/// verifier only accepts a record load at an offset fixed in the program, and the kernel
+/// refuses to attach a program that loads past its record's end, so these are compiled
+/// in; user space sets the bit in
+/// [`KernelConfig::usual_layouts`] only where the kernel's own format has each field at
+/// that offset and size, and the programs read through the configured offsets otherwise.
+pub mod usual_layout {
+    /// Bit of [`super::KernelConfig::usual_layouts`]: kmem:rss_stat is as below.
+    pub const RSS: u32 = 1;
+    /// Bit: every memory syscall's sys_enter has its arguments (`*_ARGS` of them) from
+    /// `SYS_ARGS` on and its sys_exit its `ret` at `SYS_RET`.
+    pub const SYSCALLS: u32 = 2;
+    /// Bit: signal:signal_generate and signal:signal_deliver are as below.
+    pub const SIGNALS: u32 = 4;
+    /// Bit: sock:inet_sock_set_state is as below and ends within [`super::SOCK_DATA_LEN`]
+    /// bytes, so that much of it is copied instead of [`super::RAW_DATA_LEN`].
+    pub const SOCK: u32 = 8;
+    /// kmem:rss_stat `curr` (u32), `member` (i32), `size` (i64): 5.8 to 6.18 alike.
+    pub const RSS_CURR: usize = 12;
+    pub const RSS_MEMBER: usize = 16;
+    pub const RSS_SIZE: usize = 24;
+    /// syscalls:sys_enter_* first argument (six u64), syscalls:sys_exit_* `ret` (i64).
+    pub const SYS_ARGS: usize = 16;
+    pub const SYS_RET: usize = 16;
+    /// signal:signal_generate `sig` (i32), `pid` (i32); signal:signal_deliver `sig`
+    /// (i32), `sa_handler` (u64).
+    pub const SIGGEN_SIG: usize = 8;
+    pub const SIGGEN_PID: usize = 36;
+    pub const SIGDEL_SIG: usize = 8;
+    pub const SIGDEL_HANDLER: usize = 24;
+    /// sock:inet_sock_set_state `skaddr` (u64), `newstate` (i32), `sport` (u16),
+    /// `protocol` (u16).
+    pub const SOCK_SKADDR: usize = 8;
+    pub const SOCK_NEWSTATE: usize = 20;
+    pub const SOCK_SPORT: usize = 24;
+    pub const SOCK_PROTOCOL: usize = 30;
+    /// Arguments each memory syscall's sys_enter record holds (mmap, munmap, brk,
+    /// mremap): the kernel refuses to attach a program that loads past the record's end.
+    pub const MMAP_ARGS: usize = 6;
+    pub const MUNMAP_ARGS: usize = 2;
+    pub const BRK_ARGS: usize = 1;
+    pub const MREMAP_ARGS: usize = 5;
+}
+
 /// Configuration handed to the kernel programs as a read-only global before load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +205,9 @@ pub struct KernelConfig {
     /// always are; resets of untraced sockets are counted, as `filter_resets` says).
     /// Memory detail stays with traced processes.
     pub host_wide: u32,
+    /// Bits of [`usual_layout`]: the records the kernel's formats show to be laid out as
+    /// compiled in, read with plain loads.
+    pub usual_layouts: u32,
     /// Tracepoint field offsets, indexed by [`field`]; [`UNKNOWN_OFFSET`] when absent.
     pub offsets: [u16; field::COUNT],
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
@@ -267,6 +315,7 @@ impl KernelConfig {
             send_rst_ports_in_sockaddr: 0,
             recv_rst_ports_in_sockaddr: 0,
             host_wide: 0,
+            usual_layouts: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
         }
@@ -312,6 +361,10 @@ pub type RawRecord = CopiedRecord<RAW_DATA_LEN>;
 /// Bytes of the tracepoint record kept by [`SmallRecord`]: the signal tracepoints'
 /// records end before this.
 pub const SMALL_DATA_LEN: usize = 64;
+
+/// Bytes of sock:inet_sock_set_state's record copied where its layout is the usual one
+/// (it ends with `daddr_v6` at 72 from 4.16 to 6.18).
+pub const SOCK_DATA_LEN: usize = 72;
 
 /// A frequent small record (signals): a fifth of the ring space. User space reads it as
 /// a [`RawRecord`] whose data past [`SMALL_DATA_LEN`] is zero.

@@ -87,6 +87,23 @@ pub fn config_u32(field: &u32) -> u32 {
     unsafe { core::ptr::read_volatile(field) }
 }
 
+/// Whether user space found the records of `bit` ([`tracer_common::usual_layout`]) laid
+/// out as compiled in, so [`record_at`] may read them.
+#[inline(always)]
+pub fn usual_layout(bit: u32) -> bool {
+    config_u32(&CONFIG.usual_layouts) & bit != 0
+}
+
+/// The record's `T` at byte `OFF`, with a plain load: no helper call. `OFF` is a constant
+/// because the verifier accepts a record load only at an offset fixed in the program; it
+/// allows any offset inside the per-CPU trace buffer the record lives in.
+#[inline(always)]
+pub fn record_at<T: Copy, const OFF: usize>(ctx: &aya_ebpf::programs::TracePointContext) -> T {
+    use aya_ebpf::EbpfContext as _;
+    // SAFETY: the verifier checks the access (a read of the context at a fixed offset).
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(OFF) as *const T) }
+}
+
 #[inline(always)]
 pub fn rss_threshold() -> i64 {
     unsafe { core::ptr::read_volatile(&raw const CONFIG.rss_threshold_bytes) as i64 }

@@ -6,24 +6,23 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use tracer_common::{field, MemSyscall, MmapFileRecord, PendingSyscall, Probe};
+use tracer_common::{field, usual_layout as usual, MemSyscall, MmapFileRecord, PendingSyscall, Probe};
 
 use crate::{
     file::identify,
-    maps::{config_offset, count_lost, is_traced_tgid, EVENTS, PENDING},
+    maps::{config_offset, count_lost, is_traced_tgid, record_at, usual_layout, EVENTS, PENDING},
     record::header,
 };
 
 #[inline(always)]
-fn enter(ctx: &TracePointContext, probe: Probe) -> u32 {
+fn enter<const ARGS: usize>(ctx: &TracePointContext, probe: Probe) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_traced_tgid((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(args_off) = config_offset(field::SYS_ARGS) else {
+    let Some(args) = read_args::<ARGS>(ctx) else {
         return 0;
     };
-    let args: [u64; 6] = unsafe { ctx.read_at::<[u64; 6]>(args_off) }.unwrap_or([0; 6]);
     let pending = PendingSyscall {
         args,
         enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -45,11 +44,9 @@ fn enter(ctx: &TracePointContext, probe: Probe) -> u32 {
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced_tgid((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let tid = pid_tgid as u32;
+    // No traced-process lookup here: an entry that is not consumed was written by this
+    // thread's enter for this very call, after that lookup (entries go at thread exit).
+    let tid = bpf_get_current_pid_tgid() as u32;
     let Some(slot) = PENDING.get_ptr_mut(&tid) else {
         return 0;
     };
@@ -60,9 +57,13 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
     if pending.probe != probe as u32 {
         return 0;
     }
-    let ret: i64 = match config_offset(field::SYS_RET) {
-        Some(off) => unsafe { ctx.read_at::<i64>(off) }.unwrap_or(0),
-        None => 0,
+    let ret: i64 = if usual_layout(usual::SYSCALLS) {
+        record_at::<i64, { usual::SYS_RET }>(ctx)
+    } else {
+        match config_offset(field::SYS_RET) {
+            Some(off) => unsafe { ctx.read_at::<i64>(off) }.unwrap_or(0),
+            None => 0,
+        }
     };
     let sys = MemSyscall { header: header(probe), args: pending.args, ret, enter_ns: pending.enter_ns };
     if probe == Probe::Mmap && ret >= 0 && (pending.args[4] as i32) >= 0 && pending.args[3] & MAP_ANONYMOUS == 0 {
@@ -77,6 +78,28 @@ fn exit(ctx: &TracePointContext, probe: Probe) -> u32 {
     entry.write(sys);
     entry.submit(crate::maps::submit_flags(before));
     0
+}
+
+/// The arguments of a sys_enter record: `N` plain loads where the layout is the usual
+/// one (the rest zero), else six words from the configured offset (a syscall with fewer
+/// has whatever follows its record in the trace buffer there: never read).
+#[inline(always)]
+fn read_args<const N: usize>(ctx: &TracePointContext) -> Option<[u64; 6]> {
+    if usual_layout(usual::SYSCALLS) {
+        const A: usize = usual::SYS_ARGS;
+        // Loads past the record's end would make the kernel refuse to attach.
+        let arg = |present: bool, value: fn(&TracePointContext) -> u64| if present { value(ctx) } else { 0 };
+        return Some([
+            arg(N > 0, |c| record_at::<u64, A>(c)),
+            arg(N > 1, |c| record_at::<u64, { A + 8 }>(c)),
+            arg(N > 2, |c| record_at::<u64, { A + 16 }>(c)),
+            arg(N > 3, |c| record_at::<u64, { A + 24 }>(c)),
+            arg(N > 4, |c| record_at::<u64, { A + 32 }>(c)),
+            arg(N > 5, |c| record_at::<u64, { A + 40 }>(c)),
+        ]);
+    }
+    let off = config_offset(field::SYS_ARGS)?;
+    Some(unsafe { ctx.read_at::<[u64; 6]>(off) }.unwrap_or([0; 6]))
 }
 
 /// A [`PendingSyscall::probe`] no probe has: the entry's call has exited.
@@ -103,7 +126,7 @@ fn emit_mmap_file(sys: MemSyscall, fd: u64) {
 
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Probe::Mmap)
+    enter::<{ usual::MMAP_ARGS }>(&ctx, Probe::Mmap)
 }
 
 #[tracepoint]
@@ -113,7 +136,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Probe::Munmap)
+    enter::<{ usual::MUNMAP_ARGS }>(&ctx, Probe::Munmap)
 }
 
 #[tracepoint]
@@ -123,7 +146,7 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Probe::Brk)
+    enter::<{ usual::BRK_ARGS }>(&ctx, Probe::Brk)
 }
 
 #[tracepoint]
@@ -133,7 +156,7 @@ pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Probe::Mremap)
+    enter::<{ usual::MREMAP_ARGS }>(&ctx, Probe::Mremap)
 }
 
 #[tracepoint]

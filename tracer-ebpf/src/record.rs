@@ -58,6 +58,13 @@ pub fn emit_small(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
     emit_copy::<SMALL_DATA_LEN>(ctx, probe, aux);
 }
 
+/// [`emit_raw`] for an inet_sock_set_state record of the usual layout, which ends within
+/// [`tracer_common::SOCK_DATA_LEN`] bytes.
+#[inline(always)]
+pub fn emit_sock(ctx: &TracePointContext, probe: Probe, aux: [u64; 2]) {
+    emit_copy::<{ tracer_common::SOCK_DATA_LEN }>(ctx, probe, aux);
+}
+
 /// sched_process_exec of a traced process: the record verbatim and the new program's
 /// arguments.
 #[inline(always)]

@@ -5,11 +5,11 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{aux, field, Probe, OTHER_RESET_NO_REASON, OTHER_RESET_RECEIVED};
+use tracer_common::{aux, field, usual_layout as usual, Probe, OTHER_RESET_NO_REASON, OTHER_RESET_RECEIVED};
 
 use crate::{
-    maps::{config_offset, config_u32, is_traced_tgid, CLIENT_PORTS, CONFIG, LISTEN_PORTS, OTHER_RESETS, SOCKS},
-    record::emit_raw,
+    maps::{config_offset, config_u32, is_traced_tgid, record_at, usual_layout, CLIENT_PORTS, CONFIG, LISTEN_PORTS, OTHER_RESETS, SOCKS},
+    record::{emit_raw, emit_sock},
 };
 
 #[tracepoint]
@@ -82,21 +82,12 @@ fn count_other(slot: u32) {
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let (Some(sk_off), Some(sport_off), Some(state_off), Some(proto_off)) = (
-        config_offset(field::SOCK_SKADDR),
-        config_offset(field::SOCK_SPORT),
-        config_offset(field::SOCK_NEWSTATE),
-        config_offset(field::SOCK_PROTOCOL),
-    ) else {
+    let Some((sk, sport, newstate, protocol)) = read_sock_state(&ctx) else {
         return 0;
     };
-    let protocol: u16 = unsafe { ctx.read_at::<u16>(proto_off) }.unwrap_or(0);
     if protocol as u32 != config_u32(&CONFIG.ipproto_tcp) {
         return 0;
     }
-    let sk: u64 = unsafe { ctx.read_at::<u64>(sk_off) }.unwrap_or(0);
-    let sport: u16 = unsafe { ctx.read_at::<u16>(sport_off) }.unwrap_or(0);
-    let newstate = unsafe { ctx.read_at::<i32>(state_off) }.unwrap_or(-1) as u32;
     // Only connect() and listen() run in the owner's own context. Every other transition
     // may run in softirq on whatever task was current (on loopback: often the peer), so
     // current says nothing about ownership there.
@@ -140,6 +131,36 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     let mut extra = [0u64; 2];
     extra[aux::TARGET_TGID] = owner as u64;
-    emit_raw(&ctx, Probe::InetSockSetState, extra);
+    if usual_layout(usual::SOCK) {
+        emit_sock(&ctx, Probe::InetSockSetState, extra);
+    } else {
+        emit_raw(&ctx, Probe::InetSockSetState, extra);
+    }
     0
+}
+
+/// (skaddr, sport, newstate, protocol): plain loads where the layout is the usual one.
+#[inline(always)]
+fn read_sock_state(ctx: &TracePointContext) -> Option<(u64, u16, u32, u16)> {
+    if usual_layout(usual::SOCK) {
+        return Some((
+            record_at::<u64, { usual::SOCK_SKADDR }>(ctx),
+            record_at::<u16, { usual::SOCK_SPORT }>(ctx),
+            record_at::<i32, { usual::SOCK_NEWSTATE }>(ctx) as u32,
+            record_at::<u16, { usual::SOCK_PROTOCOL }>(ctx),
+        ));
+    }
+    let (Some(sk_off), Some(sport_off), Some(state_off), Some(proto_off)) = (
+        config_offset(field::SOCK_SKADDR),
+        config_offset(field::SOCK_SPORT),
+        config_offset(field::SOCK_NEWSTATE),
+        config_offset(field::SOCK_PROTOCOL),
+    ) else {
+        return None;
+    };
+    let protocol: u16 = unsafe { ctx.read_at::<u16>(proto_off) }.unwrap_or(0);
+    let sk: u64 = unsafe { ctx.read_at::<u64>(sk_off) }.unwrap_or(0);
+    let sport: u16 = unsafe { ctx.read_at::<u16>(sport_off) }.unwrap_or(0);
+    let newstate = unsafe { ctx.read_at::<i32>(state_off) }.unwrap_or(-1) as u32;
+    Some((sk, sport, newstate, protocol))
 }

@@ -45,15 +45,18 @@ fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
-/// A [`RawRecord`], or a [`tracer_common::SmallRecord`] read as one (its data past what
-/// the kernel copied is zero).
+/// A [`RawRecord`], or a shorter copy (a [`tracer_common::SmallRecord`], a socket
+/// record of [`tracer_common::SOCK_DATA_LEN`]) read as one: its data past what the
+/// kernel copied is zero.
 fn read_raw(bytes: &[u8]) -> Option<RawRecord> {
     if let Some(r) = read_record::<RawRecord>(bytes) {
         return Some(r);
     }
     let small: tracer_common::SmallRecord = read_record(bytes)?;
+    let start = std::mem::offset_of!(RawRecord, data);
     let mut data = [0u8; tracer_common::RAW_DATA_LEN];
-    data[..small.data.len()].copy_from_slice(&small.data);
+    let copied = &bytes[start..];
+    data[..copied.len()].copy_from_slice(copied);
     Some(RawRecord { header: small.header, aux: small.aux, data })
 }
 
@@ -639,6 +642,31 @@ mod tests {
         let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
         let ev = dec.decode(bytes).unwrap();
         assert!(matches!(&ev.kind, EventKind::Signal { signal: 10, target_pid: 42, target_tid: 42, .. }), "{ev:?}");
+    }
+
+    #[test]
+    fn a_socket_record_copied_short_reads_as_the_whole_one() {
+        // inet_sock_set_state of 6.18, as the kernel copies it where its layout is the
+        // usual one: SOCK_DATA_LEN bytes, not RAW_DATA_LEN.
+        let whole = raw(Probe::InetSockSetState, 7, [7, 0], |d| {
+            put(d, 8, 0xffff_8881_0000_1000u64.to_ne_bytes());
+            put(d, 16, 2i32.to_ne_bytes());
+            put(d, 20, 1i32.to_ne_bytes());
+            put(d, 24, 40000u16.to_ne_bytes());
+            put(d, 26, 8080u16.to_ne_bytes());
+            put(d, 28, 2u16.to_ne_bytes());
+            put(d, 30, 6u16.to_ne_bytes());
+            put(d, 32, [127, 0, 0, 1]);
+            put(d, 36, [10, 0, 0, 2]);
+        });
+        let short = &whole[..std::mem::offset_of!(RawRecord, data) + tracer_common::SOCK_DATA_LEN];
+        let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
+        let from_short = dec.decode(short).unwrap();
+        let mut dec = Decoder::new(layouts_6_18(), Clock::fixed(0), false);
+        let from_whole = dec.decode(&whole).unwrap();
+        assert_eq!(format!("{:?}", from_short.kind), format!("{:?}", from_whole.kind));
+        let text = format!("{:?}", from_short.kind);
+        assert!(text.contains("127.0.0.1:40000") && text.contains("10.0.0.2:8080") && text.contains("TCP_ESTABLISHED"), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! tracefs at start, and the offsets the kernel programs need.
 use std::collections::BTreeMap;
 
-use tracer_common::{field, KernelConfig, Probe};
+use tracer_common::{field, usual_layout, KernelConfig, Probe};
 
 use super::{
     format::Format,
@@ -152,7 +152,79 @@ impl Layouts {
         cfg.tcp_syn_sent_state = by_name(&self.tcp_states, "TCP_SYN_SENT").unwrap_or(u32::MAX);
         cfg.tcp_syn_recv_state = by_name(&self.tcp_states, "TCP_SYN_RECV").unwrap_or(u32::MAX);
         cfg.tcp_close_state = by_name(&self.tcp_states, "TCP_CLOSE").unwrap_or(u32::MAX);
+        cfg.usual_layouts = self.usual_layouts();
         cfg
+    }
+
+    /// The [`usual_layout`] bits whose tracepoints this kernel has (all of them, for a
+    /// bit with several).
+    pub fn usual_layout_candidates(&self) -> u32 {
+        let has = |probes: &[Probe]| probes.iter().all(|p| spec(*p).programs.iter().all(|prog| self.tracepoint(prog.tracepoint).is_some()));
+        let mut bits = 0;
+        for (bit, probes) in [
+            (usual_layout::RSS, &[Probe::RssStat][..]),
+            (usual_layout::SYSCALLS, &[Probe::Mmap, Probe::Munmap, Probe::Brk, Probe::Mremap][..]),
+            (usual_layout::SIGNALS, &[Probe::SignalGenerate, Probe::SignalDeliver][..]),
+            (usual_layout::SOCK, &[Probe::InetSockSetState][..]),
+        ] {
+            if has(probes) {
+                bits |= bit;
+            }
+        }
+        bits
+    }
+
+    /// The [`usual_layout`] bits whose records this kernel lays out as compiled in: each
+    /// field the programs read at the compiled offset with the compiled size.
+    pub fn usual_layouts(&self) -> u32 {
+        let at = |f: Option<&Format>, name: &str, offset: usize, size: usize| {
+            f.and_then(|f| f.field(name)).is_some_and(|x| x.offset == offset && x.size == size && !x.data_loc)
+        };
+        let mut bits = 0;
+        let rss = self.of(Probe::RssStat);
+        if at(rss, "curr", usual_layout::RSS_CURR, 4)
+            && at(rss, "member", usual_layout::RSS_MEMBER, 4)
+            && at(rss, "size", usual_layout::RSS_SIZE, 8)
+        {
+            bits |= usual_layout::RSS;
+        }
+        let syscalls = [
+            (Probe::Mmap, usual_layout::MMAP_ARGS),
+            (Probe::Munmap, usual_layout::MUNMAP_ARGS),
+            (Probe::Brk, usual_layout::BRK_ARGS),
+            (Probe::Mremap, usual_layout::MREMAP_ARGS),
+        ];
+        let all_usual = syscalls.iter().all(|(probe, n)| {
+            let [enter, exit] = spec(*probe).programs else { return false };
+            let args: Vec<(usize, usize)> = self
+                .tracepoint(enter.tracepoint)
+                .map(|f| f.fields.iter().filter(|x| !x.name.starts_with("common_") && x.name != "__syscall_nr").map(|x| (x.offset, x.size)).collect())
+                .unwrap_or_default();
+            let expected: Vec<(usize, usize)> = (0..*n).map(|i| (usual_layout::SYS_ARGS + 8 * i, 8)).collect();
+            args == expected && at(self.tracepoint(exit.tracepoint), "ret", usual_layout::SYS_RET, 8)
+        });
+        if all_usual {
+            bits |= usual_layout::SYSCALLS;
+        }
+        let (generate, deliver) = (self.of(Probe::SignalGenerate), self.of(Probe::SignalDeliver));
+        if at(generate, "sig", usual_layout::SIGGEN_SIG, 4)
+            && at(generate, "pid", usual_layout::SIGGEN_PID, 4)
+            && at(deliver, "sig", usual_layout::SIGDEL_SIG, 4)
+            && at(deliver, "sa_handler", usual_layout::SIGDEL_HANDLER, 8)
+        {
+            bits |= usual_layout::SIGNALS;
+        }
+        let sock = self.of(Probe::InetSockSetState);
+        let ends_within = sock.is_some_and(|f| f.fields.iter().all(|x| !x.data_loc && x.offset + x.size <= tracer_common::SOCK_DATA_LEN));
+        if ends_within
+            && at(sock, "skaddr", usual_layout::SOCK_SKADDR, 8)
+            && at(sock, "newstate", usual_layout::SOCK_NEWSTATE, 4)
+            && at(sock, "sport", usual_layout::SOCK_SPORT, 2)
+            && at(sock, "protocol", usual_layout::SOCK_PROTOCOL, 2)
+        {
+            bits |= usual_layout::SOCK;
+        }
+        bits
     }
 }
 
@@ -176,6 +248,12 @@ pub(crate) mod tests {
             "inet_sock_set_state",
             "sys_enter_mmap",
             "sys_exit_mmap",
+            "sys_enter_munmap",
+            "sys_exit_munmap",
+            "sys_enter_brk",
+            "sys_exit_brk",
+            "sys_enter_mremap",
+            "sys_exit_mremap",
             "cgroup_attach_task",
         ] {
             let text = std::fs::read_to_string(format!("{}/src/capture/testdata/6.18/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -241,5 +319,64 @@ pub(crate) mod tests {
         assert_eq!(cfg.offsets[field::RSS_SIZE], tracer_common::UNKNOWN_OFFSET);
         assert_eq!(cfg.offsets[field::VICTIM_PID], 8);
         assert_eq!(cfg.task_exit_code_offset, u32::MAX);
+    }
+
+    #[test]
+    fn records_laid_out_as_compiled_in_are_read_with_plain_loads_and_others_not() {
+        let all = usual_layout::RSS | usual_layout::SYSCALLS | usual_layout::SIGNALS | usual_layout::SOCK;
+        assert_eq!(layouts_6_18().kernel_config(0, false, None).usual_layouts, all);
+        let both = usual_layout::RSS | usual_layout::SYSCALLS;
+        // A socket record with a field past what is copied: copied whole, read by offset.
+        let mut l = layouts_6_18();
+        let longer = include_str!("testdata/6.18/inet_sock_set_state")
+            .replace("print fmt:", "\tfield:__u32 mark;\toffset:72;\tsize:4;\tsigned:0;\n\nprint fmt:");
+        l.set("inet_sock_set_state", Some(Format::parse(&longer).unwrap()));
+        assert_eq!(l.usual_layouts(), all & !usual_layout::SOCK);
+        // A syscall with an argument more than compiled in: the loads would stop short.
+        let mut more = layouts_6_18();
+        let three = include_str!("testdata/6.18/sys_enter_munmap")
+            .replace("print fmt:", "\tfield:unsigned long flags;\toffset:32;\tsize:8;\tsigned:0;\n\nprint fmt:");
+        more.set("sys_enter_munmap", Some(Format::parse(&three).unwrap()));
+        assert_eq!(more.usual_layouts(), all & !usual_layout::SYSCALLS);
+        l.set("signal_deliver", None);
+        assert_eq!(l.usual_layouts(), both);
+
+        // rss_stat with its size elsewhere (a kernel that added a field): read through
+        // the configured offsets.
+        let mut l = layouts_6_18();
+        let moved = include_str!("testdata/6.18/rss_stat").replace("long size;\toffset:24", "long size;\toffset:32");
+        l.set("rss_stat", Some(Format::parse(&moved).unwrap()));
+        let cfg = l.kernel_config(0, false, None);
+        assert_eq!((cfg.usual_layouts, cfg.offsets[field::RSS_SIZE]), (all & !usual_layout::RSS, 32));
+
+        // One syscall tracepoint missing, or with a 4-byte ret: the syscalls bit goes.
+        let mut l = layouts_6_18();
+        for p in ["signal_generate", "signal_deliver", "inet_sock_set_state"] {
+            l.set(p, None);
+        }
+        l.set("sys_exit_brk", None);
+        assert_eq!(l.usual_layouts(), usual_layout::RSS);
+        let mut l = layouts_6_18();
+        for p in ["signal_generate", "signal_deliver", "inet_sock_set_state"] {
+            l.set(p, None);
+        }
+        let narrow = include_str!("testdata/6.18/sys_exit_munmap").replace("long ret;\toffset:16;\tsize:8", "int ret;\toffset:16;\tsize:4");
+        assert_ne!(narrow, include_str!("testdata/6.18/sys_exit_munmap"));
+        l.set("sys_exit_munmap", Some(Format::parse(&narrow).unwrap()));
+        assert_eq!(l.usual_layouts(), usual_layout::RSS);
+        l.set("rss_stat", None);
+        assert_eq!(l.usual_layouts(), 0);
+    }
+
+    #[test]
+    fn the_running_kernel_lays_out_the_hot_records_as_compiled_in() {
+        // The truth on this kernel: its own tracefs formats.
+        let l = crate::capture::tracefs::Tracefs::locate().map(|t| Layouts::read(&t)).unwrap_or_default();
+        if l.of(Probe::RssStat).is_none() {
+            eprintln!("SKIPPED: cannot read kmem:rss_stat's format here (no tracefs, or not root); the stored 6.18 formats are checked above");
+            return;
+        }
+        let all = usual_layout::RSS | usual_layout::SYSCALLS | usual_layout::SIGNALS | usual_layout::SOCK;
+        assert_eq!(l.usual_layouts(), all);
     }
 }

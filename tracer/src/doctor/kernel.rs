@@ -355,7 +355,37 @@ pub fn feature_checks(tracefs: &TracefsState, btf: &Btf) -> Vec<Check> {
         }
         _ => Check::info("feature.exit_codes", "inferred: without BTF, how a process ended comes from the last fatal signal it got"),
     });
+    let layouts = crate::capture::layouts::Layouts::read(t);
+    if let Some(row) = check_record_reads(layouts.usual_layouts(), layouts.usual_layout_candidates()) {
+        rows.push(row);
+    }
     rows
+}
+
+/// How the hot programs read their records: plain loads where the kernel lays them out
+/// as compiled in ([`tracer_common::usual_layout`]), else a helper call per field. Of the
+/// `present` groups only (a missing tracepoint has its own row); None when none is.
+pub fn check_record_reads(usual: u32, present: u32) -> Option<Check> {
+    use tracer_common::usual_layout as u;
+    let groups = [(u::RSS, "rss_stat"), (u::SYSCALLS, "memory syscalls"), (u::SIGNALS, "signals"), (u::SOCK, "socket states")];
+    let (plain, other): (Vec<_>, Vec<_>) =
+        groups.iter().filter(|(bit, _)| present & bit != 0).partition(|(bit, _)| usual & bit != 0);
+    if plain.is_empty() && other.is_empty() {
+        return None;
+    }
+    let names = |v: &[&(u32, &str)]| v.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
+    Some(if other.is_empty() {
+        Check::ok("feature.record_reads", format!("plain loads for {} (layouts as compiled in): the cheapest reads", names(&plain)))
+    } else {
+        let plain = if plain.is_empty() { String::new() } else { format!("; plain loads for {}", names(&plain)) };
+        Check::info(
+            "feature.record_reads",
+            format!(
+                "a helper call per field for {} (this kernel lays the records out otherwise than compiled in): each such event costs more{plain}",
+                names(&other)
+            ),
+        )
+    })
 }
 
 pub fn group_name(group: ProbeGroup) -> String {
@@ -554,6 +584,23 @@ CONFIG_LOCALVERSION=\"-fc\"
     }
 
     #[test]
+    fn record_reads_name_what_falls_back() {
+        use tracer_common::usual_layout as u;
+        let every = u::RSS | u::SYSCALLS | u::SIGNALS | u::SOCK;
+        let all = check_record_reads(every, every).unwrap();
+        assert_eq!(all.status, Status::Ok);
+        assert!(all.finding.contains("rss_stat, memory syscalls, signals, socket states"), "{}", all.finding);
+        let some = check_record_reads(u::SYSCALLS | u::SOCK, every).unwrap();
+        assert_eq!(some.status, Status::Info);
+        assert!(some.finding.starts_with("a helper call per field for rss_stat, signals"), "{}", some.finding);
+        assert!(some.finding.ends_with("plain loads for memory syscalls, socket states"), "{}", some.finding);
+        // A group whose tracepoints are missing is not named (its tracepoints row is).
+        let no_signals = check_record_reads(u::RSS, u::RSS | u::SIGNALS).unwrap();
+        assert!(no_signals.finding.starts_with("a helper call per field for signals ("), "{}", no_signals.finding);
+        assert!(check_record_reads(0, 0).is_none());
+    }
+
+    #[test]
     fn releases_parse_with_any_suffix() {
         assert_eq!(parse_release("6.18.44-fc-v657\n"), Some((6, 18, 44)));
         assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15, 0)));
@@ -746,10 +793,16 @@ CONFIG_LOCALVERSION=\"-fc\"
     #[test]
     fn feature_rows_say_what_the_kernel_reports_and_what_tracer_infers() {
         let btf = Btf::Present { exit_code_offset: Some(2540), mm_counter_names: true };
-        let (_d, new) = fake_tracefs("6.18", &[("tcp", "tcp_send_reset"), ("oom", "mark_victim"), ("kmem", "rss_stat")]);
+        let mut tps = vec![("tcp", "tcp_send_reset"), ("oom", "mark_victim"), ("kmem", "rss_stat")];
+        tps.extend([("signal", "signal_generate"), ("signal", "signal_deliver"), ("sock", "inet_sock_set_state")]);
+        for call in ["mmap", "munmap", "brk", "mremap"] {
+            tps.push(("syscalls", format!("sys_enter_{call}").leak()));
+            tps.push(("syscalls", format!("sys_exit_{call}").leak()));
+        }
+        let (_d, new) = fake_tracefs("6.18", &tps);
         let rows = feature_checks(&new, &btf);
         let names: Vec<&str> = rows.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["feature.resets", "feature.oom_memory", "feature.rss_members", "feature.exit_codes"]);
+        assert_eq!(names, ["feature.resets", "feature.oom_memory", "feature.rss_members", "feature.exit_codes", "feature.record_reads"]);
         assert!(rows.iter().all(|c| c.status == Status::Ok), "{rows:#?}");
         let (_d, old) = fake_tracefs("5.15", &[("tcp", "tcp_send_reset"), ("oom", "mark_victim")]);
         let rows = feature_checks(&old, &Btf::Missing);
@@ -759,6 +812,8 @@ CONFIG_LOCALVERSION=\"-fc\"
         assert_eq!(by("feature.oom_memory").status, Status::Info);
         assert!(by("feature.oom_memory").finding.contains("last rss_stat counters or sample"));
         assert_eq!(by("feature.exit_codes").status, Status::Info);
+        // Neither kmem, signal, sock nor syscall tracepoints there: nothing to say of reads.
+        assert!(rows.iter().all(|c| c.name != "feature.record_reads"), "{rows:#?}");
         assert!(feature_checks(&TracefsState::NotMounted { dir_exists: true }, &btf).is_empty());
     }
 }
