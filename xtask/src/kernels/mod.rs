@@ -263,10 +263,11 @@ fn section_file(name: &str) -> String {
     }
 }
 
-/// How many times a kernel is booted when its guest kernel crashes (an oops or panic, not
-/// a timeout or a failed scenario). Software emulation of two CPUs has been seen to crash
-/// a guest while tracepoints were being switched on (code patched on one vCPU while the
-/// other runs it); a second crash in a row fails the kernel.
+/// How many times a kernel is booted when its guest kernel crashes (an oops, a panic, or
+/// a lockup its watchdog reports; not a timeout or a failed scenario). Software emulation
+/// of two CPUs has been seen to crash a guest, and to hang both its CPUs, while
+/// tracepoints were being switched on (code patched on one vCPU while the other runs it);
+/// a second crash in a row fails the kernel.
 const BOOTS_ON_CRASH: usize = 2;
 
 /// The console from the guest kernel's first oops or panic line, at most 40 lines.
