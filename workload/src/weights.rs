@@ -208,6 +208,7 @@ pub(crate) fn fill<S: WithDType, T: WithDType>(file: &File, offset: u64, first: 
         // SAFETY: part is plain numeric elements; read_exact_at writes every byte or fails,
         // and the caller only marks them initialised when every part succeeded.
         let bytes = unsafe { std::slice::from_raw_parts_mut(part.as_mut_ptr() as *mut u8, std::mem::size_of_val(part)) };
+        fault_in(bytes);
         return file.read_exact_at(bytes, at);
     }
     let per_chunk = (CHUNK_BYTES / std::mem::size_of::<S>()).max(1);
@@ -226,6 +227,22 @@ pub(crate) fn fill<S: WithDType, T: WithDType>(file: &File, offset: u64, first: 
         }
     }
     Ok(())
+}
+
+/// Maps every page of `bytes` from user space (a write per page) before the kernel copies
+/// into it. A page first touched inside `pread`'s copy faults in kernel mode, which takes
+/// the process's whole mmap lock rather than the mapping's own: the loading threads then
+/// queue behind each other and behind any mmap or mprotect of the allocator (perf of a
+/// warm load: rwsem wake-ups under `pread` at the top). Faulted from user space, each
+/// thread takes only its mapping's lock.
+fn fault_in(bytes: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let p = bytes.as_mut_ptr();
+    // A write at every 4096th byte and at the last one touches every page of the range.
+    for i in (0..bytes.len()).step_by(PAGE).chain(bytes.len().checked_sub(1)) {
+        // SAFETY: i < len; volatile so the write is not dropped before the read overwrites it.
+        unsafe { std::ptr::write_volatile(p.add(i), 0) };
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> candle_core::Error {
@@ -315,6 +332,24 @@ mod tests {
         let bound: Vec<_> = std::fs::read_dir(sys).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("virtio")).collect();
         if bound.is_empty() {
             assert!(!host_reclaims_free_huge_blocks(sys));
+        }
+    }
+
+    #[test]
+    fn fault_in_writes_into_every_page_of_an_unaligned_range() {
+        const PAGE: usize = 4096;
+        let mut buf = vec![0xffu8; 5 * PAGE];
+        let start = PAGE - 3 + (PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
+        for len in [1, 3, 4, PAGE, PAGE + 1, 3 * PAGE - 7] {
+            buf.fill(0xff);
+            let range = &mut buf[start..start + len];
+            fault_in(range);
+            let first_page = range.as_ptr() as usize / PAGE;
+            let pages: std::collections::BTreeSet<usize> =
+                range.iter().enumerate().filter(|(_, b)| **b == 0).map(|(i, _)| (range.as_ptr() as usize + i) / PAGE).collect();
+            let spanned = (range.as_ptr() as usize + len - 1) / PAGE - first_page + 1;
+            assert_eq!(pages.len(), spanned, "len {len}: written pages {pages:?}");
+            assert!(buf[..start].iter().chain(&buf[start + len..]).all(|b| *b == 0xff), "len {len}: wrote outside the range");
         }
     }
 
