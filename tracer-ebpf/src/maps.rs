@@ -95,8 +95,9 @@ pub fn usual_layout(bit: u32) -> bool {
 }
 
 /// The record's `T` at byte `OFF`, with a plain load: no helper call. `OFF` is a constant
-/// because the verifier accepts a record load only at an offset fixed in the program; it
-/// allows any offset inside the per-CPU trace buffer the record lives in.
+/// because the verifier accepts a record load only at an offset fixed in the program, and
+/// not in the first 8 bytes (the common fields); the kernel then refuses to attach the
+/// program to a tracepoint whose record ends before the furthest such load.
 #[inline(always)]
 pub fn record_at<T: Copy, const OFF: usize>(ctx: &aya_ebpf::programs::TracePointContext) -> T {
     use aya_ebpf::EbpfContext as _;
