@@ -103,7 +103,23 @@ pub struct TracedLoad {
     pub speed_over_python: Option<f64>,
     /// Bare load seconds over `dd` seconds.
     pub seconds_over_dd: Option<f64>,
+    /// The same load under the tracer with every probe group but `rss` (kmem:rss_stat):
+    /// what the rest of the tracer costs, that hook aside.
+    #[serde(default)]
+    pub traced_without_rss: Option<Variant>,
+    /// Traced-without-rss seconds over bare (medians).
+    #[serde(default)]
+    pub ratio_without_rss: Option<f64>,
+    /// Warm cache only: fresh anonymous memory of the checkpoint's size, faulted in by as
+    /// many threads as the load uses, a byte written per page, in the same rounds. A load
+    /// into new memory pays at least this before it copies a byte.
+    #[serde(default)]
+    pub fresh_memory: Option<Variant>,
 }
+
+/// The tracer's probe groups but `rss`, for [`TracedLoad::traced_without_rss`] (`process`
+/// is always on).
+pub const ALL_BUT_RSS: &str = "signal,oom,mmap,tcp";
 
 /// Goal: the load with a warm page cache at least this many times Python's speed.
 pub const WARM_OVER_PYTHON_GOAL: f64 = 2.0;
@@ -133,8 +149,10 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
     let mut traced = Vec::new();
     let mut python_versions = None;
     let dd = crate::exec::on_path("dd");
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     for cache_state in ["cold", "warm"] {
-        let (mut bare, mut under, mut py, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bare, mut under, mut without_rss, mut py, mut floor, mut fresh) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if cache_state == "warm" {
             // One load to fill the page cache.
             serve_load(bins, &dir, "eager", &scratch.join("probe-warmup.jsonl"), None)?;
@@ -145,13 +163,18 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
             }
         };
         for i in 0..plan.runs {
-            for (tool, runs) in [(None, &mut bare), (Some(bins.tracer.as_path()), &mut under)] {
-                let who = if tool.is_some() { "traced" } else { "bare" };
+            let tracer = bins.tracer.as_path();
+            for (tool, probes, who, runs) in [
+                (None, None, "bare", &mut bare),
+                (Some(tracer), None, "traced", &mut under),
+                (Some(tracer), Some(ALL_BUT_RSS), "traced without rss", &mut without_rss),
+            ] {
                 println!("xtask: bench model load: eager, {cache_state} cache, {who} ({}/{})", i + 1, plan.runs);
                 cold(&mut cold_cache);
-                let trace = scratch.join(format!("trace-{cache_state}-{i}.jsonl"));
-                let tracer = tool.map(|t| (t, trace.as_path()));
-                runs.push(serve_load(bins, &dir, "eager", &scratch.join(format!("probe-{cache_state}-{who}-{i}.jsonl")), tracer)?);
+                let trace = scratch.join(format!("trace-{cache_state}-{}-{i}.jsonl", who.replace(' ', "-")));
+                let tracer = tool.map(|bin| Traced { bin, trace: &trace, probes });
+                let probe_out = scratch.join(format!("probe-{cache_state}-{}-{i}.jsonl", who.replace(' ', "-")));
+                runs.push(serve_load(bins, &dir, "eager", &probe_out, tracer)?);
             }
             if let Some(py_bin) = python {
                 println!("xtask: bench model load: python, {cache_state} cache ({}/{})", i + 1, plan.runs);
@@ -164,9 +187,15 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
                 cold(&mut cold_cache);
                 floor.push(dd_read(dd, &files)?);
             }
+            if cache_state == "warm" {
+                fresh.push(fault_fresh_memory(bytes, workers)?);
+            }
         }
         let bare = variant(format!("eager, {cache_state} cache, bare"), bare, bytes);
         let under = variant(format!("eager, {cache_state} cache, under `tracer run`"), under, bytes);
+        let without_rss =
+            variant(format!("eager, {cache_state} cache, under `tracer run --probes {ALL_BUT_RSS}`"), without_rss, bytes);
+        let fresh = (!fresh.is_empty()).then(|| variant(format!("fresh memory faulted by {workers} threads"), fresh, bytes));
         let py = (!py.is_empty()).then(|| variant(format!("python, {cache_state} cache"), py, bytes));
         let floor = (!floor.is_empty()).then(|| variant(format!("dd, {cache_state} cache"), floor, bytes));
         traced.push(TracedLoad {
@@ -174,10 +203,13 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
             ratio: ratio(under.seconds_median, bare.seconds_median),
             speed_over_python: py.as_ref().and_then(|p| ratio(p.seconds_median, bare.seconds_median)),
             seconds_over_dd: floor.as_ref().and_then(|f| ratio(bare.seconds_median, f.seconds_median)),
+            ratio_without_rss: ratio(without_rss.seconds_median, bare.seconds_median),
             bare,
             traced: under,
+            traced_without_rss: Some(without_rss),
             python: py,
             dd: floor,
+            fresh_memory: fresh,
         });
     }
     let mut skipped = Vec::new();
@@ -268,12 +300,24 @@ fn drop_caches() -> bool {
 
 /// One load by `workload serve`; with `tracer` = (the tracer, its trace file), under
 /// `tracer run --no-tui`, the figures still the service's own.
-fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Option<(&Path, &Path)>) -> Result<LoadRun> {
+/// `tracer run` around a load: the binary, its trace file, `--probes` if not all.
+#[derive(Clone, Copy)]
+struct Traced<'a> {
+    bin: &'a Path,
+    trace: &'a Path,
+    probes: Option<&'a str>,
+}
+
+fn serve_load(bins: &Bins, dir: &Path, mode: &str, probe_out: &Path, tracer: Option<Traced<'_>>) -> Result<LoadRun> {
     let started = Instant::now();
     let mut cmd = match tracer {
-        Some((t, trace)) => {
-            let mut c = Command::new(t);
-            c.args(["run", "--no-tui", "--jsonl"]).arg(trace).arg("--").arg(&bins.workload);
+        Some(t) => {
+            let mut c = Command::new(t.bin);
+            c.arg("run");
+            if let Some(p) = t.probes {
+                c.args(["--probes", p]);
+            }
+            c.args(["--no-tui", "--jsonl"]).arg(t.trace).arg("--").arg(&bins.workload);
             c
         }
         None => Command::new(&bins.workload),
@@ -398,6 +442,50 @@ fn http_get_json(port: u16, path: &str) -> Result<serde_json::Value> {
         bail!("GET {path}: chunked answers are not read here");
     }
     Ok(serde_json::from_str(body)?)
+}
+
+/// `threads` threads writing a byte into every page of their share of `bytes` of new
+/// anonymous memory, timed from the mapping to the last thread's end. Default backing (no
+/// huge-page advice), as the loader gets it where huge pages are off or not advised.
+fn fault_fresh_memory(bytes: u64, threads: usize) -> Result<LoadRun> {
+    const PAGE: usize = 4096;
+    let len = usize::try_from(bytes).context("checkpoint size")?.next_multiple_of(PAGE).max(PAGE);
+    let started = Instant::now();
+    // SAFETY: a new private anonymous mapping, checked below, unmapped before returning.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        bail!("mapping {len} bytes of fresh memory: {}", std::io::Error::last_os_error());
+    }
+    let pages = len / PAGE;
+    let per_thread = pages.div_ceil(threads.max(1));
+    let base_addr = base as usize;
+    std::thread::scope(|s| {
+        for t in 0..threads.max(1) {
+            let first = (t * per_thread).min(pages);
+            let last = ((t + 1) * per_thread).min(pages);
+            s.spawn(move || {
+                for page in first..last {
+                    // SAFETY: inside the mapping; each thread writes only its own pages.
+                    unsafe { std::ptr::write_volatile((base_addr + page * PAGE) as *mut u8, 1) };
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { libc::munmap(base, len) };
+    Ok(LoadRun {
+        seconds,
+        wall_to_ready_s: None,
+        peak_rss_bytes: 0,
+        health_requests: None,
+        health_errors: None,
+        health_p50_ms: None,
+        health_p99_ms: None,
+        first_health_ms: None,
+    })
 }
 
 /// `dd` reading `files` to /dev/null, timed around the whole set.

@@ -107,6 +107,18 @@ fn bench_every_case_at_its_smallest_produces_figures() {
             assert!(v.runs.iter().all(|r| r.health_requests.is_some()), "{}: /health not probed", v.name);
         }
     }
+    assert_eq!(m.traced.iter().map(|t| t.cache.as_str()).collect::<Vec<_>>(), ["cold", "warm"]);
+    for t in &m.traced {
+        finite(t.ratio, &format!("{} traced/bare", t.cache));
+        finite(t.ratio_without_rss, &format!("{} traced without rss/bare", t.cache));
+        let without = t.traced_without_rss.as_ref().expect("the load under the tracer without the rss probe");
+        assert_eq!(without.runs.len(), t.bare.runs.len(), "{}", without.name);
+    }
+    let warm = &m.traced[1];
+    let fresh = warm.fresh_memory.as_ref().expect("the warm rounds fault fresh memory");
+    assert!(finite(fresh.seconds_median, &fresh.name) > 0.0);
+    assert_eq!(fresh.runs.len(), warm.bare.runs.len());
+    assert!(m.traced[0].fresh_memory.is_none(), "fresh memory is a warm-cache floor");
 
     // The report renders and serializes, and lands where it is asked to.
     let out = std::env::temp_dir().join(format!("xtask-bench-smoke-out-{}", std::process::id()));
@@ -118,6 +130,10 @@ fn bench_every_case_at_its_smallest_produces_figures() {
     eprintln!("{md}");
     for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 6."] {
         assert!(md.contains(heading), "{heading} missing:\n{md}");
+    }
+    assert!(md.contains("| traced without rss / bare |"), "no traced-without-rss column:\n{md}");
+    if tools.python.is_some() {
+        assert!(md.contains("Fresh memory faulted by"), "no warm floor sentence:\n{md}");
     }
     assert_eq!(json["mode"], "smoke");
     assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
