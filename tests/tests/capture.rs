@@ -382,12 +382,18 @@ fn mmap_burst_trace(calls: u64, ring: &str, extra: &[&str]) -> tracer_tests::Tra
 }
 
 fn mmap_burst_run(calls: u64, ring: &str, extra: &[&str], file: &str) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
-    held_stress_run(&["mmap-burst", &calls.to_string()], ring, extra, file)
+    held_stress_run(&["mmap-burst", &calls.to_string()], "mmap", ring, extra, file)
 }
 
-/// The stress program with `stress_args`, held at its `ready` until the tracer (memory
-/// calls only, a `ring` ring buffer, and `extra`) is attached; traced until it ends.
-fn held_stress_run(stress_args: &[&str], ring: &str, extra: &[&str], file: &str) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
+/// The stress program with `stress_args`, held at its `ready` until the tracer (`probes`,
+/// a `ring` ring buffer, and `extra`) is attached; traced until it ends.
+fn held_stress_run(
+    stress_args: &[&str],
+    probes: &str,
+    ring: &str,
+    extra: &[&str],
+    file: &str,
+) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
     let mut target = Command::new(stress_bin())
         .args(stress_args)
         .stdin(Stdio::piped())
@@ -399,7 +405,7 @@ fn held_stress_run(stress_args: &[&str], ring: &str, extra: &[&str], file: &str)
     let target = ChildGuard(target);
     wait_for_line(&mut out, "ready");
     let pid = target.pid().to_string();
-    let mut args = vec!["--pid", &pid, "--probes", "mmap", "--grace", "500ms", "--ring-buffer", ring];
+    let mut args = vec!["--pid", &pid, "--probes", probes, "--grace", "500ms", "--ring-buffer", ring];
     args.extend_from_slice(extra);
     let run = TracerRun::start_named(&args, file);
     run.wait_attached(T);
@@ -438,6 +444,30 @@ fn a_compressed_trace_bounded_by_max_size_keeps_the_start_and_the_latest_events(
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("{} events from", cut.events)) && text.contains("--max-size"), "{text}");
+}
+
+#[test]
+fn a_storm_of_handled_signals_is_all_in_the_trace_and_what_memory_left_out_is_counted() {
+    require_root("end-to-end capture tests load eBPF programs");
+    const SIGNALS: u64 = 60_000;
+    // The in-memory timeline keeps the newest 20k routine events, dropping the older ones
+    // in batches of 10k (tracer's Timeline::ROUTINE_KEPT).
+    const KEPT: std::ops::RangeInclusive<u64> = 20_000..=30_000;
+    let (trace, _) = held_stress_run(&["bench", &format!("signals={SIGNALS}")], "signal", "16MiB", &[], "trace.jsonl");
+    assert_eq!(trace.lost(), 0, "{}", trace.stderr);
+    let target = trace.target_pid();
+    let sent = trace.events.iter().filter(|e| matches!(e.kind, EventKind::Signal { signal: 10, target_pid, .. } if target_pid == target)).count() as u64;
+    assert_eq!(sent, SIGNALS, "the trace file has every SIGUSR1");
+    let said = trace
+        .stderr
+        .lines()
+        .find(|l| l.contains("left out of the in-memory timeline"))
+        .unwrap_or_else(|| panic!("the tracer did not say what it left out of memory:\n{}", trace.stderr));
+    let dropped: u64 = said
+        .split([':', ',', ';'])
+        .find_map(|part| part.trim().strip_suffix(" signal")?.parse().ok())
+        .unwrap_or_else(|| panic!("no signal count in {said:?}"));
+    assert!(KEPT.contains(&(SIGNALS - dropped)), "{dropped} of {SIGNALS} signals left out: {said}");
 }
 
 #[test]
@@ -514,7 +544,7 @@ fn threads_beyond_the_kernel_maps_size_each_have_their_memory_calls_traced() {
         return;
     };
     // A ring larger than all the test's records: a loss can only be a kernel map full.
-    let (trace, _) = held_stress_run(&["thread-mmaps", &THREADS.to_string()], "64MiB", &[], "trace.jsonl");
+    let (trace, _) = held_stress_run(&["thread-mmaps", &THREADS.to_string()], "mmap", "64MiB", &[], "trace.jsonl");
     let seen = trace
         .events
         .iter()

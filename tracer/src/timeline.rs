@@ -3,9 +3,11 @@
 //! calls must not grow memory without limit. Past [`Timeline::MEMORY_CALLS_KEPT`] memory
 //! calls kept one by one, the rest are counted per process per second
 //! (`memory_summary` events, exact counts and bytes: what the diagnosis sums), except
-//! mappings of files and failed calls; past [`Timeline::HARD_LIMIT`] events only the
-//! ones that end a process or the trace are kept. What was dropped is counted; the
-//! JSON-lines file has everything it was asked for.
+//! mappings of files and failed calls. Routine events (a connection's state changes, the
+//! signals processes use as a mechanism) are kept, the newest [`Timeline::ROUTINE_KEPT`],
+//! with those near a reset or a death. Past [`Timeline::HARD_LIMIT`] events only the ones
+//! that end a process or the trace are kept. What was dropped is counted; the JSON-lines
+//! file has everything it was asked for.
 use std::collections::BTreeMap;
 
 use crate::{
@@ -23,6 +25,14 @@ pub struct Timeline {
     /// resolution (the newest); older ones are thinned.
     periodic: usize,
     periodic_kept: usize,
+    /// Routine events kept (see [`is_routine`]) and how many of them stay, the newest.
+    routine: usize,
+    routine_kept: usize,
+    /// The routine count that starts the next pass: half the bound above what the last
+    /// pass left (the protected ones can keep that above the bound).
+    routine_pass_at: usize,
+    /// Passes made so far (each walks the whole timeline).
+    routine_passes: usize,
     hard_limit: usize,
     folder: MemoryFolder,
     dropped: BTreeMap<&'static str, u64>,
@@ -47,6 +57,12 @@ impl Timeline {
     /// together stay under twice this, a bound reached within the first minute, so the
     /// tracer's memory is flat from then on (at 6,000 it took 20 minutes and 10 MiB).
     pub const PERIODIC_KEPT: usize = 300;
+    /// Routine events kept, the newest (about 300 bytes each): a server taking 1,000
+    /// connections a second makes 6,000 state changes a second, a Go program thousands of
+    /// SIGURG. Older ones are dropped (and counted) in batches, except a socket's close
+    /// within [`NEAR_RESET_NS`] of a reset of the same socket and the signals within
+    /// [`BEFORE_DEATH_NS`] before their receiver's death: what the diagnosis reads.
+    pub const ROUTINE_KEPT: usize = 20_000;
     /// Events kept at all, whatever their kind.
     pub const HARD_LIMIT: usize = 2_000_000;
 
@@ -61,6 +77,10 @@ impl Timeline {
             memory_calls_kept,
             periodic: 0,
             periodic_kept: Self::PERIODIC_KEPT,
+            routine: 0,
+            routine_kept: Self::ROUTINE_KEPT,
+            routine_pass_at: Self::ROUTINE_KEPT + Self::ROUTINE_KEPT / 2,
+            routine_passes: 0,
             hard_limit,
             folder: MemoryFolder::new(u64::MAX),
             dropped: BTreeMap::new(),
@@ -90,6 +110,7 @@ impl Timeline {
 
     fn keep(&mut self, ev: Event) {
         let periodic = is_periodic(&ev);
+        let routine = is_routine(&ev);
         if self.events.len() < self.hard_limit || is_essential(&ev) {
             self.events.push(ev);
         } else {
@@ -102,6 +123,55 @@ impl Timeline {
                 self.thin();
             }
         }
+        if routine {
+            self.routine += 1;
+            // In batches of half the bound: each pass walks the whole timeline.
+            if self.routine > self.routine_pass_at {
+                self.drop_old_routine();
+            }
+        }
+    }
+
+    /// Drops the oldest routine events down to `routine_kept`, but not the ones the
+    /// diagnosis reads (see [`Timeline::ROUTINE_KEPT`]).
+    fn drop_old_routine(&mut self) {
+        self.routine_passes += 1;
+        let routine: Vec<usize> = (0..self.events.len()).filter(|&i| is_routine(&self.events[i])).collect();
+        let old = &routine[..routine.len().saturating_sub(self.routine_kept)];
+        // (owner, local address) -> reset times; pid -> death times.
+        let mut resets: std::collections::HashMap<(u32, &str), Vec<u64>> = std::collections::HashMap::new();
+        let mut deaths: std::collections::HashMap<u32, Vec<u64>> = std::collections::HashMap::new();
+        for e in &self.events {
+            match &e.kind {
+                EventKind::TcpReset { saddr, .. } => resets.entry((e.pid, saddr.as_str())).or_default().push(e.ts_ns),
+                EventKind::Exit { group_dead: true, .. } => deaths.entry(e.pid).or_default().push(e.ts_ns),
+                _ => {}
+            }
+        }
+        let mut drop = vec![false; self.events.len()];
+        for &i in old {
+            let e = &self.events[i];
+            let needed = match &e.kind {
+                EventKind::TcpState { saddr, new_state, .. } if new_state == "TCP_CLOSE" => resets
+                    .get(&(e.pid, saddr.as_str()))
+                    .is_some_and(|t| t.iter().any(|&r| r.abs_diff(e.ts_ns) <= NEAR_RESET_NS)),
+                EventKind::Signal { target_pid, .. } => deaths
+                    .get(target_pid)
+                    .is_some_and(|t| t.iter().any(|&d| d >= e.ts_ns && d - e.ts_ns <= BEFORE_DEATH_NS)),
+                _ => false,
+            };
+            drop[i] = !needed;
+        }
+        for (e, _) in self.events.iter().zip(&drop).filter(|(_, d)| **d) {
+            *self.dropped.entry(e.kind_name()).or_default() += 1;
+        }
+        let mut i = 0;
+        self.events.retain(|_| {
+            i += 1;
+            !drop[i - 1]
+        });
+        self.routine = self.events.iter().filter(|e| is_routine(e)).count();
+        self.routine_pass_at = self.routine.max(self.routine_kept) + self.routine_kept / 2;
     }
 
     /// Halves the samples and summaries older than the newest `periodic_kept` (see
@@ -208,6 +278,31 @@ fn merge_summaries(earlier: &EventKind, later: &mut EventKind) {
         *brks += g0;
         *largest_mmap_bytes = (*largest_mmap_bytes).max(*l0);
     }
+}
+
+/// How far a socket's close may be from a reset of the same socket and still explain it
+/// (the diagnosis pairs a failed connect or an abortive close, both a change to
+/// TCP_CLOSE, with a reset within 100 ms).
+const NEAR_RESET_NS: u64 = 100_000_000;
+/// How long before its receiver's death a routine signal stays kept.
+const BEFORE_DEATH_NS: u64 = 1_000_000_000;
+
+/// Events that come by the thousand a second in a healthy service, of which the diagnosis
+/// reads only the recent ones and those near a reset or a death: state changes of
+/// connections (not of listening sockets), and signals used as a mechanism (child exits,
+/// timers, SIGUSR1/2, SIGURG, real-time signals), never the ones that end a process.
+fn is_routine(ev: &Event) -> bool {
+    match &ev.kind {
+        EventKind::TcpState { old_state, new_state, .. } => old_state != "TCP_LISTEN" && new_state != "TCP_LISTEN",
+        EventKind::Signal { signal, peer: false, .. } => is_mechanism_signal(*signal),
+        _ => false,
+    }
+}
+
+/// SIGUSR1 10, SIGUSR2 12, SIGALRM 14, SIGCHLD 17, SIGCONT 18, SIGURG 23, SIGVTALRM 26,
+/// SIGPROF 27, SIGWINCH 28, SIGIO 29, and the real-time signals.
+fn is_mechanism_signal(sig: i32) -> bool {
+    matches!(sig, 10 | 12 | 14 | 17 | 18 | 23 | 26..=29 | 32..=64)
 }
 
 fn is_memory_call(ev: &Event) -> bool {
@@ -389,5 +484,148 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t.dropped_by_kind().get("rss"), Some(&1));
         assert_eq!(t.events().last().map(Event::kind_name), Some("trace_end"));
+    }
+
+    fn state(ts: u64, pid: u32, port: u16, old: &str, new: &str) -> Event {
+        Event {
+            pid,
+            ..ev(
+                ts,
+                EventKind::TcpState {
+                    old_state: old.into(),
+                    new_state: new.into(),
+                    saddr: format!("127.0.0.1:{port}"),
+                    daddr: "127.0.0.1:8000".into(),
+                    skaddr: port as u64,
+                },
+            )
+        }
+    }
+
+    fn signal(ts: u64, target: u32, sig: i32) -> Event {
+        ev(
+            ts,
+            EventKind::Signal {
+                target_pid: target,
+                target_tid: target,
+                target_comm: "svc".into(),
+                signal: sig,
+                signal_name: String::new(),
+                si_code: 0,
+                si_code_name: "SI_TKILL".into(),
+                result: "delivered".into(),
+                group: false,
+                peer: false,
+                sender_parents: None,
+            },
+        )
+    }
+
+    fn reset(ts: u64, pid: u32, port: u16) -> Event {
+        Event {
+            pid,
+            ..ev(
+                ts,
+                EventKind::TcpReset {
+                    direction: crate::event::Direction::Sent,
+                    state: None,
+                    reason: None,
+                    saddr: format!("127.0.0.1:{port}"),
+                    daddr: "127.0.0.1:8000".into(),
+                    skaddr: port as u64,
+                    attributed_by: Some("socket".into()),
+                    context_pid: pid,
+                    context_comm: "svc".into(),
+                },
+            )
+        }
+    }
+
+    fn death(ts: u64, pid: u32, sig: i32) -> Event {
+        Event {
+            pid,
+            ..ev(
+                ts,
+                EventKind::Exit {
+                    group_dead: true,
+                    exit_code: None,
+                    signal: Some(sig),
+                    signal_name: None,
+                    core_dumped: false,
+                    source: "task_exit_code".into(),
+                },
+            )
+        }
+    }
+
+    fn count(t: &Timeline, kind: &str) -> usize {
+        t.events().iter().filter(|e| e.kind_name() == kind).count()
+    }
+
+    #[test]
+    fn a_storm_of_handled_signals_and_connections_stays_bounded_and_counted() {
+        let mut t = Timeline::new();
+        t.push(&state(0, 7, 8000, "TCP_CLOSE", "TCP_LISTEN"));
+        t.push(&signal(1, 7, 15));
+        let n = 400_000u64;
+        for i in 0..n {
+            // A SIGUSR1 and a connection's state change every 10 us.
+            t.push(&signal(10 + i * 10_000, 7, 10));
+            t.push(&state(15 + i * 10_000, 7, 40_000 + (i % 20_000) as u16, "TCP_SYN_SENT", "TCP_ESTABLISHED"));
+        }
+        let bound = Timeline::ROUTINE_KEPT + Timeline::ROUTINE_KEPT / 2;
+        assert!(t.len() <= bound + 2, "{} kept", t.len());
+        // Exact counts: kept and dropped add up to what came.
+        let dropped = t.dropped_by_kind();
+        assert_eq!(count(&t, "signal") as u64 + dropped.get("signal").copied().unwrap_or(0), n + 1);
+        assert_eq!(count(&t, "tcp_state") as u64 + dropped.get("tcp_state").copied().unwrap_or(0), n + 1);
+        // What ends a process and a listening socket are never routine.
+        assert_eq!(t.events()[0].kind_name(), "tcp_state", "the listen is gone");
+        assert!(matches!(t.events()[1].kind, EventKind::Signal { signal: 15, .. }), "the SIGTERM is gone");
+        // The newest are all there, in order.
+        let last = &t.events()[t.len() - 4..];
+        assert_eq!(last.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), [(n - 2) * 10_000 + 10, (n - 2) * 10_000 + 15, (n - 1) * 10_000 + 10, (n - 1) * 10_000 + 15]);
+        assert!(t.events().windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+    }
+
+    #[test]
+    fn routine_events_near_a_reset_or_a_death_outlive_the_storm() {
+        let mut t = Timeline::new();
+        // Early on: a worker gets SIGUSR2 and dies of it 200 ms later; a connection is
+        // reset 50 ms after it closed; another one closed long before any reset.
+        t.push(&signal(1_000, 9, 12));
+        t.push(&state(2_000, 7, 50_001, "TCP_ESTABLISHED", "TCP_CLOSE"));
+        t.push(&state(3_000, 7, 50_002, "TCP_ESTABLISHED", "TCP_CLOSE"));
+        t.push(&reset(50_002_000, 7, 50_001));
+        t.push(&death(200_001_000, 9, 12));
+        for i in 0..200_000u64 {
+            t.push(&signal(1_000_000_000 + i * 1_000, 7, 17));
+        }
+        let kept = |f: &dyn Fn(&Event) -> bool| t.events().iter().any(f);
+        assert!(kept(&|e| matches!(e.kind, EventKind::Signal { signal: 12, target_pid: 9, .. })), "the signal before the death");
+        assert!(kept(&|e| matches!(&e.kind, EventKind::TcpState { saddr, .. } if saddr.ends_with(":50001"))), "the close before the reset");
+        assert!(!kept(&|e| matches!(&e.kind, EventKind::TcpState { saddr, .. } if saddr.ends_with(":50002"))), "a close far from any reset is dropped");
+        assert_eq!(t.dropped_by_kind().get("tcp_state"), Some(&1));
+    }
+
+    #[test]
+    fn a_reset_storm_whose_closes_all_stay_is_not_walked_again_at_every_event() {
+        let mut t = Timeline::new();
+        let n = 300_000u64;
+        for i in 0..n {
+            // Each connection: established, closed, reset (the close is protected).
+            let port = 10_000 + (i % 50_000) as u16;
+            let ts = i * 100_000;
+            t.push(&state(ts, 7, port, "TCP_SYN_SENT", "TCP_ESTABLISHED"));
+            t.push(&state(ts + 10, 7, port, "TCP_ESTABLISHED", "TCP_CLOSE"));
+            t.push(&reset(ts + 20, 7, port));
+        }
+        let closes = t.events().iter().filter(|e| matches!(&e.kind, EventKind::TcpState { new_state, .. } if new_state == "TCP_CLOSE")).count();
+        assert_eq!(closes as u64, n, "a close next to its reset was dropped");
+        assert_eq!(count(&t, "tcp_reset") as u64, n);
+        // Every pass drops or keeps at least half the bound's worth of new routine events.
+        let most = (2 * n as usize).div_ceil(Timeline::ROUTINE_KEPT / 2) + 1;
+        assert!(t.routine_passes <= most, "{} passes over the timeline for {} routine events", t.routine_passes, 2 * n);
+        assert!(t.routine_passes > 0);
     }
 }

@@ -29,9 +29,11 @@ pub fn print(
     say!("tracer: {} events from pid {pid}, {} lost, stopped: {}", summary.events, summary.lost, summary.reason.as_str());
     let events = summary.timeline.events();
     if summary.timeline.dropped() > 0 {
+        let kinds: Vec<String> = summary.timeline.dropped_by_kind().iter().map(|(kind, n)| format!("{n} {kind}")).collect();
         say!(
-            "tracer: {} memory syscalls were left out of the in-memory timeline (diagnosis, --perfetto); the JSON-lines trace has them all",
-            summary.timeline.dropped()
+            "tracer: {} events were left out of the in-memory timeline (diagnosis, --perfetto) to bound its memory: {}; the JSON-lines trace has them all",
+            summary.timeline.dropped(),
+            kinds.join(", ")
         );
     }
     if summary.verdicts.is_empty() {
