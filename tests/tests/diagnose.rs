@@ -154,3 +154,51 @@ fn an_exit_after_refused_allocations_names_them_and_the_address_space_limit() {
     assert!(v.evidence.iter().any(|e| e.contains("not an OOM kill")), "{}", show(&trace));
     assert!(!trace.verdicts.iter().any(|v| v.cause == Cause::OomKilled), "{}", show(&trace));
 }
+
+#[test]
+fn a_reset_storm_past_the_in_memory_bound_gets_the_verdicts_of_the_whole_trace() {
+    require_root("end-to-end diagnosis tests load eBPF programs");
+    // 8,000 loopback connections closed with SO_LINGER 0: 48,000 state changes, more than
+    // the live timeline keeps of them (the newest 20k routine ones, see tracer's
+    // Timeline::ROUTINE_KEPT). `tracer report` reads the whole file: the verdicts the
+    // tracer wrote live must be the ones the whole trace gives.
+    let mut target = std::process::Command::new(tracer_tests::stress_bin())
+        .args(["bench", "rst=8000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = target.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
+    let target = ChildGuard(target);
+    wait_for_line(&mut out, "ready");
+    let pid = target.pid().to_string();
+    let run = TracerRun::start(&["--pid", &pid, "--grace", "1s"]);
+    run.wait_attached(T);
+    writeln!(stdin, "go").unwrap();
+    let (trace, file) = run.finish_keeping_file(Duration::from_secs(120));
+    assert!(
+        trace.stderr.contains("left out of the in-memory timeline") && trace.stderr.contains(" tcp_state"),
+        "the storm stayed within the bound, so this test shows nothing:\n{}",
+        trace.stderr
+    );
+    let out = Command::new(tracer_tests::tracer_bin()).args(["report", "--format", "json"]).arg(&file.path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let whole: Vec<(String, u64, u64)> = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["cause"].as_str().unwrap_or("").to_string(), v["pid"].as_u64().unwrap_or(0), v["resets"].as_u64().unwrap_or(0)))
+        .collect();
+    let live: Vec<(String, u64, u64)> = trace
+        .verdicts
+        .iter()
+        .map(|v| {
+            let cause = serde_json::to_value(v.cause).unwrap().as_str().unwrap_or("").to_string();
+            (cause, v.pid.unwrap_or(0) as u64, v.resets as u64)
+        })
+        .collect();
+    assert!(!live.is_empty(), "no verdict on a reset storm\n{}", show(&trace));
+    assert_eq!(live, whole, "live verdicts differ from the whole trace's\n{}", show(&trace));
+}

@@ -289,11 +289,15 @@ const BEFORE_DEATH_NS: u64 = 1_000_000_000;
 
 /// Events that come by the thousand a second in a healthy service, of which the diagnosis
 /// reads only the recent ones and those near a reset or a death: state changes of
-/// connections (not of listening sockets), and signals used as a mechanism (child exits,
+/// connections (not of listening sockets, nor a connect's end), and signals used as a mechanism (child exits,
 /// timers, SIGUSR1/2, SIGURG, real-time signals), never the ones that end a process.
 fn is_routine(ev: &Event) -> bool {
     match &ev.kind {
-        EventKind::TcpState { old_state, new_state, .. } => old_state != "TCP_LISTEN" && new_state != "TCP_LISTEN",
+        // Leaving SYN_SENT marks a port the process connected from, which decides how a
+        // later reset of that connection is grouped (by the remote service), at any age.
+        EventKind::TcpState { old_state, new_state, .. } => {
+            !matches!(old_state.as_str(), "TCP_LISTEN" | "TCP_SYN_SENT") && new_state != "TCP_LISTEN"
+        }
         EventKind::Signal { signal, peer: false, .. } => is_mechanism_signal(*signal),
         _ => false,
     }
@@ -567,21 +571,23 @@ mod tests {
         let mut t = Timeline::new();
         t.push(&state(0, 7, 8000, "TCP_CLOSE", "TCP_LISTEN"));
         t.push(&signal(1, 7, 15));
+        t.push(&state(2, 7, 33_000, "TCP_SYN_SENT", "TCP_ESTABLISHED"));
         let n = 400_000u64;
         for i in 0..n {
             // A SIGUSR1 and a connection's state change every 10 us.
             t.push(&signal(10 + i * 10_000, 7, 10));
-            t.push(&state(15 + i * 10_000, 7, 40_000 + (i % 20_000) as u16, "TCP_SYN_SENT", "TCP_ESTABLISHED"));
+            t.push(&state(15 + i * 10_000, 7, 40_000 + (i % 20_000) as u16, "TCP_ESTABLISHED", "TCP_FIN_WAIT1"));
         }
         let bound = Timeline::ROUTINE_KEPT + Timeline::ROUTINE_KEPT / 2;
-        assert!(t.len() <= bound + 2, "{} kept", t.len());
+        assert!(t.len() <= bound + 3, "{} kept", t.len());
         // Exact counts: kept and dropped add up to what came.
         let dropped = t.dropped_by_kind();
         assert_eq!(count(&t, "signal") as u64 + dropped.get("signal").copied().unwrap_or(0), n + 1);
-        assert_eq!(count(&t, "tcp_state") as u64 + dropped.get("tcp_state").copied().unwrap_or(0), n + 1);
+        assert_eq!(count(&t, "tcp_state") as u64 + dropped.get("tcp_state").copied().unwrap_or(0), n + 2);
         // What ends a process and a listening socket are never routine.
         assert_eq!(t.events()[0].kind_name(), "tcp_state", "the listen is gone");
         assert!(matches!(t.events()[1].kind, EventKind::Signal { signal: 15, .. }), "the SIGTERM is gone");
+        assert!(matches!(&t.events()[2].kind, EventKind::TcpState { old_state, .. } if old_state == "TCP_SYN_SENT"), "the connect is gone");
         // The newest are all there, in order.
         let last = &t.events()[t.len() - 4..];
         assert_eq!(last.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), [(n - 2) * 10_000 + 10, (n - 2) * 10_000 + 15, (n - 1) * 10_000 + 10, (n - 1) * 10_000 + 15]);
@@ -616,8 +622,8 @@ mod tests {
             // Each connection: established, closed, reset (the close is protected).
             let port = 10_000 + (i % 50_000) as u16;
             let ts = i * 100_000;
-            t.push(&state(ts, 7, port, "TCP_SYN_SENT", "TCP_ESTABLISHED"));
-            t.push(&state(ts + 10, 7, port, "TCP_ESTABLISHED", "TCP_CLOSE"));
+            t.push(&state(ts, 7, port, "TCP_ESTABLISHED", "TCP_FIN_WAIT1"));
+            t.push(&state(ts + 10, 7, port, "TCP_FIN_WAIT1", "TCP_CLOSE"));
             t.push(&reset(ts + 20, 7, port));
         }
         let closes = t.events().iter().filter(|e| matches!(&e.kind, EventKind::TcpState { new_state, .. } if new_state == "TCP_CLOSE")).count();
