@@ -196,7 +196,7 @@ fn a_reset_storm_past_the_in_memory_bound_gets_the_verdicts_of_the_whole_trace()
         .iter()
         .map(|v| {
             let cause = serde_json::to_value(v.cause).unwrap().as_str().unwrap_or("").to_string();
-            (cause, v.pid.unwrap_or(0) as u64, v.resets as u64)
+            (cause, v.pid.unwrap_or(0) as u64, v.resets)
         })
         .collect();
     assert!(!live.is_empty(), "no verdict on a reset storm\n{}", show(&trace));
