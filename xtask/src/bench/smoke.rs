@@ -138,3 +138,25 @@ fn bench_every_case_at_its_smallest_produces_figures() {
     assert_eq!(json["mode"], "smoke");
     assert!(json["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
 }
+
+#[test]
+fn a_peer_that_fails_a_round_is_left_out_of_it_and_the_run_goes_on() {
+    // SAFETY: plain syscall.
+    assert!(unsafe { libc::geteuid() } == 0, "the benchmark loads eBPF programs: run it as root (`sudo cargo xtask test`)");
+    let tracer = bin("TRACER_BIN", "tracer");
+    let stress = tracer.with_file_name("tracer-stress");
+    let bins = Bins { tracer, stress, workload: bin("WORKLOAD_BIN", "workload") };
+    // A real program that fails at once, in bpftrace's place: it never prints `ready`.
+    let tools = tools::Tools { strace: None, bpftrace: Some(PathBuf::from("/bin/false")), python: None };
+    let scratch = std::env::temp_dir().join(format!("xtask-bench-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let plan = Plan::smoke();
+    let result = super::overhead::run(&plan.overhead, &bins, &tools, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let o = result.expect("the overhead case goes on without the failing peer");
+    let names: Vec<&str> = o.tools.iter().map(|t| t.tool.name()).collect();
+    assert_eq!(names, ["bare", "tracer", "tracer watch"], "{:?}", o.skipped);
+    let failed = o.skipped.iter().filter(|s| s.starts_with("bpftrace: round ")).count();
+    assert_eq!(failed, plan.overhead.rounds, "{:?}", o.skipped);
+    assert!(o.skipped.iter().any(|s| s == "bpftrace: every round failed"), "{:?}", o.skipped);
+}

@@ -77,6 +77,11 @@ pub enum Tool {
 }
 
 impl Tool {
+    /// Another project's tracer, run for comparison.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Tool::Strace | Tool::Bpftrace)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::Bare => "bare",
