@@ -3,7 +3,7 @@
 //! order rotates each round), reported as medians and as ratios to the bare medians.
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{
