@@ -52,6 +52,29 @@ pub fn require_root(what: &str) {
     assert!(is_root(), "{what}: run the end-to-end tests as root (`cargo xtask test` does, through sudo)");
 }
 
+/// The stress program with `stress_args`, held at its `ready` until `tracer --pid PID
+/// tracer_args` (trace file named `file`) is attached, then let go; traced until the
+/// tracer ends by itself, within `timeout`.
+pub fn trace_held_stress(stress_args: &[&str], tracer_args: &[&str], file: &str, timeout: Duration) -> (Trace, KeptTrace) {
+    let mut target = Command::new(stress_bin())
+        .args(stress_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting tracer-stress");
+    let mut stdin = target.stdin.take().expect("stdin");
+    let mut out = BufReader::new(target.stdout.take().expect("stdout"));
+    let target = ChildGuard(target);
+    wait_for_line(&mut out, "ready");
+    let pid = target.pid().to_string();
+    let mut args = vec!["--pid", pid.as_str()];
+    args.extend_from_slice(tracer_args);
+    let run = TracerRun::start_named(&args, file);
+    run.wait_attached(Duration::from_secs(60));
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("letting tracer-stress go");
+    run.finish_keeping_file(timeout)
+}
+
 /// The stress program's path as an argument.
 pub fn stress() -> String {
     stress_bin().display().to_string()

@@ -394,23 +394,9 @@ fn held_stress_run(
     extra: &[&str],
     file: &str,
 ) -> (tracer_tests::Trace, tracer_tests::KeptTrace) {
-    let mut target = Command::new(stress_bin())
-        .args(stress_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = target.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
-    let target = ChildGuard(target);
-    wait_for_line(&mut out, "ready");
-    let pid = target.pid().to_string();
-    let mut args = vec!["--pid", &pid, "--probes", probes, "--grace", "500ms", "--ring-buffer", ring];
+    let mut args = vec!["--probes", probes, "--grace", "500ms", "--ring-buffer", ring];
     args.extend_from_slice(extra);
-    let run = TracerRun::start_named(&args, file);
-    run.wait_attached(T);
-    writeln!(stdin, "go").unwrap();
-    run.finish_keeping_file(Duration::from_secs(300))
+    tracer_tests::trace_held_stress(stress_args, &args, file, Duration::from_secs(300))
 }
 
 #[test]

@@ -162,21 +162,8 @@ fn a_reset_storm_past_the_in_memory_bound_gets_the_verdicts_of_the_whole_trace()
     // the live timeline keeps of them (the newest 20k routine ones, see tracer's
     // Timeline::ROUTINE_KEPT). `tracer report` reads the whole file: the verdicts the
     // tracer wrote live must be the ones the whole trace gives.
-    let mut target = std::process::Command::new(tracer_tests::stress_bin())
-        .args(["bench", "rst=8000"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = target.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(target.stdout.take().unwrap());
-    let target = ChildGuard(target);
-    wait_for_line(&mut out, "ready");
-    let pid = target.pid().to_string();
-    let run = TracerRun::start(&["--pid", &pid, "--grace", "1s"]);
-    run.wait_attached(T);
-    writeln!(stdin, "go").unwrap();
-    let (trace, file) = run.finish_keeping_file(Duration::from_secs(120));
+    let (trace, file) =
+        tracer_tests::trace_held_stress(&["bench", "rst=8000"], &["--grace", "1s"], "trace.jsonl", Duration::from_secs(120));
     assert!(
         trace.stderr.contains("left out of the in-memory timeline") && trace.stderr.contains(" tcp_state"),
         "the storm stayed within the bound, so this test shows nothing:\n{}",

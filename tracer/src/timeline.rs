@@ -165,13 +165,15 @@ impl Timeline {
         for (e, _) in self.events.iter().zip(&drop).filter(|(_, d)| **d) {
             *self.dropped.entry(e.kind_name()).or_default() += 1;
         }
-        let mut i = 0;
-        self.events.retain(|_| {
-            i += 1;
-            !drop[i - 1]
-        });
+        self.remove(&drop);
         self.routine = self.events.iter().filter(|e| is_routine(e)).count();
         self.routine_pass_at = self.routine.max(self.routine_kept) + self.routine_kept / 2;
+    }
+
+    /// Removes the events whose index is marked in `drop`.
+    fn remove(&mut self, drop: &[bool]) {
+        let mut marked = drop.iter();
+        self.events.retain(|_| !marked.next().copied().unwrap_or(false));
     }
 
     /// Halves the samples and summaries older than the newest `periodic_kept` (see
@@ -203,11 +205,7 @@ impl Timeline {
                 drop[first] = true;
             }
         }
-        let mut i = 0;
-        self.events.retain(|_| {
-            i += 1;
-            !drop[i - 1]
-        });
+        self.remove(&drop);
         self.periodic = self.events.iter().filter(|e| is_periodic(e)).count();
     }
 

@@ -60,6 +60,22 @@ pub struct LoadRun {
     pub first_health_ms: Option<f64>,
 }
 
+impl LoadRun {
+    /// A load, or a floor beside it, that is not a service: only its seconds and peak RSS.
+    fn timed(seconds: f64, peak_rss_bytes: u64) -> LoadRun {
+        LoadRun {
+            seconds,
+            wall_to_ready_s: None,
+            peak_rss_bytes,
+            health_requests: None,
+            health_errors: None,
+            health_p50_ms: None,
+            health_p99_ms: None,
+            first_health_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Variant {
     pub name: String,
@@ -476,16 +492,7 @@ fn fault_fresh_memory(bytes: u64, threads: usize) -> Result<LoadRun> {
     let seconds = started.elapsed().as_secs_f64();
     // SAFETY: the mapping made above, no longer used.
     unsafe { libc::munmap(base, len) };
-    Ok(LoadRun {
-        seconds,
-        wall_to_ready_s: None,
-        peak_rss_bytes: 0,
-        health_requests: None,
-        health_errors: None,
-        health_p50_ms: None,
-        health_p99_ms: None,
-        first_health_ms: None,
-    })
+    Ok(LoadRun::timed(seconds, 0))
 }
 
 /// `dd` reading `files` to /dev/null, timed around the whole set.
@@ -502,16 +509,7 @@ fn dd_read(dd: &Path, files: &[PathBuf]) -> Result<LoadRun> {
             bail!("dd {}: {}", f.display(), String::from_utf8_lossy(&out.stderr).trim());
         }
     }
-    Ok(LoadRun {
-        seconds: started.elapsed().as_secs_f64(),
-        wall_to_ready_s: None,
-        peak_rss_bytes: 0,
-        health_requests: None,
-        health_errors: None,
-        health_p50_ms: None,
-        health_p99_ms: None,
-        first_health_ms: None,
-    })
+    Ok(LoadRun::timed(started.elapsed().as_secs_f64(), 0))
 }
 
 fn python_load(python: &Path, files: &[PathBuf]) -> Result<(LoadRun, serde_json::Value)> {
@@ -531,15 +529,6 @@ fn python_load(python: &Path, files: &[PathBuf]) -> Result<(LoadRun, serde_json:
     let done = proc.wait_success(LOAD_TIMEOUT, &err)?;
     let v: serde_json::Value = serde_json::from_str(text.trim()).with_context(|| format!("python printed {text:?}"))?;
     let seconds = v["seconds"].as_f64().context("python: no seconds")?;
-    let run = LoadRun {
-        seconds,
-        wall_to_ready_s: None,
-        peak_rss_bytes: done.maxrss_bytes,
-        health_requests: None,
-        health_errors: None,
-        health_p50_ms: None,
-        health_p99_ms: None,
-        first_health_ms: None,
-    };
+    let run = LoadRun::timed(seconds, done.maxrss_bytes);
     Ok((run, v["versions"].clone()))
 }
