@@ -156,9 +156,19 @@ impl TracerRun {
 
     /// As [`TracerRun::start`], with the trace file named `name` (`trace.jsonl.zst`: compressed).
     pub fn start_named(args: &[&str], name: &str) -> TracerRun {
+        TracerRun::start_with(args, name, &[])
+    }
+
+    /// As [`TracerRun::start`], with `env` set for the tracer (and what it runs).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> TracerRun {
+        TracerRun::start_with(args, "trace.jsonl", env)
+    }
+
+    fn start_with(args: &[&str], name: &str, env: &[(&str, &str)]) -> TracerRun {
         let dir = TempDir::new("trace");
         let trace = dir.0.join(name);
         let mut cmd = Command::new(tracer_bin());
+        cmd.envs(env.iter().copied());
         // Options go before `--` of `run`.
         let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
         cmd.args(&args[..split]).arg("--jsonl").arg(&trace).args(&args[split..]);

@@ -701,3 +701,91 @@ fn other_processes_resets_are_counted_not_written() {
         assert!(other_resets.get("NO_SOCKET").is_some_and(|n| *n >= 200), "{other_resets:?}");
     }
 }
+
+/// (first, last) online CPU.
+fn online_cpu_range() -> (u32, u32) {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");
+    let numbers: Vec<u32> = online.trim().split([',', '-']).map(|n| n.parse().expect("a CPU number")).collect();
+    (numbers[0], *numbers.last().expect("a CPU"))
+}
+
+/// `RssAnon` and `RssFile` of /proc/PID/status, in bytes.
+fn proc_rss(pid: u32) -> (i64, i64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |key: &str| -> i64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in\n{status}"));
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad {line}"))
+    };
+    (kb("RssAnon:") * 1024, kb("RssFile:") * 1024)
+}
+
+/// The rss probe reports the kernel's exact counters, with the BTF tracepoint (whose
+/// program sums the per-CPU slots itself) and with the classic one. At a 4 KiB threshold
+/// every change is a record, so once the process holds still its last record per member
+/// is the count /proc/PID/status shows. Pinned to the first and the last CPU, so that a
+/// wrong per-CPU offset for either shows.
+#[test]
+fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
+    require_root("end-to-end capture tests load eBPF programs");
+    let btf = tracer::capture::btf::rss_counter_layout().is_complete();
+    if !btf {
+        eprintln!("SKIPPED (BTF half): this kernel has no per-CPU rss counters in its BTF, so the rss probe uses the classic tracepoint");
+    }
+    let (first, last) = online_cpu_range();
+    for (hook, label) in [("btf", if btf { "kmem:rss_stat (BTF)" } else { "kmem:rss_stat" }), ("classic", "kmem:rss_stat")] {
+        for cpu in [first, last] {
+            let cpu_arg = cpu.to_string();
+            let mut run = TracerRun::start_env(
+                &["run", "--rss-threshold", "4KiB", "--grace", "200ms", "--", "taskset", "-c", &cpu_arg, &stress(), "hold", "24"],
+                &[("TRACER_RSS_HOOK", hook)],
+            );
+            wait_for_line(run.stdout.as_mut().expect("stdout"), "holding");
+            let pid = run.traced_child();
+            let read_at = tracer::clock::wall_now_ns();
+            let (anon, file) = proc_rss(pid);
+            // SAFETY: plain syscall on the child we started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let trace = run.finish(T);
+            let dump = trace.dump();
+            let start = trace.of_kind("trace_start").next().unwrap_or_else(|| panic!("no trace_start\n{dump}"));
+            let EventKind::TraceStart { probes, .. } = &start.kind else { unreachable!() };
+            assert!(probes.iter().any(|p| p == label), "TRACER_RSS_HOOK={hook}: want {label} in {probes:?}");
+            let last_of = |want: &str| {
+                trace.events.iter().rev().filter(|e| e.pid == pid && e.ts_ns < read_at).find_map(|e| match &e.kind {
+                    EventKind::Rss { member, bytes } if member == want => Some(*bytes),
+                    _ => None,
+                })
+            };
+            assert_eq!(last_of("MM_ANONPAGES"), Some(anon), "{hook} hook on CPU {cpu}: last anon record vs RssAnon\n{dump}");
+            assert_eq!(last_of("MM_FILEPAGES"), Some(file), "{hook} hook on CPU {cpu}: last file record vs RssFile\n{dump}");
+        }
+        // At the default 8 MiB the BTF program reads the slots only near the threshold:
+        // still a record each time the count moved by 8 MiB, and none in between.
+        let mut run = TracerRun::start_env(&["run", "--grace", "200ms", "--", &stress(), "hold", "100"], &[("TRACER_RSS_HOOK", hook)]);
+        wait_for_line(run.stdout.as_mut().expect("stdout"), "holding");
+        let pid = run.traced_child();
+        let read_at = tracer::clock::wall_now_ns();
+        let (anon, _) = proc_rss(pid);
+        // SAFETY: plain syscall on the child we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let trace = run.finish(T);
+        // From the exec on: before it the child is a copy of the tracer, another mm.
+        let exec = trace.position(|e| e.pid == pid && matches!(e.kind, EventKind::Exec { .. })).expect("the exec of the command");
+        let records: Vec<i64> = trace.events[exec..]
+            .iter()
+            .filter(|e| e.pid == pid && e.ts_ns < read_at)
+            .filter_map(|e| match &e.kind {
+                EventKind::Rss { member, bytes } if member == "MM_ANONPAGES" => Some(*bytes),
+                _ => None,
+            })
+            .collect();
+        const STEP: i64 = 8 << 20;
+        assert!(records.len() >= 12, "{hook}: 100 MiB touched in 8 MiB steps gave {records:?}");
+        for pair in records.windows(2) {
+            assert!((pair[1] - pair[0]).abs() >= STEP, "{hook}: records closer than 8 MiB: {records:?}");
+        }
+        let last = *records.last().expect("a record");
+        assert!((anon - last).abs() < STEP, "{hook}: RssAnon {anon} is 8 MiB or more from the last record {last}: {records:?}");
+    }
+}
+

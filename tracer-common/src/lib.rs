@@ -213,6 +213,72 @@ pub struct KernelConfig {
     /// Kernel struct member offsets from BTF, indexed by [`kfield`]; `u32::MAX` when
     /// unknown (no BTF, or a member this kernel does not have).
     pub kernel_offsets: [u32; kfield::COUNT],
+    /// Where the BTF rss_stat program reads the mm's counters; used only when that
+    /// program is the one attached.
+    pub rss_counters: RssCounterLayout,
+}
+
+/// How the BTF tracepoint program for rss_stat reads a process's RSS without the record
+/// the classic tracepoint builds: `mm->rss_stat[member]` is a `struct percpu_counter`, its
+/// exact value `count` plus every CPU's `counters` slot (what the classic record holds).
+/// Per-CPU slots are found through a per-CPU array map of the program's own: the kernel
+/// gives each CPU's copy of its element, and the map's struct gives the per-CPU pointer
+/// they derive from, so the difference is that CPU's per-CPU offset. All from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssCounterLayout {
+    /// `mm_struct.rss_stat`.
+    pub mm_rss_stat: u32,
+    /// `sizeof(struct percpu_counter)`: the stride of that array.
+    pub counter_size: u32,
+    /// `percpu_counter.count` (s64).
+    pub counter_count: u32,
+    /// `percpu_counter.counters` (`s32 __percpu *`).
+    pub counter_counters: u32,
+    /// `bpf_array.pptrs`: where a per-CPU array map keeps its elements' per-CPU pointers.
+    pub array_pptrs: u32,
+    /// Possible CPUs: the per-CPU slots summed (at most [`RSS_MAX_CPUS`]).
+    pub cpus: u32,
+    /// log2 of the page size: the counters count pages.
+    pub page_shift: u32,
+    pub _pad: u32,
+    /// Bytes by which `count` alone can differ from the exact value (every CPU's slot
+    /// holds less than the counter's batch): below this distance from the threshold the
+    /// slots need not be read.
+    pub slack_bytes: u64,
+}
+
+/// The most CPUs the BTF rss_stat program sums; hosts with more use the classic
+/// tracepoint.
+pub const RSS_MAX_CPUS: u32 = 256;
+
+impl RssCounterLayout {
+    pub const fn unknown() -> Self {
+        RssCounterLayout {
+            mm_rss_stat: u32::MAX,
+            counter_size: u32::MAX,
+            counter_count: u32::MAX,
+            counter_counters: u32::MAX,
+            array_pptrs: u32::MAX,
+            cpus: 0,
+            page_shift: 0,
+            _pad: 0,
+            slack_bytes: 0,
+        }
+    }
+
+    /// Every offset found, and a CPU count the program can sum.
+    pub const fn is_complete(&self) -> bool {
+        self.mm_rss_stat != u32::MAX
+            && self.counter_size != u32::MAX
+            && self.counter_count != u32::MAX
+            && self.counter_counters != u32::MAX
+            && self.array_pptrs != u32::MAX
+            && self.cpus > 0
+            && self.cpus <= RSS_MAX_CPUS
+            && self.page_shift >= 12
+            && self.page_shift < 32
+    }
 }
 
 /// Indices into [`KernelConfig::kernel_offsets`]: the kernel structs the programs walk to
@@ -318,6 +384,7 @@ impl KernelConfig {
             usual_layouts: 0,
             offsets: [UNKNOWN_OFFSET; field::COUNT],
             kernel_offsets: [u32::MAX; kfield::COUNT],
+            rss_counters: RssCounterLayout::unknown(),
         }
     }
 }
@@ -534,6 +601,15 @@ pub struct RssRecord {
 pub struct RssKey {
     pub tgid: u32,
     pub member: i32,
+}
+
+/// Value of the in-kernel rss aggregation map: the last bytes emitted, and (BTF program
+/// only; 0 for the classic one) the mm they were read from, known to be the process's own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssLast {
+    pub bytes: i64,
+    pub mm: u64,
 }
 
 /// SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGTERM: the signals that end a process

@@ -131,6 +131,7 @@ pub fn enum_with(btf: &[u8], value_name: &str) -> Result<Option<BTreeMap<i64, St
 }
 
 const KIND_UNION: u32 = 5;
+const KIND_ARRAY: u32 = 3;
 
 /// A struct or union member: name, type id, byte offset.
 struct Member {
@@ -147,6 +148,8 @@ pub struct Structs {
     kinds: Vec<(u32, u32)>,
     members: BTreeMap<u32, Vec<Member>>,
     by_name: BTreeMap<String, u32>,
+    /// Byte size of each struct and union, by type id.
+    sizes: BTreeMap<u32, u32>,
 }
 
 impl Structs {
@@ -154,10 +157,16 @@ impl Structs {
         let mut kinds = vec![(0, 0)];
         let mut members = BTreeMap::new();
         let mut by_name = BTreeMap::new();
+        let mut sizes = BTreeMap::new();
         find_type::<()>(btf, |ty, strings| {
             let id = kinds.len() as u32;
-            // For modifiers and typedefs the header's size_type field is the referred type.
-            let referred = if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION { 0 } else { ty.size_type };
+            // For modifiers and typedefs the header's size_type field is the referred type;
+            // for an array, its element type.
+            let referred = match ty.kind {
+                KIND_STRUCT | KIND_UNION => 0,
+                KIND_ARRAY => u32_at(ty.extra, 0)?,
+                _ => ty.size_type,
+            };
             kinds.push((ty.kind, referred));
             if ty.kind == KIND_STRUCT || ty.kind == KIND_UNION {
                 let mut list = Vec::with_capacity(ty.vlen);
@@ -173,10 +182,16 @@ impl Structs {
                     by_name.entry(String::from_utf8_lossy(ty.name).into_owned()).or_insert(id);
                 }
                 members.insert(id, list);
+                sizes.insert(id, ty.size_type);
             }
             Ok(None)
         })?;
-        Ok(Structs { kinds, members, by_name })
+        Ok(Structs { kinds, members, by_name, sizes })
+    }
+
+    /// `sizeof(struct name)`, if the struct is there.
+    pub fn size(&self, name: &str) -> Option<u32> {
+        self.sizes.get(self.by_name.get(name)?).copied()
     }
 
     /// Byte offset of `member` in `struct name`, looking inside anonymous structs and
@@ -186,16 +201,37 @@ impl Structs {
     }
 
     fn offset_in(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+        self.member_in(id, member, depth).map(|(offset, _)| offset)
+    }
+
+    /// (offset, type id) of `member`, looking inside anonymous structs and unions.
+    fn member_in(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
         if depth > 4 {
             return None;
         }
         let list = self.members.get(&id)?;
         if let Some(m) = list.iter().find(|m| m.name == member) {
-            return Some(m.offset);
+            return Some((m.offset, m.type_id));
         }
-        list.iter()
-            .filter(|m| m.name.is_empty())
-            .find_map(|m| Some(m.offset + self.offset_in(self.resolve(m.type_id), member, depth + 1)?))
+        list.iter().filter(|m| m.name.is_empty()).find_map(|m| {
+            let (offset, type_id) = self.member_in(self.resolve(m.type_id), member, depth + 1)?;
+            Some((m.offset + offset, type_id))
+        })
+    }
+
+    /// Whether `member` of `struct name` is an array of `struct element` (a kernel that
+    /// changed the member's type keeps its name).
+    pub fn is_array_of(&self, name: &str, member: &str, element: &str) -> bool {
+        let (Some(&id), Some(&element_id)) = (self.by_name.get(name), self.by_name.get(element)) else {
+            return false;
+        };
+        let Some((_, type_id)) = self.member_in(id, member, 0) else {
+            return false;
+        };
+        match self.kinds.get(self.resolve(type_id) as usize) {
+            Some(&(KIND_ARRAY, elem)) => self.resolve(elem) == element_id,
+            _ => false,
+        }
     }
 
     /// Through typedefs and modifiers to the type itself.
@@ -223,6 +259,41 @@ pub fn kernel_offsets() -> [u32; tracer_common::kfield::COUNT] {
         }
     }
     out
+}
+
+/// Where the BTF rss_stat program finds a process's RSS counters on the running kernel,
+/// and how far their central count can be from the exact value on this host
+/// ([`tracer_common::RssCounterLayout`]); offsets not found stay unknown.
+pub fn rss_counter_layout() -> tracer_common::RssCounterLayout {
+    let mut layout = tracer_common::RssCounterLayout::unknown();
+    let Some(structs) = running_kernel_btf().and_then(|b| Structs::parse(&b).ok()) else {
+        return layout;
+    };
+    // Before 6.2 the counters were atomics (`struct mm_rss_stat`) and a thread's own cache.
+    if !structs.is_array_of("mm_struct", "rss_stat", "percpu_counter") {
+        return layout;
+    }
+    let unknown = |v: Option<u32>| v.unwrap_or(u32::MAX);
+    layout.mm_rss_stat = unknown(structs.offset("mm_struct", "rss_stat"));
+    layout.counter_size = unknown(structs.size("percpu_counter"));
+    layout.counter_count = unknown(structs.offset("percpu_counter", "count"));
+    layout.counter_counters = unknown(structs.offset("percpu_counter", "counters"));
+    layout.array_pptrs = unknown(structs.offset("bpf_array", "pptrs"));
+    let cpus = aya::util::nr_cpus().unwrap_or(0) as u32;
+    layout.cpus = cpus;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    layout.page_shift = page.trailing_zeros();
+    layout.slack_bytes = counter_slack_pages(cpus) * page;
+    layout
+}
+
+/// Pages by which a percpu_counter's `count` can differ from its exact sum: each CPU's
+/// slot stays under the batch (lib/percpu_counter.c: `max(32, 2 * online CPUs)`; the
+/// possible CPUs bound the online ones).
+pub fn counter_slack_pages(cpus: u32) -> u64 {
+    let batch = u64::from(cpus.saturating_mul(2).max(32));
+    batch * u64::from(cpus)
 }
 
 /// The running kernel's BTF, if it has one.
@@ -274,6 +345,74 @@ mod tests {
         blob.extend_from_slice(&types);
         blob.extend_from_slice(&strings);
         blob
+    }
+
+    /// `int`, `struct pc { int a; int b; }`, `pc[4]`, `struct mm { int x; pc rss[4]; }`,
+    /// `struct old { int rss; }`.
+    fn array_blob() -> Vec<u8> {
+        let strings = b"\0int\0pc\0a\0b\0mm\0x\0rss\0old\0".to_vec();
+        let name = |n: &str| strings.windows(n.len() + 2).position(|w| w[0] == 0 && &w[1..=n.len()] == n.as_bytes() && w[n.len() + 1] == 0).unwrap() as u32 + 1;
+        let mut types = Vec::new();
+        let mut push = |vals: &[u32]| vals.iter().for_each(|v| types.extend_from_slice(&v.to_le_bytes()));
+        push(&[name("int"), 1 << 24, 4, 32]); // [1] int
+        push(&[name("pc"), (4 << 24) | 2, 8, name("a"), 1, 0, name("b"), 1, 32]); // [2] struct pc
+        push(&[0, 3 << 24, 0, 2, 1, 4]); // [3] pc[4]
+        push(&[name("mm"), (4 << 24) | 2, 40, name("x"), 1, 0, name("rss"), 3, 64]); // [4] struct mm
+        push(&[name("old"), (4 << 24) | 1, 4, name("rss"), 1, 0]); // [5] struct old
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.push(1);
+        blob.push(0);
+        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&v.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    #[test]
+    fn tells_an_array_of_structs_from_a_member_of_another_type() {
+        let structs = Structs::parse(&array_blob()).unwrap();
+        assert!(structs.is_array_of("mm", "rss", "pc"));
+        assert!(!structs.is_array_of("old", "rss", "pc"), "an int is not an array of pc");
+        assert!(!structs.is_array_of("mm", "x", "pc"));
+        assert!(!structs.is_array_of("mm", "rss", "old"));
+        assert_eq!(structs.offset("mm", "rss"), Some(8));
+        assert_eq!(structs.size("pc"), Some(8));
+        assert_eq!(structs.size("mm"), Some(40));
+        assert_eq!(structs.size("nothing"), None);
+    }
+
+    #[test]
+    fn counter_slack_is_the_batch_on_every_cpu() {
+        // lib/percpu_counter.c: batch = max(32, 2 * CPUs).
+        assert_eq!(counter_slack_pages(1), 32);
+        assert_eq!(counter_slack_pages(2), 64);
+        assert_eq!(counter_slack_pages(16), 32 * 16);
+        assert_eq!(counter_slack_pages(64), 128 * 64);
+    }
+
+    #[test]
+    fn running_kernel_says_where_the_rss_counters_are() {
+        let Ok(blob) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no BTF on this kernel: the rss probe uses the classic tracepoint");
+            return;
+        };
+        let structs = Structs::parse(&blob).unwrap();
+        let layout = rss_counter_layout();
+        if !structs.is_array_of("mm_struct", "rss_stat", "percpu_counter") {
+            assert!(!layout.is_complete(), "a kernel without per-CPU rss counters must use the classic hook: {layout:?}");
+            return;
+        }
+        assert!(layout.is_complete(), "{layout:?}");
+        // struct percpu_counter { raw_spinlock_t lock; s64 count; ...; s32 __percpu *counters; }
+        assert_eq!(layout.counter_count % 8, 0);
+        assert!(layout.counter_counters > layout.counter_count && layout.counter_counters < layout.counter_size);
+        let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+        let last: u32 = possible.trim().rsplit(['-', ',']).next().unwrap().parse().unwrap();
+        assert_eq!(layout.cpus, last + 1, "possible CPUs: {possible}");
+        assert_eq!(1u64 << layout.page_shift, unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64);
     }
 
     #[test]

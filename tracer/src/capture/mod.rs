@@ -16,7 +16,7 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -90,6 +90,36 @@ pub struct CaptureOptions {
     /// deliveries matter, and each costs every process on the host.
     pub without: Vec<&'static str>,
 }
+
+/// What feeds the rss probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RssHook {
+    /// The BTF tracepoint (`tp_btf/rss_stat`): the program reads the mm's counters
+    /// itself, with no record built for each of the millions of page faults.
+    Btf,
+    /// The classic tracepoint (`kmem:rss_stat`) and the record the kernel fills.
+    Classic,
+}
+
+/// `TRACER_RSS_HOOK=classic` keeps the rss probe on the classic tracepoint.
+pub const RSS_HOOK_ENV: &str = "TRACER_RSS_HOOK";
+
+impl RssHook {
+    /// The hook to try first: the BTF tracepoint where this kernel's BTF says where the
+    /// counters are, unless [`RSS_HOOK_ENV`] asks for the classic one.
+    pub fn wanted(layout: &tracer_common::RssCounterLayout) -> RssHook {
+        let asked = std::env::var(RSS_HOOK_ENV).ok();
+        match asked.as_deref() {
+            Some("classic") => return RssHook::Classic,
+            None | Some("" | "btf" | "auto") => {}
+            Some(other) => tracing::warn!("{RSS_HOOK_ENV}={other} is neither `classic` nor `btf`; choosing as if unset"),
+        }
+        if layout.is_complete() { RssHook::Btf } else { RssHook::Classic }
+    }
+}
+
+/// The BTF tracepoint program for `tracepoint`'s probe, where there is one.
+const BTF_PROGRAMS: &[(&str, &str)] = &[("rss_stat", "rss_stat_btf")];
 
 /// How far a record's time may trail its place in the ring buffer. The ring is read in
 /// reservation order (a reserved record not yet committed stops the reader), and a
@@ -182,6 +212,11 @@ impl Capture {
         }
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
         config.kernel_offsets = btf::kernel_offsets();
+        config.rss_counters = btf::rss_counter_layout();
+        let mut rss_hook = RssHook::wanted(&config.rss_counters);
+        if config.kernel_offsets[tracer_common::kfield::TASK_MM] == u32::MAX {
+            rss_hook = RssHook::Classic;
+        }
         config.follow_restarts = opts.follow_restarts as u32;
         config.host_wide = opts.host_wide as u32;
         // The session drains the ring on every tick; a wake-up each time another eighth
@@ -225,6 +260,7 @@ impl Capture {
         let attached_at_ns = crate::clock::wall_now_ns();
         let mut attached = Vec::new();
         let mut missing = Vec::new();
+        let mut kernel_btf = None;
         for (program, group) in probes::programs() {
             if group != ProbeGroup::Process && !opts.probes.contains(&group) || opts.without.contains(&program.tracepoint) {
                 continue;
@@ -234,6 +270,19 @@ impl Capture {
                 tracing::warn!("tracepoint {label} is not available on this kernel; going on without it");
                 missing.push(format!("{label} (not on this kernel)"));
                 continue;
+            }
+            let btf_program = BTF_PROGRAMS.iter().find(|(tp, _)| *tp == program.tracepoint).map(|(_, p)| *p);
+            if let (Some(name), RssHook::Btf) = (btf_program, rss_hook) {
+                match attach_btf(&mut ebpf, &mut kernel_btf, name, program.tracepoint) {
+                    Ok(()) => {
+                        attached.push(format!("{label} (BTF)"));
+                        continue;
+                    }
+                    Err(why) => {
+                        tracing::info!("BTF tracepoint {} not usable ({why}); using the classic tracepoint", program.tracepoint);
+                        rss_hook = RssHook::Classic;
+                    }
+                }
             }
             match attach(&mut ebpf, program) {
                 Ok(()) => attached.push(label),
@@ -247,6 +296,7 @@ impl Capture {
             return Err(CaptureError::NothingAttached(missing.join(", ")));
         }
 
+        drop(kernel_btf);
         // Before the ring buffer is mapped: the two would add up in the peak.
         release_freed_heap();
         let ring = take(&mut ebpf, "EVENTS")?;
@@ -575,6 +625,25 @@ fn attach(ebpf: &mut Ebpf, p: &probes::Program) -> Result<(), String> {
         .map_err(|e| format!("{e}"))?;
     program.load().map_err(|e| format!("{e:#}"))?;
     program.attach(p.category, p.tracepoint).map_err(|e| format!("{e:#}"))?;
+    Ok(())
+}
+
+/// Loads and attaches the BTF tracepoint program `name` to `tracepoint`, parsing the
+/// kernel's BTF once for all of them.
+fn attach_btf(ebpf: &mut Ebpf, btf: &mut Option<aya::Btf>, name: &str, tracepoint: &str) -> Result<(), String> {
+    if btf.is_none() {
+        *btf = Some(aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?);
+    }
+    let Some(btf) = btf.as_ref() else {
+        return Err("no kernel BTF".into());
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load(tracepoint, btf).map_err(|e| format!("{e:#}"))?;
+    program.attach().map_err(|e| format!("{e:#}"))?;
     Ok(())
 }
 

@@ -362,6 +362,35 @@ pub fn feature_checks(tracefs: &TracefsState, btf: &Btf) -> Vec<Check> {
     rows
 }
 
+/// Which hook feeds the rss probe ([`crate::capture::RssHook`]): the BTF tracepoint where
+/// this kernel's BTF says where the per-CPU counters are, unless the environment asks for
+/// the classic one.
+pub fn check_rss_hook(layout: &tracer_common::RssCounterLayout, asked_classic: bool) -> Check {
+    use crate::capture::RSS_HOOK_ENV;
+    if asked_classic {
+        return Check::info(
+            "feature.rss_hook",
+            format!("classic tracepoint kmem:rss_stat ({RSS_HOOK_ENV}=classic): the kernel builds a record on every page fault"),
+        );
+    }
+    if layout.is_complete() {
+        return Check::ok(
+            "feature.rss_hook",
+            format!(
+                "BTF tracepoint rss_stat: no record built per page fault; the program sums the counters of {} CPUs itself, \
+                 the same exact values (the classic tracepoint if the kernel refuses the program; {RSS_HOOK_ENV}=classic forces it)",
+                layout.cpus
+            ),
+        );
+    }
+    let why = if layout.cpus > tracer_common::RSS_MAX_CPUS {
+        format!("{} CPUs, more than the program sums ({})", layout.cpus, tracer_common::RSS_MAX_CPUS)
+    } else {
+        "no per-CPU rss counters in this kernel's BTF (before Linux 6.2, or no BTF)".to_string()
+    };
+    Check::info("feature.rss_hook", format!("classic tracepoint kmem:rss_stat ({why}): the kernel builds a record on every page fault"))
+}
+
 /// How the hot programs read their records: plain loads where the kernel lays them out
 /// as compiled in ([`tracer_common::usual_layout`]), else a helper call per field. Of the
 /// `present` groups only (a missing tracepoint has its own row); None when none is.
@@ -554,6 +583,10 @@ impl Facts {
         ];
         checks.extend(tracepoint_checks(&self.tracefs, root));
         checks.extend(feature_checks(&self.tracefs, &self.btf));
+        if matches!(self.btf, Btf::Present { .. }) {
+            let asked = std::env::var(crate::capture::RSS_HOOK_ENV).is_ok_and(|v| v == "classic");
+            checks.push(check_rss_hook(&crate::capture::btf::rss_counter_layout(), asked));
+        }
         checks.push(check_kprobes(self.kprobes.0, self.kprobes.1));
         checks
     }
@@ -581,6 +614,32 @@ CONFIG_LOCALVERSION=\"-fc\"
 
     fn fmt(text: &str) -> Tracepoint {
         Tracepoint::Present(Format::parse(text).unwrap())
+    }
+
+    #[test]
+    fn rss_hook_row_says_which_hook_and_why() {
+        let mut layout = tracer_common::RssCounterLayout {
+            mm_rss_stat: 1000,
+            counter_size: 40,
+            counter_count: 8,
+            counter_counters: 32,
+            array_pptrs: 320,
+            cpus: 2,
+            page_shift: 12,
+            _pad: 0,
+            slack_bytes: 64 * 4096,
+        };
+        let btf = check_rss_hook(&layout, false);
+        assert_eq!(btf.status, Status::Ok);
+        assert!(btf.finding.starts_with("BTF tracepoint rss_stat") && btf.finding.contains("2 CPUs"), "{}", btf.finding);
+        let asked = check_rss_hook(&layout, true);
+        assert_eq!(asked.status, Status::Info);
+        assert!(asked.finding.contains("TRACER_RSS_HOOK=classic"), "{}", asked.finding);
+        layout.cpus = 512;
+        assert!(check_rss_hook(&layout, false).finding.contains("512 CPUs, more than the program sums (256)"));
+        layout.cpus = 2;
+        layout.mm_rss_stat = u32::MAX;
+        assert!(check_rss_hook(&layout, false).finding.contains("before Linux 6.2"));
     }
 
     #[test]

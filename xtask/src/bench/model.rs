@@ -99,6 +99,17 @@ pub struct ModelLoad {
     /// The eager load bare and under the tracer, cold and warm cache.
     pub traced: Vec<TracedLoad>,
     pub skipped: Vec<String>,
+    /// The hook the tracer's rss probe was on in the traced loads, as its trace_start
+    /// names it (`kmem:rss_stat (BTF)`: the BTF tracepoint; `kmem:rss_stat`: the classic).
+    #[serde(default)]
+    pub rss_hook: Option<String>,
+}
+
+/// The rss probe's label in a trace's `trace_start` line.
+fn rss_hook_of(trace: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(trace).ok()?;
+    let start: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+    start["probes"].as_array()?.iter().filter_map(|p| p.as_str()).find(|p| p.contains("rss_stat")).map(str::to_string)
 }
 
 /// Goal of the traced/bare load time ratio.
@@ -163,6 +174,7 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
     // the same files run in the same rounds: how fast the load is, against a peer and
     // against the floor.
     let mut traced = Vec::new();
+    let mut rss_hook = None;
     let mut python_versions = None;
     let dd = crate::exec::on_path("dd");
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -206,6 +218,9 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
             if cache_state == "warm" {
                 fresh.push(fault_fresh_memory(bytes, workers)?);
             }
+        }
+        if rss_hook.is_none() {
+            rss_hook = rss_hook_of(&scratch.join(format!("trace-{cache_state}-traced-0.jsonl")));
         }
         let bare = variant(format!("eager, {cache_state} cache, bare"), bare, bytes);
         let under = variant(format!("eager, {cache_state} cache, under `tracer run`"), under, bytes);
@@ -256,6 +271,7 @@ pub fn run(plan: &Plan, bins: &Bins, python: Option<&Path>, cache: &Path, scratc
         variants,
         traced,
         skipped,
+        rss_hook,
     })
 }
 

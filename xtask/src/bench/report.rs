@@ -550,10 +550,21 @@ fn model(s: &mut String, m: &ModelLoad) {
                 opt(t.ratio_without_rss, |x| format!("{x:.3}×"))
             );
         }
+        let how = match m.rss_hook.as_deref() {
+            Some(h) if h.contains("BTF") => format!(
+                "on the BTF tracepoint here (`{h}`): the kernel passes the mm and the counter, and the program reads and \
+                 sums the counters itself only near its threshold"
+            ),
+            Some(h) => format!(
+                "on the classic tracepoint here (`{h}`): the kernel builds its record (summing the per-CPU RSS counter \
+                 under its lock) before any program runs"
+            ),
+            None => "on a hook this run did not record".to_string(),
+        };
         let _ = writeln!(
             s,
-            "\nThe difference between the two traced columns is `kmem:rss_stat`: the kernel fires it on every page a load \
-             faults in, and builds its record (summing the per-CPU RSS counter under its lock) before any program runs."
+            "\nThe difference between the two traced columns is the rss probe: `rss_stat` fires on every page a load \
+             faults in. The probe was {how}."
         );
     }
     if m.traced.iter().any(|t| t.python.is_some() || t.dd.is_some()) {

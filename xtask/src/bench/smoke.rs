@@ -114,6 +114,9 @@ fn bench_every_case_at_its_smallest_produces_figures() {
         let without = t.traced_without_rss.as_ref().expect("the load under the tracer without the rss probe");
         assert_eq!(without.runs.len(), t.bare.runs.len(), "{}", without.name);
     }
+    // Which hook the rss probe was on is read from the traced loads' own trace.
+    let hook = m.rss_hook.as_deref().expect("the rss probe's hook, from a traced load's trace_start");
+    assert!(hook.starts_with("kmem:rss_stat"), "{hook}");
     let warm = &m.traced[1];
     let fresh = warm.fresh_memory.as_ref().expect("the warm rounds fault fresh memory");
     assert!(finite(fresh.seconds_median, &fresh.name) > 0.0);

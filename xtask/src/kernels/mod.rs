@@ -252,6 +252,21 @@ fn guest_observed(console: &qemu::Console, s: Scenario, boot: &qemu::Boot) -> Ob
     }
 }
 
+/// Which hook the rss probe was on in a kernel's oom scenario, from its trace's
+/// `trace_start`: `rss probe on kmem:rss_stat (BTF)`.
+fn rss_hook(dir: &Path) -> String {
+    let first = std::fs::read_to_string(dir.join("oom.jsonl")).ok().and_then(|t| t.lines().next().map(str::to_string));
+    let probes = first.and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).map(|v| v["probes"].clone());
+    let hook = probes
+        .as_ref()
+        .and_then(|p| p.as_array())
+        .and_then(|p| p.iter().filter_map(|x| x.as_str()).find(|x| x.contains("rss_stat")).map(str::to_string));
+    match hook {
+        Some(h) => format!("rss probe on {h}"),
+        None => "rss probe: no trace_start in its oom trace".into(),
+    }
+}
+
 /// The file a console section is kept in: `oom.report` as `oom.report.json`.
 fn section_file(name: &str) -> String {
     if name.ends_with(".report") {
@@ -340,7 +355,7 @@ fn kernel_row(
     Ok(Row {
         name: k.distro.label.to_string(),
         release,
-        detail: format!("{} ({}), cgroup v2", k.package, k.distro.suite),
+        detail: format!("{} ({}), cgroup v2; {}", k.package, k.distro.suite, rss_hook(dir)),
         boot_s: b.boot.map(|d| d.as_secs_f64()),
         run_s: Some(b.wall.as_secs_f64()),
         cells,
@@ -436,7 +451,7 @@ pub fn run(opts: &Options, built: bool) -> Result<()> {
     let host = Row {
         name: "host".into(),
         release: host_release(),
-        detail: host_cgroups().into(),
+        detail: format!("{}; {}", host_cgroups(), rss_hook(&out.join("host"))),
         boot_s: None,
         run_s: Some(host_started.elapsed().as_secs_f64()),
         cells: host_results.iter().map(|(s, o, _)| (*s, o.clone())).collect(),
@@ -640,6 +655,17 @@ mod tests {
         }
         assert_eq!(section_file("oom.report"), "oom.report.json");
         assert_eq!(section_file("oom.jsonl"), "oom.jsonl");
+    }
+
+    #[test]
+    fn the_rss_hook_comes_from_the_oom_traces_first_line() {
+        let dir = std::env::temp_dir().join(format!("xtask-rss-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(rss_hook(&dir), "rss probe: no trace_start in its oom trace");
+        let start = r#"{"kind":"trace_start","probes":["task:task_newtask","kmem:rss_stat (BTF)","tcp:tcp_send_reset"]}"#;
+        std::fs::write(dir.join("oom.jsonl"), format!("{start}\n{{\"kind\":\"rss\"}}\n")).unwrap();
+        assert_eq!(rss_hook(&dir), "rss probe on kmem:rss_stat (BTF)");
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(section_file("oom.log"), "oom.log.txt");
     }
 }
