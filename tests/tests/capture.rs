@@ -719,6 +719,29 @@ fn proc_rss(pid: u32) -> (i64, i64) {
     (kb("RssAnon:") * 1024, kb("RssFile:") * 1024)
 }
 
+/// A traced `tracer-stress hold`, read once it holds still, then killed.
+struct Held {
+    pid: u32,
+    /// When /proc was read (wall ns, as the trace's times).
+    read_at: u64,
+    /// [`proc_rss`] then.
+    rss: (i64, i64),
+    trace: tracer_tests::Trace,
+}
+
+/// Runs `tracer ARGS` (a `hold` command) with TRACER_RSS_HOOK=`hook`, reads /proc once the
+/// command says `holding`, kills it and collects the trace.
+fn hold_traced(args: &[&str], hook: &str) -> Held {
+    let mut run = TracerRun::start_env(args, &[("TRACER_RSS_HOOK", hook)]);
+    wait_for_line(run.stdout.as_mut().expect("stdout"), "holding");
+    let pid = run.traced_child();
+    let read_at = tracer::clock::wall_now_ns();
+    let rss = proc_rss(pid);
+    // SAFETY: plain syscall on the child we started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    Held { pid, read_at, rss, trace: run.finish(T) }
+}
+
 /// The rss probe reports the kernel's exact counters, with the BTF tracepoint (whose
 /// program sums the per-CPU slots itself) and with the classic one. At a 4 KiB threshold
 /// every change is a record, so once the process holds still its last record per member
@@ -735,17 +758,11 @@ fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
     for (hook, label) in [("btf", if btf { "kmem:rss_stat (BTF)" } else { "kmem:rss_stat" }), ("classic", "kmem:rss_stat")] {
         for cpu in [first, last] {
             let cpu_arg = cpu.to_string();
-            let mut run = TracerRun::start_env(
+            let held = hold_traced(
                 &["run", "--rss-threshold", "4KiB", "--grace", "200ms", "--", "taskset", "-c", &cpu_arg, &stress(), "hold", "24"],
-                &[("TRACER_RSS_HOOK", hook)],
+                hook,
             );
-            wait_for_line(run.stdout.as_mut().expect("stdout"), "holding");
-            let pid = run.traced_child();
-            let read_at = tracer::clock::wall_now_ns();
-            let (anon, file) = proc_rss(pid);
-            // SAFETY: plain syscall on the child we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let trace = run.finish(T);
+            let (pid, read_at, (anon, file), trace) = (held.pid, held.read_at, held.rss, held.trace);
             let dump = trace.dump();
             let start = trace.of_kind("trace_start").next().unwrap_or_else(|| panic!("no trace_start\n{dump}"));
             let EventKind::TraceStart { probes, .. } = &start.kind else { unreachable!() };
@@ -761,14 +778,8 @@ fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
         }
         // At the default 8 MiB the BTF program reads the slots only near the threshold:
         // still a record each time the count moved by 8 MiB, and none in between.
-        let mut run = TracerRun::start_env(&["run", "--grace", "200ms", "--", &stress(), "hold", "100"], &[("TRACER_RSS_HOOK", hook)]);
-        wait_for_line(run.stdout.as_mut().expect("stdout"), "holding");
-        let pid = run.traced_child();
-        let read_at = tracer::clock::wall_now_ns();
-        let (anon, _) = proc_rss(pid);
-        // SAFETY: plain syscall on the child we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        let trace = run.finish(T);
+        let held = hold_traced(&["run", "--grace", "200ms", "--", &stress(), "hold", "100"], hook);
+        let (pid, read_at, (anon, _), trace) = (held.pid, held.read_at, held.rss, held.trace);
         // From the exec on: before it the child is a copy of the tracer, another mm.
         let exec = trace.position(|e| e.pid == pid && matches!(e.kind, EventKind::Exec { .. })).expect("the exec of the command");
         let records: Vec<i64> = trace.events[exec..]

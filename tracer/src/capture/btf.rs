@@ -316,6 +316,20 @@ pub fn task_exit_code_offset() -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// A BTF blob of these type and string sections.
+    fn blob_of(types: &[u8], strings: &[u8]) -> Vec<u8> {
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.push(1);
+        blob.push(0);
+        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&v.to_le_bytes());
+        }
+        blob.extend_from_slice(types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
     /// A blob with `int` and `struct s { int a; int b; }`.
     fn tiny_blob() -> Vec<u8> {
         let strings = b"\0int\0s\0a\0b\0".to_vec();
@@ -335,16 +349,7 @@ mod tests {
             push(&mut types, 1);
             push(&mut types, bit_off);
         }
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.push(1);
-        blob.push(0);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            blob.extend_from_slice(&v.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
-        blob
+        blob_of(&types, &strings)
     }
 
     /// `int`, `struct pc { int a; int b; }`, `pc[4]`, `struct mm { int x; pc rss[4]; }`,
@@ -359,16 +364,7 @@ mod tests {
         push(&[0, 3 << 24, 0, 2, 1, 4]); // [3] pc[4]
         push(&[name("mm"), (4 << 24) | 2, 40, name("x"), 1, 0, name("rss"), 3, 64]); // [4] struct mm
         push(&[name("old"), (4 << 24) | 1, 4, name("rss"), 1, 0]); // [5] struct old
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.push(1);
-        blob.push(0);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            blob.extend_from_slice(&v.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
-        blob
+        blob_of(&types, &strings)
     }
 
     #[test]
