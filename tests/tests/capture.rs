@@ -742,17 +742,30 @@ fn hold_traced(args: &[&str], hook: &str) -> Held {
     Held { pid, read_at, rss, trace: run.finish(T) }
 }
 
-/// The rss probe reports the kernel's exact counters, with the BTF tracepoint (whose
-/// program sums the per-CPU slots itself) and with the classic one. At a 4 KiB threshold
-/// every change is a record, so once the process holds still its last record per member
-/// is the count /proc/PID/status shows. Pinned to the first and the last CPU, so that a
-/// wrong per-CPU offset for either shows.
+/// Whether /proc/PID/status sums the per-CPU rss counters (Linux 6.16+, "mm: fix the
+/// inaccurate memory statistics issue for users"); before, it shows the central count.
+fn proc_rss_is_summed() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 16)
+}
+
+/// The rss probe reports the kernel's counters, with the BTF tracepoint (whose program
+/// sums the per-CPU slots itself) and with the classic one. At a 4 KiB threshold every
+/// change is a record, so once the process holds still its last record per member is the
+/// count /proc/PID/status shows. Pinned to the first and the last CPU, so that a wrong
+/// per-CPU offset for either shows. The memory an exit tears down is not the process
+/// growing or shrinking: no record after the kill.
 #[test]
 fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
     require_root("end-to-end capture tests load eBPF programs");
     let btf = tracer::capture::btf::rss_counter_layout().is_complete();
     if !btf {
         eprintln!("SKIPPED (BTF half): this kernel has no per-CPU rss counters in its BTF, so the rss probe uses the classic tracepoint");
+    }
+    let summed = proc_rss_is_summed();
+    if !summed {
+        eprintln!("SKIPPED (exact comparison): this kernel's /proc/PID/status shows the central rss count, not the sum (before 6.16)");
     }
     let (first, last) = online_cpu_range();
     for (hook, label) in [("btf", if btf { "kmem:rss_stat (BTF)" } else { "kmem:rss_stat" }), ("classic", "kmem:rss_stat")] {
@@ -773,8 +786,13 @@ fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
                     _ => None,
                 })
             };
-            assert_eq!(last_of("MM_ANONPAGES"), Some(anon), "{hook} hook on CPU {cpu}: last anon record vs RssAnon\n{dump}");
-            assert_eq!(last_of("MM_FILEPAGES"), Some(file), "{hook} hook on CPU {cpu}: last file record vs RssFile\n{dump}");
+            let after: Vec<&tracer::event::Event> =
+                trace.events.iter().filter(|e| e.pid == pid && e.ts_ns >= read_at && matches!(e.kind, EventKind::Rss { .. })).collect();
+            assert!(after.is_empty(), "{hook} hook on CPU {cpu}: records of the exit's teardown: {after:?}");
+            if summed {
+                assert_eq!(last_of("MM_ANONPAGES"), Some(anon), "{hook} hook on CPU {cpu}: last anon record vs RssAnon\n{dump}");
+                assert_eq!(last_of("MM_FILEPAGES"), Some(file), "{hook} hook on CPU {cpu}: last file record vs RssFile\n{dump}");
+            }
         }
         // At the default 8 MiB the BTF program reads the slots only near the threshold:
         // still a record each time the count moved by 8 MiB, and none in between.
@@ -791,7 +809,7 @@ fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
             })
             .collect();
         const STEP: i64 = 8 << 20;
-        assert!(records.len() >= 12, "{hook}: 100 MiB touched in 8 MiB steps gave {records:?}");
+        assert!(records.len() >= 10, "{hook}: 100 MiB touched in 8 MiB steps gave {records:?}");
         for pair in records.windows(2) {
             assert!((pair[1] - pair[0]).abs() >= STEP, "{hook}: records closer than 8 MiB: {records:?}");
         }

@@ -242,9 +242,10 @@ pub struct RssCounterLayout {
     /// log2 of the page size: the counters count pages.
     pub page_shift: u32,
     pub _pad: u32,
-    /// Bytes by which `count` alone can differ from the exact value (every CPU's slot
-    /// holds less than the counter's batch): below this distance from the threshold the
-    /// slots need not be read.
+    /// Bytes by which `count` alone can differ from the sum (every online CPU's slot holds
+    /// less than the counter's batch; an offline CPU's is folded into `count`): while
+    /// `count` is further than this from the threshold the slots need not be read. Only
+    /// when a record comes is decided by it, never what the record says.
     pub slack_bytes: u64,
 }
 
@@ -601,15 +602,6 @@ pub struct RssRecord {
 pub struct RssKey {
     pub tgid: u32,
     pub member: i32,
-}
-
-/// Value of the in-kernel rss aggregation map: the last bytes emitted, and (BTF program
-/// only; 0 for the classic one) the mm they were read from, known to be the process's own.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RssLast {
-    pub bytes: i64,
-    pub mm: u64,
 }
 
 /// SIGHUP, SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGTERM: the signals that end a process

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{KernelConfig, PendingSyscall, RestartWatch, RssKey, RssLast, OTHER_RESET_SLOTS, PROBE_COUNT};
+use tracer_common::{KernelConfig, PendingSyscall, RestartWatch, RssKey, OTHER_RESET_SLOTS, PROBE_COUNT};
 
 /// Set by user space before load (offsets from tracefs, BTF, thresholds).
 #[unsafe(no_mangle)]
@@ -24,7 +24,7 @@ pub static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(655
 
 /// Last emitted RSS per (TGID, member).
 #[map]
-pub static RSS_LAST: HashMap<RssKey, RssLast> = HashMap::with_max_entries(16384, 0);
+pub static RSS_LAST: HashMap<RssKey, i64> = HashMap::with_max_entries(16384, 0);
 
 /// Sockets that belong to a traced process: sock address -> TGID.
 #[map]

@@ -9,12 +9,12 @@
 //! batch), and sums the per-CPU slots itself only when that could cross the threshold, so
 //! what it reports is the same exact value the classic record holds.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_map_lookup_percpu_elem},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::{bpf_get_current_task_btf, bpf_map_lookup_percpu_elem}},
     macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, PerCpuArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tracer_common::{field, kfield, usual_layout as usual, Probe, RssKey, RssLast, RssRecord, RSS_MAX_CPUS};
+use tracer_common::{field, kfield, usual_layout as usual, Probe, RssKey, RssRecord, RSS_MAX_CPUS};
 
 use crate::{
     maps::{config_offset, count_lost, is_traced_tgid, kernel_offset, record_at, rss_threshold, usual_layout, CONFIG, EVENTS, RSS_LAST},
@@ -44,14 +44,14 @@ fn aggregate(tgid: u32, member: i32, size: i64) {
     let key = RssKey { tgid, member };
     match RSS_LAST.get_ptr_mut(&key) {
         Some(last) => unsafe {
-            let delta = size - (*last).bytes;
+            let delta = size - *last;
             if delta.abs() < rss_threshold() {
                 return;
             }
-            (*last).bytes = size;
+            *last = size;
         },
         None => {
-            let _ = RSS_LAST.insert(&key, &RssLast { bytes: size, mm: 0 }, 0);
+            let _ = RSS_LAST.insert(&key, &size, 0);
         }
     }
     emit(member, size);
@@ -87,43 +87,41 @@ pub fn rss_stat_btf(ctx: BtfTracePointContext) -> u32 {
     if !(0..MM_COUNTERS).contains(&member) || mm == 0 {
         return 0;
     }
+    // Another task's mm (reclaim, ptrace, the new mm an exec fills, the old one an exec
+    // or an exit tears down): not ours, as `curr == 0` in the record.
+    if !is_current_mm(mm) {
+        return 0;
+    }
     let layout = unsafe { core::ptr::read_volatile(&raw const CONFIG.rss_counters) };
     let counter = mm + layout.mm_rss_stat as u64 + member as u64 * layout.counter_size as u64;
     let key = RssKey { tgid, member };
     let last = RSS_LAST.get_ptr_mut(&key);
-    // Another task's mm (reclaim, ptrace, the new mm an exec fills): not ours, as
-    // `curr == 0` in the record. The mm last read for this process needs no check.
-    let known = last.is_some_and(|l| unsafe { (*l).mm } == mm);
-    if !known && !is_current_mm(mm) {
-        return 0;
+    if let Some(last) = last {
+        let Ok(count) = (unsafe { bpf_probe_read_kernel((counter + layout.counter_count as u64) as *const i64) }) else {
+            count_lost(Probe::RssStat as u32);
+            return 0;
+        };
+        // Far from the threshold by more than the slots can hold: no need to read them.
+        if ((count << layout.page_shift) - unsafe { *last }).abs() < rss_threshold() - layout.slack_bytes as i64 {
+            return 0;
+        }
     }
-    let Ok(count) = (unsafe { bpf_probe_read_kernel((counter + layout.counter_count as u64) as *const i64) }) else {
+    let Some(size) = exact(counter, &layout) else {
+        count_lost(Probe::RssStat as u32);
         return 0;
     };
     match last {
         Some(last) => unsafe {
-            // Far from the threshold by more than the slots can hold: no need to read them.
-            if known && ((count << layout.page_shift) - (*last).bytes).abs() < rss_threshold() - layout.slack_bytes as i64 {
+            if (size - *last).abs() < rss_threshold() {
                 return 0;
             }
-            let Some(size) = exact(counter, count, &layout) else {
-                return 0;
-            };
-            // A new mm (an exec): its first value is a record, as a new process's is.
-            if known && (size - (*last).bytes).abs() < rss_threshold() {
-                return 0;
-            }
-            *last = RssLast { bytes: size, mm };
-            emit(member, size);
+            *last = size;
         },
         None => {
-            let Some(size) = exact(counter, count, &layout) else {
-                return 0;
-            };
-            let _ = RSS_LAST.insert(&key, &RssLast { bytes: size, mm }, 0);
-            emit(member, size);
+            let _ = RSS_LAST.insert(&key, &size, 0);
         }
     }
+    emit(member, size);
     0
 }
 
@@ -133,8 +131,11 @@ fn is_current_mm(mm: u64) -> bool {
     let Some(mm_off) = kernel_offset(kfield::TASK_MM) else {
         return false;
     };
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    matches!(unsafe { bpf_probe_read_kernel(task.add(mm_off) as *const u64) }, Ok(current) if current == mm)
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // A plain load: the task is a BTF pointer and the offset a constant of the frozen
+    // configuration, so the verifier checks it against the struct.
+    let current = unsafe { core::ptr::read_volatile(task.add(mm_off) as *const u64) };
+    current == mm
 }
 
 /// One element per CPU, never written: `bpf_map_lookup_percpu_elem` gives each CPU's
@@ -179,36 +180,45 @@ fn pcpu_base(layout: &tracer_common::RssCounterLayout) -> Option<u64> {
     Some(base)
 }
 
-/// The counter's exact value in bytes: `count` plus every CPU's slot, as the kernel's
-/// `percpu_counter_sum` adds them (without its lock: a batch folded into `count` while
-/// this reads can be counted twice or not at all, for that instant).
+/// The counter's value in bytes: `count` plus every CPU's slot, as the kernel's
+/// `percpu_counter_sum_positive` adds them, but without its lock. A batch folded into
+/// `count` while the slots are read changes `count`, so the sum is taken again once if
+/// it moved; a fold caught between its two stores can still count a batch twice or not
+/// at all for that instant. None when a read fails (counted as lost by the caller).
 #[inline(always)]
-fn exact(counter: u64, count: i64, layout: &tracer_common::RssCounterLayout) -> Option<i64> {
+fn exact(counter: u64, layout: &tracer_common::RssCounterLayout) -> Option<i64> {
     let slots = unsafe { bpf_probe_read_kernel((counter + layout.counter_counters as u64) as *const u64) }.ok()?;
     let base = pcpu_base(layout)?;
+    let count_at = (counter + layout.counter_count as u64) as *const i64;
     let key: u32 = 0;
-    let mut pages = count;
-    for cpu in 0..RSS_MAX_CPUS {
-        if cpu >= layout.cpus {
+    let mut pages = 0;
+    for _attempt in 0..2 {
+        let before = unsafe { bpf_probe_read_kernel(count_at) }.ok()?;
+        pages = before;
+        for cpu in 0..RSS_MAX_CPUS {
+            if cpu >= layout.cpus {
+                break;
+            }
+            let copy = unsafe {
+                bpf_map_lookup_percpu_elem(
+                    &raw const PCPU_ANCHOR as *mut core::ffi::c_void,
+                    &raw const key as *const core::ffi::c_void,
+                    cpu,
+                )
+            };
+            if copy.is_null() {
+                return None;
+            }
+            let offset = as_number(copy as u64)?.wrapping_sub(base);
+            let slot: i32 = unsafe { bpf_probe_read_kernel(slots.wrapping_add(offset) as *const i32) }.ok()?;
+            pages += slot as i64;
+        }
+        if unsafe { bpf_probe_read_kernel(count_at) }.ok()? == before {
             break;
         }
-        let copy = unsafe {
-            bpf_map_lookup_percpu_elem(
-                &raw const PCPU_ANCHOR as *mut core::ffi::c_void,
-                &raw const key as *const core::ffi::c_void,
-                cpu,
-            )
-        };
-        if copy.is_null() {
-            continue;
-        }
-        let offset = as_number(copy as u64)?.wrapping_sub(base);
-        let slot: i32 = unsafe { bpf_probe_read_kernel(slots.wrapping_add(offset) as *const i32) }.unwrap_or(0);
-        pages += slot as i64;
     }
-    Some(pages << layout.page_shift)
+    Some(pages.max(0) << layout.page_shift)
 }
-
 /// (curr, member, size): plain loads where the layout is the usual one (most of this
 /// program's cost otherwise is three helper calls), else through the configured offsets.
 #[inline(always)]

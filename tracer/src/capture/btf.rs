@@ -279,21 +279,25 @@ pub fn rss_counter_layout() -> tracer_common::RssCounterLayout {
     layout.counter_count = unknown(structs.offset("percpu_counter", "count"));
     layout.counter_counters = unknown(structs.offset("percpu_counter", "counters"));
     layout.array_pptrs = unknown(structs.offset("bpf_array", "pptrs"));
-    let cpus = aya::util::nr_cpus().unwrap_or(0) as u32;
-    layout.cpus = cpus;
+    // Every possible CPU's slot is summed (one that came online later has one too); the
+    // online ones bound how far `count` is from the sum now.
+    layout.cpus = aya::util::nr_cpus().unwrap_or(0) as u32;
+    let online = aya::util::online_cpus().map(|c| c.len() as u32).unwrap_or(layout.cpus);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     layout.page_shift = page.trailing_zeros();
-    layout.slack_bytes = counter_slack_pages(cpus) * page;
+    layout.slack_bytes = counter_slack_pages(online) * page;
     layout
 }
 
-/// Pages by which a percpu_counter's `count` can differ from its exact sum: each CPU's
-/// slot stays under the batch (lib/percpu_counter.c: `max(32, 2 * online CPUs)`; the
-/// possible CPUs bound the online ones).
-pub fn counter_slack_pages(cpus: u32) -> u64 {
-    let batch = u64::from(cpus.saturating_mul(2).max(32));
-    batch * u64::from(cpus)
+/// Pages by which a percpu_counter's `count` can differ from its sum with `online` CPUs:
+/// each online CPU's slot stays under the batch (lib/percpu_counter.c: `max(32, 2 *
+/// online CPUs)`); an offline CPU's slot is folded into `count`. CPUs coming online later
+/// can make it more: the BTF program then records a crossing a little late, never a
+/// wrong value.
+pub fn counter_slack_pages(online: u32) -> u64 {
+    let batch = u64::from(online.saturating_mul(2).max(32));
+    batch * u64::from(online)
 }
 
 /// The running kernel's BTF, if it has one.
@@ -408,6 +412,12 @@ mod tests {
         let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
         let last: u32 = possible.trim().rsplit(['-', ',']).next().unwrap().parse().unwrap();
         assert_eq!(layout.cpus, last + 1, "possible CPUs: {possible}");
+        let online = (0..layout.cpus).filter(|c| {
+            // cpu0 often has no `online` file: it cannot go offline.
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu{c}/online")).map_or(*c == 0, |v| v.trim() == "1")
+        });
+        let page = 1u64 << layout.page_shift;
+        assert_eq!(layout.slack_bytes, counter_slack_pages(online.count() as u32) * page);
         assert_eq!(1u64 << layout.page_shift, unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64);
     }
 

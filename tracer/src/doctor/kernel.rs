@@ -363,32 +363,34 @@ pub fn feature_checks(tracefs: &TracefsState, btf: &Btf) -> Vec<Check> {
 }
 
 /// Which hook feeds the rss probe ([`crate::capture::RssHook`]): the BTF tracepoint where
-/// this kernel's BTF says where the per-CPU counters are, unless the environment asks for
-/// the classic one.
-pub fn check_rss_hook(layout: &tracer_common::RssCounterLayout, asked_classic: bool) -> Check {
+/// this kernel's BTF says where the per-CPU counters and a task's mm are, unless the
+/// environment asks for the classic one. Decided as capture decides, without loading.
+pub fn check_rss_hook(layout: &tracer_common::RssCounterLayout, task_mm_known: bool, asked_classic: bool) -> Check {
     use crate::capture::RSS_HOOK_ENV;
+    const CLASSIC: &str = "classic tracepoint kmem:rss_stat";
+    const COST: &str = "the kernel builds a record on every page fault";
     if asked_classic {
-        return Check::info(
-            "feature.rss_hook",
-            format!("classic tracepoint kmem:rss_stat ({RSS_HOOK_ENV}=classic): the kernel builds a record on every page fault"),
-        );
+        return Check::info("feature.rss_hook", format!("{CLASSIC} ({RSS_HOOK_ENV}=classic): {COST}"));
     }
-    if layout.is_complete() {
+    if layout.is_complete() && task_mm_known {
         return Check::ok(
             "feature.rss_hook",
             format!(
-                "BTF tracepoint rss_stat: no record built per page fault; the program sums the counters of {} CPUs itself, \
-                 the same exact values (the classic tracepoint if the kernel refuses the program; {RSS_HOOK_ENV}=classic forces it)",
+                "BTF tracepoint rss_stat: no record built per page fault; the program reads the counters itself, and \
+                 near its threshold sums their {} per-CPU parts as the classic record does, without the kernel's lock \
+                 (the classic tracepoint if the kernel refuses the program; {RSS_HOOK_ENV}=classic forces it)",
                 layout.cpus
             ),
         );
     }
-    let why = if layout.cpus > tracer_common::RSS_MAX_CPUS {
-        format!("{} CPUs, more than the program sums ({})", layout.cpus, tracer_common::RSS_MAX_CPUS)
+    let why = if !task_mm_known {
+        "no task_struct.mm in this kernel's BTF".to_string()
+    } else if layout.cpus > tracer_common::RSS_MAX_CPUS {
+        format!("{} possible CPUs, more than the program sums ({})", layout.cpus, tracer_common::RSS_MAX_CPUS)
     } else {
-        "no per-CPU rss counters in this kernel's BTF (before Linux 6.2, or no BTF)".to_string()
+        "this kernel's BTF has no per-CPU rss counters (Linux before 6.2)".to_string()
     };
-    Check::info("feature.rss_hook", format!("classic tracepoint kmem:rss_stat ({why}): the kernel builds a record on every page fault"))
+    Check::info("feature.rss_hook", format!("{CLASSIC} ({why}): {COST}"))
 }
 
 /// How the hot programs read their records: plain loads where the kernel lays them out
@@ -585,7 +587,8 @@ impl Facts {
         checks.extend(feature_checks(&self.tracefs, &self.btf));
         if matches!(self.btf, Btf::Present { .. }) {
             let asked = std::env::var(crate::capture::RSS_HOOK_ENV).is_ok_and(|v| v == "classic");
-            checks.push(check_rss_hook(&crate::capture::btf::rss_counter_layout(), asked));
+            let task_mm = crate::capture::btf::kernel_offsets()[tracer_common::kfield::TASK_MM] != u32::MAX;
+            checks.push(check_rss_hook(&crate::capture::btf::rss_counter_layout(), task_mm, asked));
         }
         checks.push(check_kprobes(self.kprobes.0, self.kprobes.1));
         checks
@@ -629,17 +632,18 @@ CONFIG_LOCALVERSION=\"-fc\"
             _pad: 0,
             slack_bytes: 64 * 4096,
         };
-        let btf = check_rss_hook(&layout, false);
+        let btf = check_rss_hook(&layout, true, false);
         assert_eq!(btf.status, Status::Ok);
-        assert!(btf.finding.starts_with("BTF tracepoint rss_stat") && btf.finding.contains("2 CPUs"), "{}", btf.finding);
-        let asked = check_rss_hook(&layout, true);
+        assert!(btf.finding.starts_with("BTF tracepoint rss_stat") && btf.finding.contains("their 2 per-CPU parts"), "{}", btf.finding);
+        let asked = check_rss_hook(&layout, true, true);
         assert_eq!(asked.status, Status::Info);
         assert!(asked.finding.contains("TRACER_RSS_HOOK=classic"), "{}", asked.finding);
+        assert!(check_rss_hook(&layout, false, false).finding.contains("no task_struct.mm"));
         layout.cpus = 512;
-        assert!(check_rss_hook(&layout, false).finding.contains("512 CPUs, more than the program sums (256)"));
+        assert!(check_rss_hook(&layout, true, false).finding.contains("512 possible CPUs, more than the program sums (256)"));
         layout.cpus = 2;
         layout.mm_rss_stat = u32::MAX;
-        assert!(check_rss_hook(&layout, false).finding.contains("before Linux 6.2"));
+        assert!(check_rss_hook(&layout, true, false).finding.contains("no per-CPU rss counters (Linux before 6.2)"));
     }
 
     #[test]
