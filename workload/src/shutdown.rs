@@ -87,8 +87,17 @@ impl axum::serve::Listener for DrainingListener {
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                // A last look, right before the listener goes.
+                // A last look, and the listener stops listening at once: a connection
+                // that completed its handshake between this look and the server dropping
+                // the listener (milliseconds later) would be reset with the queue. After
+                // shutdown(2) a connect is refused; only the microseconds between the
+                // look and the call are left.
                 self.drain_queue().await;
+                // SAFETY: shutdown(2) on the listening socket we own; it stays open until
+                // the server drops it.
+                if unsafe { libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+                    tracing::debug!("shutdown of the listener: {}", io::Error::last_os_error());
+                }
                 if let Some(tx) = self.drained.take() {
                     let _ = tx.send(());
                 }
