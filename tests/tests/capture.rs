@@ -759,7 +759,7 @@ fn proc_rss_is_summed() -> bool {
 #[test]
 fn rss_records_are_the_kernels_counters_with_either_hook_on_every_cpu() {
     require_root("end-to-end capture tests load eBPF programs");
-    let btf = tracer::capture::btf::rss_counter_layout().is_complete();
+    let btf = tracer::capture::btf::rss_counter_layout(tracer::capture::btf::running_kernel_structs().as_ref()).is_complete();
     if !btf {
         eprintln!("SKIPPED (BTF half): this kernel has no per-CPU rss counters in its BTF, so the rss probe uses the classic tracepoint");
     }

@@ -248,9 +248,9 @@ impl Structs {
 
 /// The kernel struct offsets the programs walk ([`tracer_common::kfield`]), from the
 /// running kernel's BTF; `u32::MAX` for each one not found.
-pub fn kernel_offsets() -> [u32; tracer_common::kfield::COUNT] {
+pub fn kernel_offsets(structs: Option<&Structs>) -> [u32; tracer_common::kfield::COUNT] {
     let mut out = [u32::MAX; tracer_common::kfield::COUNT];
-    let Some(structs) = running_kernel_btf().and_then(|b| Structs::parse(&b).ok()) else {
+    let Some(structs) = structs else {
         return out;
     };
     for (index, name, member) in tracer_common::kfield::ALL {
@@ -264,9 +264,9 @@ pub fn kernel_offsets() -> [u32; tracer_common::kfield::COUNT] {
 /// Where the BTF rss_stat program finds a process's RSS counters on the running kernel,
 /// and how far their central count can be from the exact value on this host
 /// ([`tracer_common::RssCounterLayout`]); offsets not found stay unknown.
-pub fn rss_counter_layout() -> tracer_common::RssCounterLayout {
+pub fn rss_counter_layout(structs: Option<&Structs>) -> tracer_common::RssCounterLayout {
     let mut layout = tracer_common::RssCounterLayout::unknown();
-    let Some(structs) = running_kernel_btf().and_then(|b| Structs::parse(&b).ok()) else {
+    let Some(structs) = structs else {
         return layout;
     };
     // Before 6.2 the counters were atomics (`struct mm_rss_stat`) and a thread's own cache.
@@ -298,6 +298,12 @@ pub fn rss_counter_layout() -> tracer_common::RssCounterLayout {
 pub fn counter_slack_pages(online: u32) -> u64 {
     let batch = u64::from(online.saturating_mul(2).max(32));
     batch * u64::from(online)
+}
+
+/// The structs of the running kernel's BTF, parsed once for [`kernel_offsets`] and
+/// [`rss_counter_layout`]; None without BTF.
+pub fn running_kernel_structs() -> Option<Structs> {
+    running_kernel_btf().and_then(|b| Structs::parse(&b).ok())
 }
 
 /// The running kernel's BTF, if it has one.
@@ -400,7 +406,7 @@ mod tests {
             return;
         };
         let structs = Structs::parse(&blob).unwrap();
-        let layout = rss_counter_layout();
+        let layout = rss_counter_layout(Some(&structs));
         if !structs.is_array_of("mm_struct", "rss_stat", "percpu_counter") {
             assert!(!layout.is_complete(), "a kernel without per-CPU rss counters must use the classic hook: {layout:?}");
             return;

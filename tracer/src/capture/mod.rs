@@ -211,8 +211,10 @@ impl Capture {
             tracing::warn!("no BTF for task_struct.exit_code: exit causes come from the last fatal signal");
         }
         let mut config = layouts.kernel_config(opts.rss_threshold_bytes, opts.follow_children, exit_code_offset);
-        config.kernel_offsets = btf::kernel_offsets();
-        config.rss_counters = btf::rss_counter_layout();
+        let structs = btf::running_kernel_structs();
+        config.kernel_offsets = btf::kernel_offsets(structs.as_ref());
+        config.rss_counters = btf::rss_counter_layout(structs.as_ref());
+        drop(structs);
         let mut rss_hook = RssHook::wanted(&config.rss_counters);
         if config.kernel_offsets[tracer_common::kfield::TASK_MM] == u32::MAX {
             rss_hook = RssHook::Classic;

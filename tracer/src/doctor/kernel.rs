@@ -587,8 +587,9 @@ impl Facts {
         checks.extend(feature_checks(&self.tracefs, &self.btf));
         if matches!(self.btf, Btf::Present { .. }) {
             let asked = std::env::var(crate::capture::RSS_HOOK_ENV).is_ok_and(|v| v == "classic");
-            let task_mm = crate::capture::btf::kernel_offsets()[tracer_common::kfield::TASK_MM] != u32::MAX;
-            checks.push(check_rss_hook(&crate::capture::btf::rss_counter_layout(), task_mm, asked));
+            let structs = crate::capture::btf::running_kernel_structs();
+            let task_mm = crate::capture::btf::kernel_offsets(structs.as_ref())[tracer_common::kfield::TASK_MM] != u32::MAX;
+            checks.push(check_rss_hook(&crate::capture::btf::rss_counter_layout(structs.as_ref()), task_mm, asked));
         }
         checks.push(check_kprobes(self.kprobes.0, self.kprobes.1));
         checks
